@@ -1,0 +1,16 @@
+"""harness: which prompting strategy, on which model, at what token cost and latency, is best,
+and is the difference real?
+
+    import harness
+    df = harness.run(tasks=["coin_flip"], strategies=["zero_shot", "cot"], limit=20)
+"""
+from .errors import BackendError, ConfigError, HarnessError
+from .records import Completion, Example, Message, OutputType, Prediction, Request, Sampling
+from .results import load_run
+from .runner import run
+from .strategies import parse_strategy
+from .tasks import load_task
+
+__all__ = ["run", "load_task", "load_run", "parse_strategy", "HarnessError", "ConfigError", "BackendError",
+           "Example", "Request", "Completion", "Prediction", "Message", "Sampling", "OutputType"]
+__version__ = "0.1.0"

@@ -1,0 +1,180 @@
+"""The command line: a thin layer over the library. Every HarnessError is printed as one line, exit 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, HarnessError
+
+EXIT_BAD_INPUT = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line with exit code 2 (its own default is usage + 2)."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        raise ConfigError(message, where="command line", fix=f"see `{self.prog} --help`")
+
+
+def _engine_options(a) -> dict:
+    opts = {}
+    for name in ("max_model_len", "kv_cache_memory_bytes", "block_size", "kv_cache_dtype",
+                 "structured_outputs_backend", "speculative_ngram", "tensor_parallel_size",
+                 "pipeline_parallel_size", "distributed_executor_backend"):
+        v = getattr(a, name, None)
+        if v is not None:
+            opts[name] = v
+    if getattr(a, "no_prefix_caching", False):
+        opts["enable_prefix_caching"] = False
+    if getattr(a, "compiled", False):
+        opts["enforce_eager"] = False
+    return opts
+
+
+def _positive(v: str) -> int:
+    try:
+        x = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{v}' is not an integer") from None
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"'{v}' must be a positive integer")
+    return x
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="harness", description="Evaluate prompting strategies on the real vLLM engine.")
+    sub = p.add_subparsers(dest="cmd", parser_class=Parser)
+
+    r = sub.add_parser("run", help="run tasks x strategies on a model and write a run folder")
+    r.add_argument("--task", action="append", default=[], help="task name or path to a task YAML (repeatable)")
+    r.add_argument("--strategy", action="append", default=[], help="strategy spec, e.g. few_shot:k=4 (repeatable)")
+    r.add_argument("--model", default=None, help="bundled (default), a local HF model folder, or a hub id")
+    r.add_argument("--limit", type=_positive, default=None, help="examples per task")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--data-dir", default=None, help="folder with the data files of tasks that read files")
+    r.add_argument("--out", default=None, help="run folder (default results/<run_id>); an existing one resumes")
+    r.add_argument("--resume", default=None, metavar="RUN_DIR", help="resume a run folder with its own config")
+    r.add_argument("--run-id", default=None)
+    r.add_argument("--chunk-size", type=_positive, default=None, help="requests per engine call (default 512)")
+    r.add_argument("--prices", default=None, help="price table YAML ($ per 1M tokens per model)")
+    r.add_argument("--price", action="append", default=[], help="MODEL=input,cached_input,output")
+    r.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = r.add_argument_group("engine (offline vLLM)")
+    g.add_argument("--max-model-len", type=_positive)
+    g.add_argument("--kv-cache-memory-bytes", type=_positive)
+    g.add_argument("--block-size", type=_positive)
+    g.add_argument("--kv-cache-dtype")
+    g.add_argument("--no-prefix-caching", action="store_true")
+    g.add_argument("--compiled", action="store_true", help="compiled mode instead of eager")
+    g.add_argument("--structured-outputs-backend", choices=["auto", "xgrammar", "outlines", "guidance"])
+    g.add_argument("--speculative-ngram", type=_positive, metavar="K",
+                   help="n-gram (prompt lookup) speculative decoding with K speculative tokens")
+    g.add_argument("--tensor-parallel-size", type=_positive)
+    g.add_argument("--pipeline-parallel-size", type=_positive)
+    g.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"])
+
+    sub.add_parser("tasks", help="list the tasks")
+    m = sub.add_parser("models", help="attention layout, KV bytes per token and KV capacity of a model")
+    m.add_argument("model", nargs="?", default=None)
+    m.add_argument("--memory", default="1GiB", help="KV-cache memory to size, e.g. 512MiB, 8GiB")
+
+    rep = sub.add_parser("report", help="write report.html and report.md into a run folder")
+    rep.add_argument("run_dir")
+    cmp_ = sub.add_parser("compare", help="compare several run folders in one report")
+    cmp_.add_argument("run_dirs", nargs="+")
+    cmp_.add_argument("--out", default=None)
+    return p
+
+
+def cmd_run(a) -> int:
+    from .runner import RunInterrupted, run
+    from .summary import print_summary
+
+    prices = None
+    if a.prices or a.price:
+        from .pricing import load_price_table, parse_price_flag
+        prices = load_price_table(a.prices) if a.prices else {}
+        for flag in a.price:
+            prices.update(parse_price_flag(flag))
+    kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
+                  data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
+                  price_table=prices, progress=not a.quiet, write_report=not a.no_report)
+    if a.chunk_size:
+        kwargs["chunk_size"] = a.chunk_size
+    if a.resume:
+        from .runner import resume_args
+        kwargs.update(resume_args(a.resume, explicit=kwargs))
+    elif not a.task and a.limit is None:
+        from .defaults import DEFAULT_LIMIT
+        kwargs["limit"] = DEFAULT_LIMIT
+    try:
+        preds = run(**kwargs)
+    except RunInterrupted as exc:
+        print(f"\ninterrupted: what was done is kept. Resume with:\n  harness run --resume {exc.run_dir}",
+              file=sys.stderr)
+        print(exc.run_dir)
+        return 130
+    run_dir = Path(preds.attrs["run_dir"])
+    print_summary(run_dir)
+    print(run_dir)
+    return 0
+
+
+def cmd_tasks(a) -> int:
+    from .tasks import load_task, task_files
+
+    for name, path in task_files().items():
+        spec = load_task(path).spec
+        src = spec.source.generator and "generated" or spec.source.path and "--data-dir" or "hub"
+        print(f"{name:22s} {spec.answer_type:7s} {src:10s} {spec.description}")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from .models import describe_model
+
+    print(describe_model(a.model, memory=a.memory))
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .report import write_report
+
+    for path in write_report(a.run_dir):
+        print(path)
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from .report import write_compare
+
+    for path in write_compare(a.run_dirs, out=a.out):
+        print(path)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    try:
+        a = parser.parse_args(argv)
+        if not a.cmd:
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        return COMMANDS[a.cmd](a)
+    except HarnessError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

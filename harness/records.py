@@ -1,0 +1,122 @@
+"""The records that flow through the harness.
+
+Task -> Strategy.expand(example) -> [Request] -> Backend.generate -> [Completion]
+     -> Strategy.reduce(example, completions) -> Prediction -> Scorer -> row
+
+Every record is a frozen dataclass; requests and responses are separate objects.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, asdict
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """One item of a task: template variables, the gold answer and, for multiple choice, the options."""
+
+    id: str
+    fields: Mapping[str, Any]
+    gold: Any
+    choices: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    rationale: str | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings. temperature == 0 means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    seed: int | None = 0
+    max_tokens: int = 64
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    beam_width: int = 0  # >0 selects beam search
+    logprobs: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class OutputType:
+    """A guided-decoding constraint: kind is "json" (spec = schema dict as JSON text), "choice"
+    (spec = JSON list of strings) or "regex" (spec = the pattern)."""
+
+    kind: str
+    spec: str
+
+    @property
+    def value(self) -> Any:
+        return json.loads(self.spec) if self.kind in ("json", "choice") else self.spec
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a strategy asks a backend for. `continuations` turns the request into a
+    log-likelihood request: the backend scores each continuation after the prompt instead of generating."""
+
+    key: str
+    messages: tuple[Message, ...]
+    sampling: Sampling = field(default_factory=Sampling)
+    output_type: OutputType | None = None
+    continuations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend returns for one request (n texts for n samples)."""
+
+    texts: tuple[str, ...]
+    prompt_tokens: int | None = None
+    completion_tokens: tuple[int, ...] = ()
+    finish_reasons: tuple[str | None, ...] = ()
+    cumulative_logprobs: tuple[float | None, ...] = ()
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    cached_prompt_tokens: int | None = None
+    continuation_logprobs: tuple[float, ...] = ()  # for log-likelihood requests
+    continuation_tokens: tuple[int, ...] = ()
+    error: str | None = None
+    cached: bool = False
+
+    @staticmethod
+    def failed(error: str, *, latency_s: float | None = None) -> "Completion":
+        return Completion(texts=(), error=error, latency_s=latency_s)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated sample of a request with n > 1, after extraction."""
+
+    idx: int
+    output: str
+    answer: str | None
+    parse_ok: bool
+    completion_tokens: int | None
+    cumulative_logprob: float | None
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A strategy's answer for one example. `extra` holds strategy-specific columns
+    (votes, agreement, tie_rule, acc_norm, ...)."""
+
+    output: str
+    answer: str | None
+    parse_ok: bool
+    samples: tuple[Sample, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)

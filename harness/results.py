@@ -1,0 +1,136 @@
+"""The results store: a run folder with a crash-safe journal, built into parquet and CSV files.
+
+results/<run_id>/
+  run.json              config, model info, engine settings, seeds, versions, resumes
+  journal.jsonl         one line per completed unit {"p": prediction row, "s": [sample rows]},
+                        appended a chunk at a time, flushed and fsynced
+  predictions.parquet   one row per task x strategy x model x example   (built from the journal)
+  samples.parquet       one row per generated sample (self-consistency)  (built from the journal)
+  summary.csv           one row per task x strategy x model
+  majk.csv              maj@k for every k when self-consistency ran
+
+A torn last line (a crash mid-write) is ignored on read, so a journal is always readable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .errors import ConfigError
+
+PREDICTION_COLUMNS = [
+    "run_id", "task", "strategy", "model", "example_id", "template", "template_hash", "backend",
+    "answer_mode", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "latency_s", "ttft_s",
+    "finish_reason", "output", "answer", "gold", "correct", "correct_norm", "parse_ok", "error", "cached",
+    "n_samples", "votes", "agreement", "tie_rule", "json_valid", "schema_valid", "field_em", "field_f1",
+    "cost_usd", "flops", "decoding", "prompt",
+]
+SAMPLE_COLUMNS = ["run_id", "task", "strategy", "model", "example_id", "sample_idx", "output", "answer",
+                  "parse_ok", "completion_tokens", "cumulative_logprob", "finish_reason"]
+KEY = ["task", "strategy", "model", "example_id"]
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id) or ".." in run_id:
+        raise ConfigError(f"run id '{run_id}' is not allowed", where=run_id, field="--run-id",
+                          fix="use letters, digits, '_', '-' and '.' (no '/' or '..')")
+    return run_id
+
+
+def unit_key(row: dict) -> tuple:
+    return tuple(row[k] for k in KEY)
+
+
+class Journal:
+    """Append-only JSON-lines journal of completed units."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        entries: dict[tuple, dict] = {}
+        with self.path.open("rb") as f:
+            for raw in f:
+                try:
+                    entry = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue  # torn write at the end of a killed run
+                entries[unit_key(entry["p"])] = entry  # a later line (a retried error) replaces an earlier
+        return list(entries.values())
+
+    def append(self, entries: Iterable[dict]) -> None:
+        data = "".join(json.dumps(e, default=_json_default, ensure_ascii=False) + "\n" for e in entries)
+        if not data:
+            return
+        self._heal_torn_tail()
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _heal_torn_tail(self) -> None:
+        """If a crash left a partial last line, end it so the next entry starts on its own line."""
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open("rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+
+
+def _json_default(o: Any):
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_frame_atomic(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".parquet":
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def frames_from_journal(entries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    preds = pd.DataFrame([e["p"] for e in entries])
+    for col in PREDICTION_COLUMNS:
+        if col not in preds.columns:
+            preds[col] = None
+    samples = pd.DataFrame([s for e in entries for s in e.get("s", [])], columns=SAMPLE_COLUMNS)
+    if len(preds):
+        preds = preds.sort_values(KEY, kind="stable").reset_index(drop=True)
+    if len(samples):
+        samples = samples.sort_values(KEY + ["sample_idx"], kind="stable").reset_index(drop=True)
+    extra = [c for c in preds.columns if c not in PREDICTION_COLUMNS]
+    return preds[PREDICTION_COLUMNS + extra], samples
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """Read a run folder back: {'run': run.json, 'predictions': df, 'samples': df, 'summary': df}."""
+    d = Path(run_dir)
+    if not (d / "run.json").is_file():
+        raise ConfigError("not a run folder (no run.json)", where=str(d), fix="pass a folder written by harness run")
+    out: dict[str, Any] = {"run": json.loads((d / "run.json").read_text(encoding="utf-8")), "dir": d}
+    for name in ("predictions", "samples"):
+        p = d / f"{name}.parquet"
+        out[name] = pd.read_parquet(p) if p.exists() else pd.DataFrame()
+    if out["predictions"].empty and (d / "journal.jsonl").exists():
+        out["predictions"], out["samples"] = frames_from_journal(Journal(d / "journal.jsonl").read())
+    s = d / "summary.csv"
+    out["summary"] = pd.read_csv(s) if s.exists() else pd.DataFrame()
+    return out

@@ -1,0 +1,148 @@
+"""Statistics over the results table: confidence intervals, the summary, and the maj@k estimator.
+
+Pure functions over DataFrames and arrays. CIs use statsmodels; the maj@k estimator is checked
+against brute-force enumeration in tests/test_stats.py.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from math import comb
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+GROUP = ["task", "strategy", "model"]
+
+
+def wilson_ci(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """95 % Wilson score interval for a proportion (statsmodels' proportion_confint)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(successes, n, alpha=alpha, method="wilson")
+    return float(lo), float(hi)
+
+
+def _mean(s: pd.Series) -> float | None:
+    s = pd.to_numeric(s, errors="coerce").dropna()
+    return float(s.mean()) if len(s) else None
+
+
+def _quantile(s: pd.Series, q: float) -> float | None:
+    s = pd.to_numeric(s, errors="coerce").dropna()
+    return float(s.quantile(q)) if len(s) else None
+
+
+def summarize(preds: pd.DataFrame) -> pd.DataFrame:
+    """One row per task x strategy x model. Accuracy is over rows without an error (an error is not
+    a wrong answer); errors are counted apart from parse failures."""
+    rows = []
+    if preds.empty:
+        return pd.DataFrame(columns=GROUP + ["n", "accuracy", "ci_low", "ci_high"])
+    for key, g in preds.groupby(GROUP, sort=True, dropna=False):
+        err = g["error"].notna() & (g["error"].astype(str) != "")
+        ok = g[~err]
+        n = len(ok)
+        correct = int(ok["correct"].fillna(False).astype(bool).sum())
+        lo, hi = wilson_ci(correct, n)
+        row = dict(zip(GROUP, key))
+        pt = pd.to_numeric(g["prompt_tokens"], errors="coerce").fillna(0)
+        ct = pd.to_numeric(g["completion_tokens"], errors="coerce").fillna(0)
+        row.update({
+            "n": n, "accuracy": correct / n if n else None, "ci_low": lo, "ci_high": hi,
+            "parse_fail_rate": float((~ok["parse_ok"].fillna(False).astype(bool)).mean()) if n else None,
+            "errors": int(err.sum()),
+            "mean_prompt_tokens": _mean(g["prompt_tokens"]), "mean_completion_tokens": _mean(g["completion_tokens"]),
+            "mean_latency_s": _mean(g["latency_s"]), "total_tokens": int(pt.sum() + ct.sum()),
+            "latency_p50_s": _quantile(g["latency_s"], 0.5), "latency_p95_s": _quantile(g["latency_s"], 0.95),
+            "ttft_p50_s": _quantile(g["ttft_s"], 0.5), "ttft_p95_s": _quantile(g["ttft_s"], 0.95),
+        })
+        if "cost_usd" in g and g["cost_usd"].notna().any():
+            cost = pd.to_numeric(g["cost_usd"], errors="coerce")
+            row["total_cost_usd"] = float(cost.sum())
+            row["cost_per_example_usd"] = float(cost.mean())
+        if "flops" in g and g["flops"].notna().any():
+            row["total_flops"] = float(pd.to_numeric(g["flops"], errors="coerce").sum())
+        if "correct_norm" in g and g["correct_norm"].notna().any():
+            row["accuracy_norm"] = float(ok["correct_norm"].fillna(False).astype(bool).mean()) if n else None
+        if "json_valid" in g and g["json_valid"].notna().any():
+            for col in ("json_valid", "schema_valid", "field_em", "field_f1"):
+                row[f"{col}_rate" if col != "field_f1" else "field_f1_mean"] = _mean(ok[col].astype(float))
+        if "cached" in g:
+            row["cached_rows"] = int(g["cached"].fillna(False).astype(bool).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- maj@k ----------------------------------------------------------------------------------
+def maj_at_k_exact(answers: Sequence[str | None], gold: str, k: int) -> float:
+    """Expected majority-vote correctness over all size-k subsets of the N samples.
+
+    Samples with answer None (no extractable answer) do not vote; a subset with no votes is wrong.
+    Ties are broken uniformly at random among the tied answers, so a tie containing the gold answer
+    counts 1 / (number tied). Computed exactly by dynamic programming over the answer counts
+    (no enumeration): O(k^2 x distinct answers x k).
+    """
+    n = len(answers)
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in 1..{n}")
+    counts = Counter(a for a in answers if a is not None)
+    c_gold = counts.pop(gold, 0)
+    c_none = sum(1 for a in answers if a is None)
+    others = list(counts.values())
+    total = 0.0
+    for j in range(1, min(c_gold, k) + 1):
+        # state: (chosen so far among others+none, number of other answers tied at j) -> ways
+        states: dict[tuple[int, int], int] = {(0, 0): 1}
+        for c in others:
+            nxt: dict[tuple[int, int], int] = {}
+            for (m, t), w in states.items():
+                for x in range(0, min(c, j, k - j - m) + 1):
+                    key = (m + x, t + (x == j))
+                    nxt[key] = nxt.get(key, 0) + w * comb(c, x)
+            states = nxt
+        need = k - j
+        for (m, t), w in states.items():
+            rest = need - m
+            if 0 <= rest <= c_none:
+                total += comb(c_gold, j) * w * comb(c_none, rest) / (1 + t)
+    return total / comb(n, k)
+
+
+def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over examples."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def majk_table(preds: pd.DataFrame, samples: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """maj@k for k = 1..N per task x strategy x model, with a bootstrap CI over examples."""
+    cols = GROUP + ["k", "maj_at_k", "ci_low", "ci_high"]
+    if samples.empty:
+        return pd.DataFrame(columns=cols)
+    gold = preds.set_index(["task", "strategy", "model", "example_id"])["gold"].to_dict()
+    rows = []
+    for key, g in samples.groupby(GROUP, sort=True):
+        per_ex = []
+        for ex_id, s in g.groupby("example_id", sort=True):
+            answers = [None if (a is None or (isinstance(a, float) and np.isnan(a))) else str(a)
+                       for a in s.sort_values("sample_idx")["answer"]]
+            per_ex.append((answers, gold.get((*key, ex_id))))
+        n_max = min(len(a) for a, _ in per_ex)
+        for k in range(1, n_max + 1):
+            vals = np.array([maj_at_k_exact(a[:n_max], str(gd), k) if gd is not None else 0.0 for a, gd in per_ex])
+            lo, hi = bootstrap_ci(vals, seed=seed)
+            rows.append({**dict(zip(GROUP, key)), "k": k, "maj_at_k": float(vals.mean()), "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def votes_dict(v) -> dict:
+    return json.loads(v) if isinstance(v, str) and v else {}

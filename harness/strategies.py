@@ -1,0 +1,370 @@
+"""Prompting strategies, as code: each has expand(task, example) -> [Request] and
+reduce(task, example, completions) -> Prediction.
+
+Specs on the command line look like `name:key=value,...`:
+
+    zero_shot
+    few_shot:k=5,selection=first|random|balanced,seed=0,as_chat=false
+    cot                      zero-shot chain of thought ("Let's think step by step.")
+    cot:k=8                  few-shot chain of thought (exemplars carry rationales)
+    self_consistency:k=8,temperature=0.7,top_k=40,base=cot,shots=0
+
+Every strategy also takes decoding keys (temperature, top_p, top_k, seed, max_tokens, stop, beam_width),
+`guided=true|false` and `answer_mode=generate|choice|loglikelihood`. `stop` takes several strings
+separated by '|'. `seed` sets both the exemplar selection and the sampling seed.
+
+Prompt layout (prefix-cache friendly): the shared parts come first and are byte-identical across
+examples (system: context; user: instructions, constraints, exemplars), then the item's input.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+from .errors import ConfigError, suggest
+from .extract import extract
+from .records import Completion, Example, Message, Prediction, Request, Sample, Sampling
+
+COT_TRIGGER = "Let's think step by step."
+ANSWER_MODES = ("generate", "choice", "loglikelihood")
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _pos_int(v: str) -> int:
+    x = int(v)
+    if x <= 0:
+        raise ValueError("must be a positive integer")
+    return x
+
+
+def _nonneg_int(v: str) -> int:
+    x = int(v)
+    if x < 0:
+        raise ValueError("must be 0 or more")
+    return x
+
+
+def _temperature(v: str) -> float:
+    x = float(v)
+    if not x >= 0 or math.isinf(x):
+        raise ValueError("must be >= 0 (0 = greedy)")
+    return x
+
+
+def _top_p(v: str) -> float:
+    x = float(v)
+    if not 0 < x <= 1:
+        raise ValueError("must be in (0, 1]")
+    return x
+
+
+def _choice(*values: str):
+    def parse(v: str) -> str:
+        if v not in values:
+            raise ValueError(f"must be one of {', '.join(values)}")
+        return v
+    return parse
+
+
+DECODING_KEYS = {
+    "temperature": _temperature, "top_p": _top_p, "top_k": _nonneg_int, "seed": int,
+    "max_tokens": _pos_int, "stop": lambda v: tuple(s for s in v.split("|") if s), "beam_width": _nonneg_int,
+    "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool,
+}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Base: zero-shot. Subclasses override the exemplars, the CoT flag, or expand/reduce."""
+
+    spec: str
+    params: dict[str, Any] = field(default_factory=dict)
+    keys: dict[str, Any] = field(default_factory=dict, repr=False)  # class-specific key parsers
+
+    # -- settings ---------------------------------------------------------------------------
+    @property
+    def cot(self) -> bool:
+        return False
+
+    @property
+    def guided(self) -> bool:
+        return bool(self.params.get("guided", False))
+
+    def answer_mode(self, task) -> str:
+        return self.params.get("answer_mode", task.spec.answer_mode)
+
+    def sampling(self, task, *, run_seed: int) -> Sampling:
+        p = self.params
+        temperature = 0.0 if p.get("greedy") else p.get("temperature", 0.0)
+        default_max = task.spec.cot_max_tokens if self.cot else task.spec.max_tokens
+        return Sampling(temperature=temperature, top_p=p.get("top_p", 1.0), top_k=p.get("top_k", 0),
+                        seed=p.get("seed", run_seed), max_tokens=p.get("max_tokens", default_max),
+                        stop=tuple(p.get("stop", tuple(task.spec.stop))), n=1, beam_width=p.get("beam_width", 0))
+
+    # -- expand -----------------------------------------------------------------------------
+    def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
+        return []
+
+    def expand(self, task, example: Example, *, run_seed: int = 0) -> list[Request]:
+        shots = self.exemplars(task, example, run_seed=run_seed)
+        mode = self.answer_mode(task)
+        messages = build_messages(task, example, shots, cot=self.cot and mode == "generate",
+                                  as_chat=bool(self.params.get("as_chat", False)))
+        sampling = self.sampling(task, run_seed=run_seed)
+        key = f"{task.name}|{self.spec}|{example.id}"
+        if mode == "loglikelihood":
+            conts = tuple(" " + c for c in (example.choices or example.labels))
+            return [Request(key=key, messages=messages, sampling=replace(sampling, max_tokens=1), continuations=conts)]
+        output_type = None
+        if mode == "choice":
+            from .records import OutputType
+            output_type = OutputType("choice", json.dumps(list(example.labels)))
+        elif self.guided:
+            output_type = task.output_type(example)
+            if output_type is None:
+                raise ConfigError("guided=true but the task declares no output_type", where=str(task.file),
+                                  field="output_type", fix="add an output_type to the task, or use guided=false")
+        return [Request(key=key, messages=messages, sampling=sampling, output_type=output_type)]
+
+    # -- reduce -----------------------------------------------------------------------------
+    def reduce(self, task, example: Example, completions: Sequence[Completion]) -> Prediction:
+        c = completions[0]
+        if c.error:
+            return Prediction(output="", answer=None, parse_ok=False, extra={"error": c.error})
+        if c.continuation_logprobs:
+            return reduce_loglikelihood(task, example, c)
+        text = c.texts[0] if c.texts else ""
+        answer = extract_answer(task, example, text)
+        return Prediction(output=text, answer=answer, parse_ok=answer is not None)
+
+
+def extract_answer(task, example: Example, text: str) -> str | None:
+    return extract(task.spec.answer_type, text, labels=example.labels, pattern=task.spec.extract_pattern)
+
+
+def reduce_loglikelihood(task, example: Example, c: Completion) -> Prediction:
+    """acc: argmax of summed log-probability; acc_norm: argmax of log-probability per byte of the
+    continuation (the lm-evaluation-harness definition)."""
+    names = example.labels
+    conts = example.choices or example.labels
+    lp = list(c.continuation_logprobs)
+    best = max(range(len(lp)), key=lambda i: lp[i])
+    norm = [lp[i] / max(1, len((" " + conts[i]).encode("utf-8"))) for i in range(len(lp))]
+    best_norm = max(range(len(norm)), key=lambda i: norm[i])
+    return Prediction(output=json.dumps({n: round(v, 4) for n, v in zip(names, lp)}), answer=names[best],
+                      parse_ok=True, extra={"answer_norm": names[best_norm]})
+
+
+@dataclass(frozen=True)
+class FewShot(Strategy):
+    @property
+    def k(self) -> int:
+        return int(self.params.get("k", 5))
+
+    def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
+        return select_exemplars(task, example, k=self.k, selection=self.params.get("selection", "first"),
+                                seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+
+
+@dataclass(frozen=True)
+class ChainOfThought(FewShot):
+    @property
+    def cot(self) -> bool:
+        return True
+
+    @property
+    def k(self) -> int:
+        return int(self.params.get("k", 0))
+
+
+@dataclass(frozen=True)
+class SelfConsistency(Strategy):
+    """k samples from one request with n=k (the prompt is processed once), then a majority vote.
+
+    Tie rule: among the tied answers, the one whose samples have the highest mean per-token
+    log-probability wins (`tie_rule = "logprob"`); when log-probabilities are missing, the answer
+    first reached in sample order wins (`tie_rule = "first"`)."""
+
+    @property
+    def cot(self) -> bool:
+        return self.params.get("base", "cot") in ("cot", "few_shot_cot")
+
+    def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
+        shots = int(self.params.get("shots", 0))
+        if not shots:
+            return []
+        return select_exemplars(task, example, k=shots, selection=self.params.get("selection", "first"),
+                                seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+
+    def sampling(self, task, *, run_seed: int) -> Sampling:
+        base = super().sampling(task, run_seed=run_seed)
+        return replace(base, n=int(self.params.get("k", 8)), temperature=self.params.get("temperature", 0.7),
+                       top_k=self.params.get("top_k", 40), logprobs=True)
+
+    def reduce(self, task, example: Example, completions: Sequence[Completion]) -> Prediction:
+        c = completions[0]
+        if c.error:
+            return Prediction(output="", answer=None, parse_ok=False, extra={"error": c.error})
+        samples = []
+        for i, text in enumerate(c.texts):
+            ans = extract_answer(task, example, text)
+            toks = c.completion_tokens[i] if i < len(c.completion_tokens) else None
+            lp = c.cumulative_logprobs[i] if i < len(c.cumulative_logprobs) else None
+            fr = c.finish_reasons[i] if i < len(c.finish_reasons) else None
+            samples.append(Sample(idx=i, output=text, answer=ans, parse_ok=ans is not None,
+                                  completion_tokens=toks, cumulative_logprob=lp, finish_reason=fr))
+        answer, votes, rule = vote(samples)
+        winner_text = next((s.output for s in samples if s.answer == answer), samples[0].output if samples else "")
+        agreement = (votes[answer] / sum(votes.values())) if answer is not None else 0.0
+        return Prediction(output=winner_text, answer=answer, parse_ok=answer is not None, samples=tuple(samples),
+                          extra={"votes": json.dumps(votes, sort_keys=True), "agreement": agreement, "tie_rule": rule})
+
+
+def vote(samples: Sequence[Sample]) -> tuple[str | None, dict[str, int], str]:
+    """Majority vote over extracted answers. Returns (winner, votes, tie_rule)."""
+    counts = Counter(s.answer for s in samples if s.answer is not None)
+    if not counts:
+        return None, {}, "none"
+    top = max(counts.values())
+    tied = [a for a in counts if counts[a] == top]
+    if len(tied) == 1:
+        return tied[0], dict(counts), "majority"
+    scores: dict[str, list[float]] = defaultdict(list)
+    for s in samples:
+        if s.answer in tied and s.cumulative_logprob is not None and s.completion_tokens:
+            scores[s.answer].append(s.cumulative_logprob / s.completion_tokens)
+    if all(scores.get(a) for a in tied):
+        best = max(tied, key=lambda a: sum(scores[a]) / len(scores[a]))
+        return best, dict(counts), "logprob"
+    first = next(s.answer for s in samples if s.answer in tied)
+    return first, dict(counts), "first"
+
+
+def select_exemplars(task, example: Example, *, k: int, selection: str, seed: int,
+                     need_rationale: bool = False) -> list[Example]:
+    """k exemplars from the task's pool, never the item itself (by id or identical input)."""
+    pool = [e for e in task.pool if e.id != example.id and dict(e.fields) != dict(example.fields)]
+    if need_rationale:
+        with_r = [e for e in pool if e.rationale]
+        if not with_r and k:
+            raise ConfigError("chain-of-thought exemplars need rationales, and the pool has none",
+                              where=str(task.file), field="rationale_field",
+                              fix="set rationale_field in the task, or use cot without k")
+        pool = with_r
+    if k > len(pool):
+        raise ConfigError(f"k={k} is larger than the exemplar pool ({len(pool)} items)", where=str(task.file),
+                          field="k", fix=f"use k <= {len(pool)}")
+    if selection == "first":
+        return pool[:k]
+    rng = random.Random(f"{seed}:{example.id}")
+    if selection == "random":
+        return rng.sample(pool, k)
+    # balanced: round-robin over gold answers so each label is represented
+    by_gold: dict[str, list[Example]] = defaultdict(list)
+    for e in pool:
+        by_gold[json.dumps(e.gold, sort_keys=True, default=str)].append(e)
+    groups = [rng.sample(v, len(v)) for _, v in sorted(by_gold.items())]
+    out: list[Example] = []
+    while len(out) < k:
+        for g in groups:
+            if g and len(out) < k:
+                out.append(g.pop())
+    rng.shuffle(out)
+    return out
+
+
+def _variables(example: Example, cot: bool) -> dict[str, Any]:
+    return {**example.fields, "cot": cot}
+
+
+def exemplar_answer(task, ex: Example, *, cot: bool) -> str:
+    gold = ex.gold if isinstance(ex.gold, str) else json.dumps(ex.gold)
+    rendered = task.template.render({**_variables(ex, cot), "answer": gold, "rationale": ex.rationale or ""},
+                                    sections=("answer",))["answer"]
+    if rendered:
+        return rendered
+    if cot and ex.rationale:
+        return f"{ex.rationale} The answer is {gold}."
+    return f"The answer is {gold}."
+
+
+def build_messages(task, example: Example, shots: Sequence[Example], *, cot: bool,
+                   as_chat: bool = False) -> tuple[Message, ...]:
+    tpl = task.template
+    head = tpl.render(_variables(example, cot), sections=("context", "instructions", "constraints"))
+    item = tpl.render(_variables(example, cot), sections=("input",))["input"]
+    trigger = f"\n\n{COT_TRIGGER}" if cot else ""
+    shared = "\n\n".join(x for x in (head["instructions"], head["constraints"]) if x)
+    msgs: list[Message] = []
+    if as_chat:
+        system = "\n\n".join(x for x in (head["context"], shared) if x)
+        if system:
+            msgs.append(Message("system", system))
+        for ex in shots:
+            ex_in = tpl.render(_variables(ex, cot), sections=("input",))["input"]
+            msgs.append(Message("user", ex_in + trigger))
+            msgs.append(Message("assistant", exemplar_answer(task, ex, cot=cot)))
+        msgs.append(Message("user", item + trigger))
+        return tuple(msgs)
+    if head["context"]:
+        msgs.append(Message("system", head["context"]))
+    blocks = [shared] if shared else []
+    for ex in shots:
+        ex_in = tpl.render(_variables(ex, cot), sections=("input",))["input"]
+        blocks.append(f"{ex_in}\n{exemplar_answer(task, ex, cot=cot)}")
+    blocks.append(item + trigger)
+    msgs.append(Message("user", "\n\n".join(blocks)))
+    return tuple(msgs)
+
+
+# -- the one name -> constructor table ------------------------------------------------------
+COMMON = set(DECODING_KEYS)
+STRATEGIES: dict[str, tuple[type[Strategy], dict[str, Any]]] = {
+    "zero_shot": (Strategy, {}),
+    "few_shot": (FewShot, {"k": _pos_int, "selection": _choice("first", "random", "balanced"),
+                           "as_chat": _bool}),
+    "cot": (ChainOfThought, {"k": _nonneg_int, "selection": _choice("first", "random", "balanced"),
+                             "as_chat": _bool}),
+    "self_consistency": (SelfConsistency, {"k": _pos_int, "base": _choice("cot", "few_shot_cot", "zero_shot"),
+                                           "shots": _nonneg_int, "selection": _choice("first", "random", "balanced")}),
+}
+
+
+def parse_strategy(spec: str) -> Strategy:
+    """'few_shot:k=4,selection=random' -> FewShot(params={'k': 4, 'selection': 'random'})"""
+    text = spec.strip()
+    name, _, rest = text.partition(":")
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy '{name}'", where=spec, field="--strategy",
+                          fix=suggest(name, STRATEGIES))
+    cls, own = STRATEGIES[name]
+    parsers = {**DECODING_KEYS, **own}
+    params: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"parameter '{item}' has no value", where=spec, field=key,
+                              fix=f"write {key}=VALUE")
+        if key not in parsers:
+            raise ConfigError(f"unknown parameter '{key}' for strategy '{name}'", where=spec, field=key,
+                              fix=suggest(key, parsers))
+        try:
+            params[key] = parsers[key](value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"bad value '{value}': {exc}", where=spec, field=key,
+                              fix=f"give a valid {key}") from None
+    if cls is SelfConsistency and params.get("temperature", 0.7) == 0:
+        raise ConfigError("self-consistency needs sampling (temperature > 0)", where=spec, field="temperature",
+                          fix="use temperature=0.7 (the default)")
+    return cls(spec=text, params=params)

@@ -1,0 +1,403 @@
+"""Tasks: YAML files in `tasks/`, validated on load, and their data.
+
+A task names its data source (a built-in generator, a local file under --data-dir, or a hub id),
+its field mapping, template, answer type, extraction, scorer and optional output type.
+See docs/tasks.md for every field.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, DataError, suggest
+from .records import Example, OutputType
+from .templates import Template, load_template
+
+ROOT = Path(os.environ.get("HARNESS_HOME", Path(__file__).resolve().parent.parent))
+TASKS_DIR = ROOT / "tasks"
+PROMPTS_DIR = ROOT / "prompts"
+DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(Strict):
+    generator: str | None = None
+    params: dict[str, Any] = {}
+    path: str | None = None
+    hub: str | None = None
+    config: str | None = None
+    split: str = "test"
+
+    @model_validator(mode="after")
+    def one_source(self):
+        given = [k for k in ("generator", "path", "hub") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'generator', 'path' or 'hub'")
+        return self
+
+
+class OutputTypeSpec(Strict):
+    json_schema: dict[str, Any] | str | None = None
+    pydantic: str | None = None
+    choice: list[str] | Literal["labels", "choices"] | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def one_kind(self):
+        given = [k for k in ("json_schema", "pydantic", "choice", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'json_schema', 'pydantic', 'choice' or 'regex'")
+        return self
+
+
+class TaskSpec(Strict):
+    name: str
+    description: str = ""
+    source: SourceSpec
+    fewshot: SourceSpec | None = None
+    fields: dict[str, str] = {}
+    id_field: str | None = None
+    gold_field: str = "answer"
+    rationale_field: str | None = None
+    choices_field: str | None = None
+    labels_field: str | None = None
+    labels: list[str] | None = None
+    template: str
+    answer_type: Literal["number", "choice", "label", "text", "json"]
+    extract_pattern: str | None = None
+    scorer: Literal["exact", "json_fields"] | None = None
+    output_type: OutputTypeSpec | None = None
+    answer_mode: Literal["generate", "choice", "loglikelihood"] = "generate"
+    max_tokens: int = 48
+    cot_max_tokens: int = 256
+    stop: list[str] = []
+    limit: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def safe_name(cls, v: str) -> str:
+        if not SAFE_NAME.match(v):
+            raise ValueError("use letters, digits, '_', '-' and '.' only")
+        return v
+
+    @field_validator("max_tokens", "cot_max_tokens")
+    @classmethod
+    def positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be a positive number of tokens")
+        return v
+
+    @field_validator("extract_pattern")
+    @classmethod
+    def valid_regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def consistent(self):
+        if self.answer_type == "label" and not (self.labels or self.labels_field):
+            raise ValueError("answer_type 'label' needs 'labels' (a list) or 'labels_field'")
+        if self.answer_type == "choice" and not self.choices_field:
+            raise ValueError("answer_type 'choice' needs 'choices_field'")
+        if self.answer_mode != "generate" and self.answer_type not in ("choice", "label"):
+            raise ValueError(f"answer_mode '{self.answer_mode}' needs answer_type 'choice' or 'label'")
+        return self
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: TaskSpec
+    file: Path
+    template_folders: tuple[Path, ...]
+    data_dir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def scorer(self) -> str:
+        return self.spec.scorer or ("json_fields" if self.spec.answer_type == "json" else "exact")
+
+    @cached_property
+    def template(self) -> Template:
+        return load_template(self.spec.template, self.template_folders)
+
+    @cached_property
+    def json_schema(self) -> dict | None:
+        ot = self.spec.output_type
+        if ot is None:
+            return None
+        if ot.json_schema is not None:
+            return load_schema(ot.json_schema, self)
+        if ot.pydantic is not None:
+            return pydantic_schema(ot.pydantic, self)
+        return None
+
+    def output_type(self, example: Example) -> OutputType | None:
+        """The guided-decoding constraint for one example (choice lists can differ per item)."""
+        ot = self.spec.output_type
+        if ot is None:
+            return None
+        if self.json_schema is not None:
+            return OutputType("json", json.dumps(self.json_schema, sort_keys=True))
+        if ot.choice is not None:
+            values = list(example.labels) if ot.choice in ("labels", "choices") else list(ot.choice)
+            return OutputType("choice", json.dumps(values))
+        return OutputType("regex", ot.regex)
+
+    @cached_property
+    def examples(self) -> tuple[Example, ...]:
+        rows = load_rows(self.spec.source, self, role="source")
+        return tuple(self._to_example(r, i, "source") for i, r in enumerate(rows))
+
+    @cached_property
+    def pool(self) -> tuple[Example, ...]:
+        """The few-shot exemplar pool: the `fewshot` source when given, else the task's own items
+        (a strategy then skips the item being asked)."""
+        if self.spec.fewshot is None:
+            return self.examples
+        rows = load_rows(self.spec.fewshot, self, role="fewshot")
+        return tuple(self._to_example(r, i, "fewshot") for i, r in enumerate(rows))
+
+    def _to_example(self, row: dict, i: int, role: str) -> Example:
+        s = self.spec
+        where = f"{self.file} ({role} data)"
+
+        def get(col: str, field: str) -> Any:
+            if col not in row:
+                raise DataError(f"column '{col}' is missing from the data (columns: {', '.join(sorted(row))})",
+                                where=where, field=field, fix="fix the field mapping in the task file")
+            return row[col]
+
+        variables = {var: get(col, f"fields.{var}") for var, col in s.fields.items()}
+        gold = get(s.gold_field, "gold_field")
+        ex_id = str(get(s.id_field, "id_field")) if s.id_field else str(row.get("id", f"{role}-{i:05d}"))
+        choices: tuple[str, ...] = ()
+        labels: tuple[str, ...] = tuple(s.labels or ())
+        if s.choices_field:
+            choices = tuple(str(c) for c in get(s.choices_field, "choices_field"))
+            if not s.labels_field and not s.labels:
+                labels = tuple("ABCDEFGHIJ"[: len(choices)])
+        if s.labels_field:
+            labels = tuple(str(x) for x in get(s.labels_field, "labels_field"))
+        if s.answer_type == "label":
+            gold = _canonical_label(gold, labels)
+        rationale = str(row[s.rationale_field]) if s.rationale_field and row.get(s.rationale_field) else None
+        variables.setdefault("choices", list(choices))
+        variables.setdefault("labels", list(labels))
+        variables.setdefault("options", "\n".join(f"{lb}. {c}" for lb, c in zip(labels, choices)))
+        return Example(id=ex_id, fields=variables, gold=gold, choices=choices, labels=labels, rationale=rationale)
+
+
+def _canonical_label(gold: Any, labels: tuple[str, ...]) -> Any:
+    if isinstance(gold, bool):
+        gold = "yes" if gold else "no"
+    for label in labels:
+        if str(gold).strip().lower() == label.lower():
+            return label
+    return str(gold)
+
+
+def load_schema(value: dict | str, task: Task) -> dict:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    where = str(task.file)
+    if isinstance(value, str):
+        path = (task.file.parent / value)
+        if not path.is_file() and task.data_dir is not None:
+            path = task.data_dir / value
+        if not path.is_file():
+            raise ConfigError(f"schema file '{value}' not found", where=where, field="output_type.json_schema",
+                              fix="give a path relative to the task file or --data-dir, or an inline schema")
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"schema file '{path}' is not valid JSON: {exc}", where=where,
+                              field="output_type.json_schema", fix="fix the JSON") from None
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        raise ConfigError(f"invalid JSON schema: {exc.message}", where=where, field="output_type.json_schema",
+                          fix="make it a valid JSON Schema (draft 2020-12)") from None
+    return value
+
+
+def pydantic_schema(import_path: str, task: Task) -> dict:
+    """Opt-in: imports `module:Class` (code named by the user, never by data) and returns its JSON schema."""
+    import importlib
+
+    where, field = str(task.file), "output_type.pydantic"
+    mod_name, _, attr = import_path.partition(":")
+    if not mod_name or not attr:
+        raise ConfigError(f"'{import_path}' is not of the form module:Class", where=where, field=field,
+                          fix="write it as package.module:ClassName")
+    try:
+        cls = getattr(importlib.import_module(mod_name), attr)
+        return cls.model_json_schema()
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import '{import_path}': {exc}", where=where, field=field,
+                          fix="check the module is importable and the class exists") from None
+
+
+def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
+    where = f"{task.file}"
+    field = role
+    if src.generator:
+        from .generators import GENERATORS
+
+        if src.generator not in GENERATORS:
+            raise ConfigError(f"unknown generator '{src.generator}'", where=where, field=f"{field}.generator",
+                              fix=suggest(src.generator, GENERATORS))
+        try:
+            rows = GENERATORS[src.generator](**src.params)
+        except TypeError as exc:
+            raise ConfigError(f"bad generator parameters: {exc}", where=where, field=f"{field}.params",
+                              fix="check the generator's parameters in docs/tasks.md") from None
+    elif src.path:
+        rows = _load_local(src.path, task, field)
+    else:
+        rows = _load_hub(src, where, field)
+    if not rows:
+        raise DataError("the dataset is empty", where=where, field=field, fix="point the task at a file with rows")
+    return rows
+
+
+def _load_local(rel: str, task: Task, field: str) -> list[dict]:
+    where = str(task.file)
+    if task.data_dir is None:
+        raise DataError(f"this task reads '{rel}' from a data folder", where=where, field=f"{field}.path",
+                        fix="pass --data-dir DIR (for example --data-dir ../shared/data)")
+    if os.path.isabs(rel) or ".." in Path(rel).parts:
+        raise DataError(f"data path '{rel}' must stay inside --data-dir", where=where, field=f"{field}.path",
+                        fix="give a path relative to --data-dir without '..'")
+    path = task.data_dir / rel
+    if not path.is_file():
+        raise DataError(f"data file '{path}' not found", where=where, field=f"{field}.path",
+                        fix="check --data-dir and the task's source.path")
+    kind = DATA_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"unsupported data file type '{path.suffix}'", where=str(path), field=f"{field}.path",
+                        fix="use .json, .jsonl, .csv or .parquet")
+    if kind != "parquet":
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"file is not UTF-8 (byte {exc.start})", where=str(path), field=f"{field}.path",
+                            fix="re-encode the file as UTF-8") from None
+        if path.stat().st_size == 0:
+            raise DataError("the data file is empty", where=str(path), field=f"{field}.path",
+                            fix="point the task at a file with rows")
+    return _read_with_datasets(kind, path)
+
+
+def _read_with_datasets(kind: str, path: Path) -> list[dict]:
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train",
+                                   cache_dir=str(_datasets_cache()))
+    except Exception as exc:  # datasets raises many types for malformed files
+        raise DataError(f"cannot read data file: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                        where=str(path), fix="check the file is valid " + kind) from None
+    return [dict(r) for r in ds]
+
+
+def _datasets_cache() -> Path:
+    base = Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "harness"))
+    return base / "datasets"
+
+
+def _load_hub(src: SourceSpec, where: str, field: str) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(src.hub, src.config, split=src.split)
+    except Exception as exc:
+        raise DataError(f"cannot load hub dataset '{src.hub}': {str(exc).splitlines()[0][:200]}", where=where,
+                        field=f"{field}.hub", fix="check network access, or use source.path with --data-dir") from None
+    return [dict(r) for r in ds]
+
+
+def task_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(TASKS_DIR.glob("*.yaml"))}
+
+
+def load_task(name_or_path: str | Path, *, data_dir: str | Path | None = None) -> Task:
+    """Load a task by built-in name (tasks/NAME.yaml) or by path to a YAML file."""
+    text = str(name_or_path)
+    files = task_files()
+    if text in files:
+        path = files[text]
+    elif text.endswith((".yaml", ".yml")) or os.sep in text:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError("task file not found", where=text, field="--task", fix="check the path")
+    else:
+        if not SAFE_NAME.match(text):
+            raise ConfigError(f"'{text}' is not a valid task name", where=text, field="--task",
+                              fix="use a task name from `harness tasks` or a path to a .yaml file")
+        raise ConfigError(f"unknown task '{text}'", where=text, field="--task", fix=suggest(text, files))
+    spec = parse_task_file(path)
+    folders = (path.parent.resolve(), (path.parent / ".." / "prompts").resolve(), PROMPTS_DIR.resolve())
+    folders = tuple(dict.fromkeys(folders))
+    dd = Path(data_dir).resolve() if data_dir else None
+    if dd is not None and not dd.is_dir():
+        raise ConfigError(f"data folder '{data_dir}' does not exist", where=str(data_dir), field="--data-dir",
+                          fix="pass an existing folder")
+    return Task(spec=spec, file=path, template_folders=folders, data_dir=dd)
+
+
+def parse_task_file(path: Path) -> TaskSpec:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("task file is not UTF-8", where=str(path), fix="re-encode the file as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"malformed YAML{line}: {getattr(exc, 'problem', exc)}", where=str(path),
+                          fix="fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("a task file must be a YAML mapping", where=str(path), fix="see tasks/coin_flip.yaml")
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _one_line(exc, path, raw) from None
+
+
+def _one_line(exc: ValidationError, path: Path, raw: dict) -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1])
+        model: type[BaseModel] = TaskSpec
+        for part in err["loc"][:-1]:
+            ann = model.model_fields.get(str(part))
+            inner = ann and next((a for a in getattr(ann.annotation, "__args__", (ann.annotation,))
+                                  if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if inner:
+                model = inner
+        return ConfigError(f"unknown key '{key}'", where=str(path), field=loc, fix=suggest(key, model.model_fields))
+    if err["type"] == "missing":
+        return ConfigError("required field is missing", where=str(path), field=loc, fix=f"add '{loc}'")
+    return ConfigError(err["msg"], where=str(path), field=loc or None, fix="see docs/tasks.md")
