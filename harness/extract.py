@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Sequence
 
 ANSWER_IS = re.compile(
-    r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*[:=]|####|final\s+answer\s*[:=]?|therefore,?|so,?)\s*[:\-]?\s*(.+)",
+    r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*[:=]|####|final\s+answer\s*[:=]?|therefore,?|so,?)\s*:?\s*(.+)",
     re.IGNORECASE)
 NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 

@@ -1,0 +1,391 @@
+"""The vLLM backend: one offline `vllm.LLM` engine, one batched call per kind of request.
+
+`VLLMBackend.generate(requests)` sorts the requests into three kinds and makes one engine call per
+kind: chat generation (`LLM.chat` with one `SamplingParams` per conversation), beam search
+(`LLM.beam_search` on chat-template-rendered token ids) and log-likelihood scoring (`LLM.generate`
+with `prompt_logprobs` over prompt + continuation token ids). Completions come back in request order.
+
+Prompts are measured with the engine's tokenizer first: a prompt that leaves no room in the
+model's context becomes `Completion.failed(...)` and is not sent; `max_tokens` is clamped to the
+room left, so one request can never make the engine reject the whole batch.
+
+Timing rule. With stat logging on (the default, `log_stats=True`), vLLM 0.32 fills
+`RequestOutput.metrics` (a `RequestStateStats`) for every request:
+    ttft_s    = metrics.first_token_latency                       (arrival -> first token)
+    latency_s = first_token_latency + (last_token_ts - first_token_ts)   (arrival -> last token)
+Arrival is when the request entered the engine, so within a batch these include queueing behind
+the other requests. Where no per-request metrics exist (beam search, which runs many internal
+one-token requests, and `log_stats=False`), the call's wall time is apportioned to its requests in
+proportion to their prompt + completion tokens (the shares sum to the wall time), and ttft_s is None.
+A log-likelihood request takes the largest latency among its continuations (they run together).
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import time
+from typing import Any, Sequence
+
+from ..errors import ConfigError, EngineStartError, missing_extra
+from ..models import resolve_model
+from ..records import Completion, OutputType, Request, Sampling
+
+DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
+
+
+# --------------------------------------------------------------------------- pure translation
+
+def to_chat_messages(request: Request) -> list[dict[str, str]]:
+    """Request -> OpenAI-style messages for `LLM.chat` and `apply_chat_template`."""
+    return [{"role": m.role, "content": m.content} for m in request.messages]
+
+
+def constraint_for(output_type: OutputType) -> dict[str, Any]:
+    """OutputType -> keyword arguments of vLLM's `StructuredOutputsParams`.
+
+    Outlines' vLLM-offline type adapter does the translation (JSON schema -> {"json": dict};
+    regex and choice lists -> {"regex": ...}); if Outlines is missing or refuses the type, the
+    arguments are built directly (json= / choice= / regex=).
+
+    >>> constraint_for(OutputType("regex", r"\\d+"))
+    {'regex': '(\\\\d+)'}
+    """
+    value = output_type.value
+    if output_type.kind not in ("json", "choice", "regex"):
+        raise ConfigError(f"unknown output type kind '{output_type.kind}'", field="output_type",
+                          fix="use 'json', 'choice' or 'regex'")
+    try:
+        from typing import Literal
+
+        from outlines.models.vllm_offline import VLLMOfflineTypeAdapter
+        from outlines.types import JsonSchema, Regex
+
+        term = {"json": lambda: JsonSchema(value), "regex": lambda: Regex(value),
+                "choice": lambda: Literal[tuple(value)]}[output_type.kind]()
+        kwargs = VLLMOfflineTypeAdapter().format_output_type(term)
+        if kwargs:
+            return kwargs
+    except (ImportError, TypeError, ValueError):
+        pass
+    return {output_type.kind: value}
+
+
+def to_sampling_params(sampling: Sampling, output_type: OutputType | None = None) -> dict[str, Any]:
+    """Sampling (+ output type) -> keyword arguments of `vllm.SamplingParams`.
+
+    temperature 0 is greedy in vLLM; top_k 0 means off. `logprobs=0` (the sampled token only) is
+    asked for when n > 1 or logprobs are wanted, because vLLM fills `cumulative_logprob` only then.
+    A constraint is given as a dict under "structured_outputs" (made into
+    `StructuredOutputsParams` by `_sampling_params`).
+
+    >>> to_sampling_params(Sampling(temperature=0.7, n=4))["logprobs"]
+    0
+    """
+    kwargs: dict[str, Any] = {
+        "n": sampling.n,
+        "temperature": float(sampling.temperature),
+        "top_p": float(sampling.top_p),
+        "top_k": max(int(sampling.top_k), 0),
+        "seed": sampling.seed,
+        "max_tokens": sampling.max_tokens,
+    }
+    if sampling.stop:
+        kwargs["stop"] = list(sampling.stop)
+    if sampling.n > 1 or sampling.logprobs:
+        kwargs["logprobs"] = 0
+    if output_type is not None:
+        kwargs["structured_outputs"] = constraint_for(output_type)
+    return kwargs
+
+
+def apportion(wall_s: float, weights: Sequence[int]) -> list[float]:
+    """Split `wall_s` in proportion to `weights` (equal shares if all are 0)."""
+    total = sum(weights)
+    if total <= 0:
+        return [wall_s / len(weights)] * len(weights) if weights else []
+    return [wall_s * w / total for w in weights]
+
+
+def _timing(metrics: Any) -> tuple[float | None, float | None]:
+    """(latency_s, ttft_s) from a `RequestStateStats`, or (None, None)."""
+    if metrics is None or not getattr(metrics, "first_token_ts", 0.0):
+        return None, None
+    ttft = float(metrics.first_token_latency)
+    return ttft + max(0.0, metrics.last_token_ts - metrics.first_token_ts), ttft
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return (text[:min(cuts)], True) if cuts else (text, False)
+
+
+# --------------------------------------------------------------------------- the backend
+
+class VLLMBackend:
+    """A local vLLM engine (built on first use).
+
+    >>> backend = VLLMBackend()                    # the bundled SmolLM2-135M-Instruct  # doctest: +SKIP
+    >>> backend.generate([Request("q1", (Message("user", "Hi"),))])  # doctest: +SKIP
+    """
+
+    name = "vllm"
+
+    def __init__(self, model: str | None = None, *, max_model_len: int = 2048,
+                 kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float | None = None,
+                 enforce_eager: bool = True, enable_prefix_caching: bool = True,
+                 block_size: int | None = None, kv_cache_dtype: str = "auto", seed: int = 0,
+                 structured_outputs_backend: str = "auto", speculative_ngram: int | None = None,
+                 tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
+                 distributed_executor_backend: str | None = None, dtype: str = "bfloat16",
+                 log_stats: bool = True, use_tqdm: bool = True) -> None:
+        self.model_path, self.model_name = resolve_model(model)
+        self.max_model_len = max_model_len
+        self.use_tqdm = use_tqdm
+        self._settings: dict[str, Any] = {
+            "model": self.model_path, "dtype": dtype, "max_model_len": max_model_len, "seed": seed,
+            "enforce_eager": enforce_eager, "enable_prefix_caching": enable_prefix_caching,
+            "kv_cache_dtype": kv_cache_dtype,
+            "structured_outputs_config": {"backend": structured_outputs_backend},
+            "tensor_parallel_size": tensor_parallel_size,
+            "pipeline_parallel_size": pipeline_parallel_size,
+            "disable_log_stats": not log_stats,
+        }
+        if block_size is not None:
+            self._settings["block_size"] = block_size
+        if distributed_executor_backend is not None:
+            self._settings["distributed_executor_backend"] = distributed_executor_backend
+        if speculative_ngram:
+            self._settings["speculative_config"] = {
+                "method": "ngram", "num_speculative_tokens": int(speculative_ngram),
+                "prompt_lookup_max": max(int(speculative_ngram), 1), "prompt_lookup_min": 1}
+        if gpu_memory_utilization is not None:
+            self._settings["gpu_memory_utilization"] = gpu_memory_utilization
+        if kv_cache_memory_bytes is not None:
+            self._settings["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
+        elif gpu_memory_utilization is None and not _cuda_available() \
+                and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # vLLM's CPU default (a share of node memory) fails on small machines.
+            self._settings["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
+        self._llm: Any = None
+
+    # ---- engine lifecycle
+    def engine_settings(self) -> dict[str, Any]:
+        """Everything passed to `vllm.LLM(...)` (for run.json)."""
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._settings.items()}
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            try:
+                from vllm import LLM
+            except ImportError as exc:
+                raise missing_extra("vllm", "cpu") from exc
+            try:
+                self._llm = LLM(**self.engine_settings())
+            except Exception as exc:  # vLLM raises many types here; report one line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+                raise EngineStartError(f"the vLLM engine failed to start: {type(exc).__name__}: {first}",
+                                       where=self.model_path,
+                                       fix="check the model folder, lower max_model_len or the KV cache "
+                                           "size, and read the engine log above") from None
+        return self._llm
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.llm.get_tokenizer()
+
+    def close(self) -> None:
+        """Stop the engine and free its memory (call before starting another engine)."""
+        if self._llm is None:
+            return
+        core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self._llm = None
+        gc.collect()
+
+    def stats(self) -> dict[str, float]:
+        """Cumulative engine counters from `LLM.get_metrics()` ({} when stat logging is off)."""
+        if self._llm is None or self._settings["disable_log_stats"]:
+            return {}
+        try:
+            metrics = self._llm.get_metrics()
+        except Exception:  # metrics are a nicety; never fail a run over them
+            return {}
+        wanted = {"vllm:prompt_tokens": "prompt_tokens",
+                  "vllm:prompt_tokens_cached": "prompt_tokens_cached",
+                  "vllm:prefix_cache_queries": "prefix_cache_queries",
+                  "vllm:prefix_cache_hits": "prefix_cache_hits",
+                  "vllm:generation_tokens": "generation_tokens",
+                  "vllm:num_preemptions": "num_preemptions",
+                  "vllm:kv_cache_usage_perc": "kv_cache_usage",
+                  "vllm:spec_decode_num_draft_tokens": "spec_decode_draft_tokens",
+                  "vllm:spec_decode_num_accepted_tokens": "spec_decode_accepted_tokens"}
+        out: dict[str, float] = {}
+        for m in metrics:
+            if m.name in wanted and hasattr(m, "value"):
+                out[wanted[m.name]] = out.get(wanted[m.name], 0) + m.value
+            elif m.name == "vllm:prompt_tokens_by_source" and m.labels.get("source") == "local_compute":
+                out["prompt_tokens_computed"] = out.get("prompt_tokens_computed", 0) + m.value
+        return out
+
+    # ---- the protocol method
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        """One Completion per request, in order; see the module docstring for the batching."""
+        results: list[Completion | None] = [None] * len(requests)
+        chat, beam, score = [], [], []
+        for i, req in enumerate(requests):
+            (score if req.continuations else beam if req.sampling.beam_width > 0 else chat).append(i)
+        if chat:
+            self._run_chat(requests, chat, results)
+        if beam:
+            self._run_beam(requests, beam, results)
+        if score:
+            self._run_score(requests, score, results)
+        return [r if r is not None else Completion.failed("no result from the engine") for r in results]
+
+    # ---- helpers
+    def _prompt_ids(self, request: Request) -> list[int]:
+        tok = self.tokenizer
+        text = tok.apply_chat_template(to_chat_messages(request), add_generation_prompt=True,
+                                       tokenize=False)
+        return list(tok.encode(text, add_special_tokens=False))
+
+    def _too_long(self, n_prompt: int, *, room: int = 1) -> str | None:
+        if n_prompt + room > self.max_model_len:
+            return (f"prompt of {n_prompt} tokens exceeds the model's context of "
+                    f"{self.max_model_len}" + ("" if room <= 1 else f" (with {room} tokens to add)"))
+        return None
+
+    def _sampling_params(self, kwargs: dict[str, Any]) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        kwargs = dict(kwargs)
+        if "structured_outputs" in kwargs:
+            kwargs["structured_outputs"] = StructuredOutputsParams(**kwargs["structured_outputs"])
+        return SamplingParams(**kwargs)
+
+    def _run_chat(self, requests: Sequence[Request], idx: list[int],
+                  results: list[Completion | None]) -> None:
+        send, conversations, params = [], [], []
+        for i in idx:
+            req = requests[i]
+            n_prompt = len(self._prompt_ids(req))
+            error = self._too_long(n_prompt)
+            if error:
+                results[i] = Completion.failed(error)
+                continue
+            kwargs = to_sampling_params(req.sampling, req.output_type)
+            kwargs["max_tokens"] = min(kwargs["max_tokens"], self.max_model_len - n_prompt)
+            send.append(i)
+            conversations.append(to_chat_messages(req))
+            params.append(self._sampling_params(kwargs))
+        if not send:
+            return
+        start = time.perf_counter()
+        outputs = self.llm.chat(conversations, params, use_tqdm=self.use_tqdm)
+        wall = time.perf_counter() - start
+        sizes = [len(o.prompt_token_ids or ()) + sum(len(c.token_ids) for c in o.outputs) for o in outputs]
+        shares = apportion(wall, sizes)
+        for i, out, share in zip(send, outputs, shares):
+            samples = sorted(out.outputs, key=lambda c: c.index)
+            latency, ttft = _timing(out.metrics)
+            results[i] = Completion(
+                texts=tuple(c.text for c in samples),
+                prompt_tokens=len(out.prompt_token_ids or ()),
+                completion_tokens=tuple(len(c.token_ids) for c in samples),
+                finish_reasons=tuple(c.finish_reason for c in samples),
+                cumulative_logprobs=tuple(c.cumulative_logprob for c in samples),
+                latency_s=latency if latency is not None else share,
+                ttft_s=ttft,
+                cached_prompt_tokens=out.num_cached_tokens)
+
+    def _run_beam(self, requests: Sequence[Request], idx: list[int],
+                  results: list[Completion | None]) -> None:
+        from vllm.sampling_params import BeamSearchParams, StructuredOutputsParams
+
+        groups: dict[tuple, list[tuple[int, list[int]]]] = {}
+        for i in idx:
+            req, s = requests[i], requests[i].sampling
+            ids = self._prompt_ids(req)
+            error = self._too_long(len(ids))
+            if error:
+                results[i] = Completion.failed(error)
+                continue
+            max_tokens = min(s.max_tokens, self.max_model_len - len(ids))
+            key = (s.beam_width, max_tokens, float(s.temperature), req.output_type)
+            groups.setdefault(key, []).append((i, ids))
+        tok = self.tokenizer if groups else None
+        for (width, max_tokens, temperature, output_type), members in groups.items():
+            so = StructuredOutputsParams(**constraint_for(output_type)) if output_type else None
+            params = BeamSearchParams(beam_width=width, max_tokens=max_tokens,
+                                      temperature=temperature, structured_outputs=so)
+            start = time.perf_counter()
+            outputs = self.llm.beam_search([{"prompt_token_ids": ids} for _, ids in members], params,
+                                           use_tqdm=False)
+            wall = time.perf_counter() - start
+            done = []
+            for (i, ids), out in zip(members, outputs):
+                best = out.sequences[0]
+                new = best.tokens[len(ids):]
+                text = tok.decode(new, skip_special_tokens=True)
+                text, stopped = _cut_at_stop(text, requests[i].sampling.stop)
+                finish = "stop" if stopped or (new and new[-1] == tok.eos_token_id) else "length"
+                done.append((i, len(ids), len(new), text, finish, best.cum_logprob))
+            shares = apportion(wall, [p + c for _, p, c, *_ in done])
+            for (i, n_prompt, n_new, text, finish, cum), share in zip(done, shares):
+                results[i] = Completion(texts=(text,), prompt_tokens=n_prompt,
+                                        completion_tokens=(n_new,), finish_reasons=(finish,),
+                                        cumulative_logprobs=(float(cum),), latency_s=share)
+
+    def _run_score(self, requests: Sequence[Request], idx: list[int],
+                   results: list[Completion | None]) -> None:
+        tok = self.tokenizer
+        prompts, owners = [], []  # one engine prompt per (request, continuation)
+        meta: dict[int, tuple[int, list[int]]] = {}
+        for i in idx:
+            req = requests[i]
+            ids = self._prompt_ids(req)
+            conts = [list(tok.encode(c, add_special_tokens=False)) for c in req.continuations]
+            longest = max(len(c) for c in conts)
+            error = self._too_long(len(ids), room=longest + 1)
+            if error or any(not c for c in conts):
+                results[i] = Completion.failed(error or "empty continuation: nothing to score")
+                continue
+            meta[i] = (len(ids), [len(c) for c in conts])
+            for c in conts:
+                prompts.append({"prompt_token_ids": ids + c})
+                owners.append(i)
+        if not prompts:
+            return
+        params = self._sampling_params({"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0})
+        start = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=self.use_tqdm)
+        wall = time.perf_counter() - start
+        shares = apportion(wall, [len(p["prompt_token_ids"]) for p in prompts])
+        per_req: dict[int, list[tuple[float, float | None, float]]] = {}
+        for prompt, out, owner, share in zip(prompts, outputs, owners, shares):
+            ids, n_prompt = prompt["prompt_token_ids"], meta[owner][0]
+            total = 0.0
+            for pos in range(n_prompt, len(ids)):
+                entry = out.prompt_logprobs[pos]
+                total += entry[ids[pos]].logprob if entry and ids[pos] in entry else -math.inf
+            latency, _ = _timing(out.metrics)
+            per_req.setdefault(owner, []).append((total, latency, share))
+        for i, scored in per_req.items():
+            latencies = [lat for _, lat, _ in scored if lat is not None]
+            results[i] = Completion(
+                texts=(), prompt_tokens=meta[i][0],
+                continuation_logprobs=tuple(s for s, _, _ in scored),
+                continuation_tokens=tuple(meta[i][1]),
+                latency_s=max(latencies) if latencies else sum(sh for *_, sh in scored))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
