@@ -1,0 +1,36 @@
+"""Shared fixtures. `engine`: ONE real vLLM engine on the bundled model for the whole session.
+
+The environment is set at import time, before anything imports vllm: no network, and vLLM's
+cache and RPC sockets go to a temporary folder. The bundled model is converted once into
+$HARNESS_CACHE_DIR (default ~/.cache/harness) and reused by later sessions.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+_VLLM_TMP = tempfile.mkdtemp(prefix="harness-test-vllm-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ["VLLM_CACHE_ROOT"] = os.path.join(_VLLM_TMP, "cache")
+os.environ["VLLM_RPC_BASE_PATH"] = os.path.join(_VLLM_TMP, "rpc")
+os.makedirs(os.environ["VLLM_RPC_BASE_PATH"], exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """One `VLLMBackend()` on the bundled SmolLM2-135M-Instruct, shared by every engine test.
+    The machine may have 2 cores: never start a second engine while this one lives."""
+    from harness.backends.vllm import VLLMBackend
+
+    backend = VLLMBackend(use_tqdm=False)
+    backend.llm  # start now, so the first test does not carry the start-up time
+    yield backend
+    backend.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_VLLM_TMP, ignore_errors=True)
