@@ -56,7 +56,8 @@ def parse_price_table(raw, *, where: str) -> dict[str, Price]:
         try:
             out[str(model)] = Price.model_validate(entry)
         except ValidationError as exc:
-            err = exc.errors()[0]
+            errs = exc.errors()
+            err = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])
             key = ".".join(str(x) for x in err["loc"])
             fix = suggest(key, Price.model_fields) if err["type"] == "extra_forbidden" else "use $ per 1M tokens >= 0"
             raise ConfigError(err["msg"], where=where, field=f"{model}.{key}", fix=fix) from None

@@ -298,14 +298,32 @@ def _load_local(rel: str, task: Task, field: str) -> list[dict]:
                         fix="use .json, .jsonl, .csv or .parquet")
     if kind != "parquet":
         try:
-            path.read_bytes().decode("utf-8")
+            text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"file is not UTF-8 (byte {exc.start})", where=str(path), field=f"{field}.path",
                             fix="re-encode the file as UTF-8") from None
-        if path.stat().st_size == 0:
+        if not text.strip():
             raise DataError("the data file is empty", where=str(path), field=f"{field}.path",
                             fix="point the task at a file with rows")
+        if kind == "json":
+            _check_json(text, path, field)
     return _read_with_datasets(kind, path)
+
+
+def _check_json(text: str, path: Path, field: str) -> None:
+    """Find a JSON syntax error ourselves, so the message names the line (datasets' does not)."""
+    try:
+        json.loads(text)
+        return
+    except json.JSONDecodeError:
+        pass
+    for no, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON at line {no}: {exc.msg}", where=str(path), field=f"{field}.path",
+                                fix="fix that line (JSON Lines: one object per line)") from None
 
 
 def _read_with_datasets(kind: str, path: Path) -> list[dict]:
@@ -386,7 +404,8 @@ def parse_task_file(path: Path) -> TaskSpec:
 
 
 def _one_line(exc: ValidationError, path: Path, raw: dict) -> ConfigError:
-    err = exc.errors()[0]
+    errs = exc.errors()
+    err = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])  # a typo explains "missing"
     loc = ".".join(str(x) for x in err["loc"])
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1])

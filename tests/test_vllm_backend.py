@@ -168,7 +168,9 @@ def test_prompt_tokens_match_chat_template(engine):
 
 @pytest.mark.engine
 def test_greedy_is_reproducible_and_prefix_cache_counts(engine):
-    r = req("g", sampling=Sampling(temperature=0.0, seed=3, max_tokens=16))
+    # long enough to fill whole KV blocks (prefix caching works per full block; 128 tokens on CPU)
+    context = Message("system", "You are a careful assistant. " * 60)
+    r = req("g", (context, *USER), sampling=Sampling(temperature=0.0, seed=3, max_tokens=16))
     [a] = engine.generate([r])
     [b] = engine.generate([r])
     assert a.texts == b.texts and a.texts[0].strip()

@@ -1,0 +1,180 @@
+"""The bad-input catalogue (docs/bad-input.md): every case gives one line naming the file, the field and
+the fix, exit code 2, no traceback, and leaves an existing run folder untouched."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness.backends.scripted import ScriptedBackend
+from harness.cli import main
+
+GOOD_TASK = """\
+name: t
+source: {path: data.jsonl}
+fields: {question: question}
+gold_field: answer
+template: tpl.j2
+answer_type: number
+"""
+GOOD_TEMPLATE = "{% block input %}Q: {{ question }}{% endblock %}"
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory):
+    """A finished run folder that every bad input below points --out at."""
+    out = tmp_path_factory.mktemp("runs") / "existing"
+    harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(lambda r: "The answer is yes."), limit=3,
+                out=out, progress=False, write_report=False)
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def make_task(tmp: Path, task: str = GOOD_TASK, template: str = GOOD_TEMPLATE,
+              data: bytes | str | None = '{"question": "1+1", "answer": "2"}\n') -> Path:
+    (tmp / "tpl.j2").write_text(template)
+    if data is not None:
+        (tmp / "data.jsonl").write_bytes(data.encode() if isinstance(data, str) else data)
+    path = tmp / "task.yaml"
+    path.write_bytes(task.encode() if isinstance(task, str) else task)
+    return path
+
+
+def sub(old: str, new: str) -> str:
+    assert old in GOOD_TASK
+    return GOOD_TASK.replace(old, new)
+
+
+# (id, task yaml or None for the default good one, template, data, extra argv, expected text in the message)
+CASES = [
+    # task YAML
+    ("yaml-malformed", "name: t\nsource: {path: [\n", None, None, [], "malformed YAML"),
+    ("yaml-unknown-key", sub("template:", "templte:"), None, None, [], "did you mean 'template'"),
+    ("yaml-wrong-type", GOOD_TASK + "max_tokens: many\n", None, None, [], "max_tokens"),
+    ("yaml-missing-field", sub("template: tpl.j2\n", ""), None, None, [], "template"),
+    ("yaml-bad-answer-type", sub("answer_type: number", "answer_type: float"), None, None, [], "answer_type"),
+    ("yaml-not-mapping", "- just\n- a list\n", None, None, [], "YAML mapping"),
+    ("yaml-not-utf8", GOOD_TASK.encode() + b"description: caf\xe9\n", None, None, [], "UTF-8"),
+    ("yaml-two-sources", sub("source: {path: data.jsonl}", "source: {path: data.jsonl, generator: coin_flip}"),
+     None, None, [], "exactly one"),
+    ("yaml-unknown-generator", sub("source: {path: data.jsonl}", "source: {generator: coin_flop}"), None, None, [],
+     "coin_flip"),
+    ("yaml-bad-generator-param", sub("source: {path: data.jsonl}", "source: {generator: coin_flip, params: {x: 1}}"),
+     None, None, [], "params"),
+    ("yaml-bad-regex", GOOD_TASK + "extract_pattern: '(unclosed'\n", None, None, [], "regular expression"),
+    ("yaml-label-without-labels", sub("answer_type: number", "answer_type: label"), None, None, [], "labels"),
+    ("yaml-zero-max-tokens", GOOD_TASK + "max_tokens: 0\n", None, None, [], "positive"),
+    ("yaml-unsafe-name", sub("name: t", "name: ../evil"), None, None, [], "name"),
+    # templates
+    ("template-missing-variable", None, "{% block input %}{{ question }} {{ missing_var }}{% endblock %}", None, [],
+     "missing_var"),
+    ("template-syntax", None, "{% block input %}{{ question }{% endblock %}", None, [], "syntax error"),
+    ("template-not-found", sub("template: tpl.j2", "template: nope.j2"), None, None, [], "not found"),
+    ("template-include-escape", None, '{% block input %}{% include "../../../etc/passwd" %}{% endblock %}', None, [],
+     "leaves its folder"),
+    ("template-sandbox-cycler", None,
+     "{% block input %}{{ cycler.__init__.__globals__.os.popen('id').read() }}{% endblock %}", None, [],
+     "undefined"),
+    ("template-sandbox-mro", None, "{% block input %}{{ ''.__class__.__mro__[1].__subclasses__() }}{% endblock %}",
+     None, [], "unsafe"),
+    ("template-absolute", sub("template: tpl.j2", "template: /etc/passwd"), None, None, [], "absolute"),
+    # strategy specs and decoding parameters
+    ("strategy-unknown", None, None, None, ["--strategy", "few_shoot"], "did you mean 'few_shot'"),
+    ("strategy-unknown-param", None, None, None, ["--strategy", "few_shot:kk=2"], "did you mean 'k'"),
+    ("strategy-k-zero", None, None, None, ["--strategy", "few_shot:k=0"], "positive"),
+    ("strategy-negative-temperature", None, None, None, ["--strategy", "zero_shot:temperature=-0.5"], ">= 0"),
+    ("strategy-top-p-high", None, None, None, ["--strategy", "zero_shot:top_p=1.5"], "(0, 1]"),
+    ("strategy-top-p-zero", None, None, None, ["--strategy", "zero_shot:top_p=0"], "(0, 1]"),
+    ("strategy-k-over-pool", None, None, None, ["--strategy", "few_shot:k=5"], "larger than the exemplar pool"),
+    ("strategy-guided-no-output-type", None, None, None, ["--strategy", "zero_shot:guided=true"], "output_type"),
+    ("strategy-sc-greedy", None, None, None, ["--strategy", "self_consistency:temperature=0"], "temperature"),
+    ("strategy-duplicate", None, None, None, ["--strategy", "cot", "--strategy", "cot"], "twice"),
+    ("strategy-negative-max-tokens", None, None, None, ["--strategy", "zero_shot:max_tokens=-3"], "positive"),
+    # data files
+    ("data-missing-file", sub("data.jsonl", "absent.jsonl"), None, None, [], "not found"),
+    ("data-empty", None, None, "", [], "empty"),
+    ("data-missing-field", None, None, '{"q": "1+1", "answer": "2"}\n', [], "column 'question' is missing"),
+    ("data-not-utf8", None, None, b'{"question": "caf\xe9", "answer": "2"}\n', [], "UTF-8"),
+    ("data-escape", sub("data.jsonl", "../data.jsonl"), None, None, [], "inside --data-dir"),
+    ("data-malformed-json", None, None, '{"question": "1+1", "answer": \n', [], "invalid JSON at line 1"),
+    # output schemas
+    ("schema-invalid", GOOD_TASK + "output_type: {json_schema: {type: objekt}}\n", None, None,
+     ["--strategy", "zero_shot:guided=true"], "invalid JSON schema"),
+    ("schema-pydantic-missing", GOOD_TASK + "output_type: {pydantic: 'no_such_module:Model'}\n", None, None,
+     ["--strategy", "zero_shot:guided=true"], "cannot import"),
+    # price tables
+    ("prices-missing-file", None, None, None, ["--prices", "/nonexistent/prices.yaml"], "price table not found"),
+    ("prices-negative", None, None, None, ["--price", "m=-1,2"], "non-negative"),
+    ("prices-malformed-flag", None, None, None, ["--price", "m=cheap"], "MODEL=input"),
+    ("prices-unknown-key", None, None, None, ["--prices", "@prices"], "did you mean 'output'"),
+    # command-line flags
+    ("flag-limit-zero", None, None, None, ["--limit", "0"], "positive"),
+    ("flag-limit-text", None, None, None, ["--limit", "ten"], "not an integer"),
+    ("flag-unknown", None, None, None, ["--temperatur", "0.3"], "unrecognized arguments"),
+    ("flag-model-path-missing", None, None, None, ["--model", "/nonexistent/model-dir"], "does not exist"),
+    ("flag-run-id-escape", None, None, None, ["--run-id", "../evil"], "not allowed"),
+    ("flag-data-dir-missing", None, None, None, ["--data-dir", "/nonexistent/data"], "does not exist"),
+    ("flag-unknown-task", None, None, None, ["--task", "coin_flop"], "did you mean 'coin_flip'"),
+    ("flag-resume-not-run", None, None, None, ["--resume", "@tmp"], "not a run folder"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, tmp_path, existing_run, capsys):
+    cid, task, template, data, extra, expect = case
+    path = make_task(tmp_path, task if task is not None else GOOD_TASK, template or GOOD_TEMPLATE,
+                     data if data is not None else '{"question": "1+1", "answer": "2"}\n')
+    if "prices-unknown-key" == cid:
+        (tmp_path / "prices.yaml").write_text("m: {input: 1, outptu: 2}\n")
+    extra = [str(tmp_path / "prices.yaml") if x == "@prices" else str(tmp_path) if x == "@tmp" else x for x in extra]
+    argv = ["run", "--data-dir", str(tmp_path), "--out", str(existing_run), "--quiet", "--no-report"]
+    if "--task" not in extra:
+        argv += ["--task", str(path)]
+    if "--strategy" not in extra:
+        argv += ["--strategy", "zero_shot"]
+    if cid == "flag-data-dir-missing":
+        argv = [a for a in argv if a != "--data-dir" and a != str(tmp_path)]
+    before = snapshot(existing_run)
+    code = main(argv + extra)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert expect.lower() in err.lower(), err
+    assert snapshot(existing_run) == before
+
+
+def test_catalogue_has_at_least_30_cases():
+    assert len(CASES) >= 30
+
+
+def test_the_real_console_script_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--strategy", "zero_shot:top_p=2",
+                           "--task", "coin_flip"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+    assert "top_p" in proc.stderr and "fix:" in proc.stderr
+
+
+def test_prompt_longer_than_context_is_a_row_not_a_crash(tmp_path):
+    long_q = "word " * 5000
+    path = make_task(tmp_path, data=f'{{"question": "{long_q}", "answer": "2"}}\n{{"question": "1+1", "answer": "2"}}\n')
+
+    def fn(req):
+        from harness.records import Completion
+        if len(req.messages[-1].content) > 10000:
+            return Completion.failed("prompt of 5012 tokens exceeds the model's context of 2048")
+        return "The answer is 2."
+    df = harness.run([str(path)], ["zero_shot"], backend=ScriptedBackend(fn), data_dir=tmp_path,
+                     out=tmp_path / "r", progress=False, write_report=False)
+    assert len(df) == 2 and df["error"].notna().sum() == 1 and df["correct"].dropna().tolist() == [True]
+    textwrap.dedent("")  # keep import used
