@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="folder with the data files of tasks that read files")
     r.add_argument("--out", default=None, help="run folder (default results/<run_id>); an existing one resumes")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="resume a run folder with its own config")
+    r.add_argument("--retry-errors", default=None, metavar="RUN_DIR",
+                   help="complete the rows of RUN_DIR that ended in an error (same as --resume)")
+    r.add_argument("--no-cache", action="store_true", help="do not answer requests from the request cache")
+    r.add_argument("--cache-dir", default=None, help="request cache folder (default ~/.cache/harness)")
     r.add_argument("--run-id", default=None)
     r.add_argument("--chunk-size", type=_positive, default=None, help="requests per engine call (default 512)")
     r.add_argument("--prices", default=None, help="price table YAML ($ per 1M tokens per model)")
@@ -101,12 +105,13 @@ def cmd_run(a) -> int:
             prices.update(parse_price_flag(flag))
     kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
-                  price_table=prices, progress=not a.quiet, write_report=not a.no_report)
+                  price_table=prices, progress=not a.quiet, write_report=not a.no_report,
+                  cache=not a.no_cache, cache_dir=a.cache_dir)
     if a.chunk_size:
         kwargs["chunk_size"] = a.chunk_size
-    if a.resume:
+    if a.resume or a.retry_errors:
         from .runner import resume_args
-        kwargs.update(resume_args(a.resume, explicit=kwargs))
+        kwargs.update(resume_args(a.resume or a.retry_errors, explicit=kwargs))
     elif not a.task and a.limit is None:
         from .defaults import DEFAULT_LIMIT
         kwargs["limit"] = DEFAULT_LIMIT

@@ -116,7 +116,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         backend: Any = None, limit: int | None = None, seed: int = 0, data_dir: str | Path | None = None,
         out: str | Path | None = None, run_id: str | None = None, chunk_size: int = DEFAULT_CHUNK,
         engine_options: dict | None = None, price_table: dict | None = None, progress: bool = True,
-        write_report: bool = True, on_progress=None) -> pd.DataFrame:
+        write_report: bool = True, on_progress=None, cache: bool = True,
+        cache_dir: str | Path | None = None, retry_errors: bool = True) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
     (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes."""
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
@@ -145,12 +146,16 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         from .backends.vllm import VLLMBackend
         backend = VLLMBackend(model, **(engine_options or {}))
     model_name = backend.model_name
+    engine = backend
+    if cache:
+        from .cache import CachedBackend, RequestCache, model_identity
+        backend = CachedBackend(engine, RequestCache(cache_dir), identity=model_identity(engine))
     done = {(e["p"]["task"], e["p"]["strategy"], e["p"]["model"], e["p"]["example_id"])
-            for e in journal.read() if not e["p"].get("error")}
+            for e in journal.read() if not (retry_errors and e["p"].get("error"))}
     pending = [u for u in units if (u.task.name, u.strategy.spec, model_name, u.example.id) not in done]
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = _run_meta(run_dir, task_objs, strat_objs, backend, limit=limit, seed=seed, data_dir=data_dir,
+    meta = _run_meta(run_dir, task_objs, strat_objs, engine, limit=limit, seed=seed, data_dir=data_dir,
                      chunk_size=chunk_size, model_spec=model, resumed=len(done), pending=len(pending), total=len(units))
     write_json_atomic(run_dir / "run.json", meta)
     info = meta.get("model_info") or {}
@@ -179,8 +184,9 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         if bar is not None:
             bar.close()
     meta["wall_s"] = round(time.perf_counter() - t0, 3)
-    if hasattr(backend, "stats"):
-        meta["engine_stats"] = backend.stats()
+    meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
+    if hasattr(engine, "stats"):
+        meta["engine_stats"] = engine.stats()
     preds = finalize(run_dir, meta, complete=not interrupted)
     if interrupted:
         raise RunInterrupted(run_dir)

@@ -18,6 +18,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["VLLM_CACHE_ROOT"] = os.path.join(_VLLM_TMP, "cache")
 os.environ["VLLM_RPC_BASE_PATH"] = os.path.join(_VLLM_TMP, "rpc")
 os.makedirs(os.environ["VLLM_RPC_BASE_PATH"], exist_ok=True)
+# The request cache of the tests' runs lives and dies with the session (the converted model does not).
+os.environ["HARNESS_REQUEST_CACHE_DIR"] = os.path.join(_VLLM_TMP, "request-cache")
 
 
 @pytest.fixture(scope="session")

@@ -223,3 +223,18 @@ def test_person_json_scoring_guided_and_free():
     partial = score_json('{"first_name": "Ada", "last_name": "Khan", "age": "forty", "hobby": "chess"}', gold, schema)
     assert partial["json_valid"] and not partial["schema_valid"] and partial["field_f1"] == pytest.approx(0.75)
     assert score_json("Ada Khan, 40", gold, schema)["json_valid"] is False
+
+
+def test_request_cache_answers_identical_requests_and_flags_them(tmp_path):
+    first = ScriptedBackend(lambda r: "The answer is yes.")
+    harness.run(["coin_flip"], ["zero_shot"], backend=first, limit=4, out=tmp_path / "a", progress=False,
+                write_report=False, cache_dir=tmp_path / "cache")
+    second = ScriptedBackend(lambda r: "The answer is no.")
+    df = harness.run(["coin_flip"], ["zero_shot"], backend=second, limit=5, out=tmp_path / "b", progress=False,
+                     write_report=False, cache_dir=tmp_path / "cache")
+    assert first.calls == [4] and second.calls == [1]
+    assert df["cached"].sum() == 4 and set(df[df["cached"]]["output"]) == {"The answer is yes."}
+    third = ScriptedBackend(lambda r: "The answer is no.")
+    harness.run(["coin_flip"], ["zero_shot"], backend=third, limit=5, out=tmp_path / "c", progress=False,
+                write_report=False, cache=False)
+    assert third.calls == [5]

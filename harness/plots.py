@@ -1,0 +1,257 @@
+"""The report's plots, as base64 PNG strings ready for `<img src="data:image/png;base64,...">`.
+
+Figures are built with matplotlib's object API on the Agg canvas (`Figure` + `FigureCanvasAgg`), never
+through pyplot, so no global figure registry fills up and no GUI backend is touched; `_png` also
+clears each figure once it is encoded. Each function returns a list of `Plot` (empty when its data
+is missing), so the report shows only the plots that apply to a run.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .paired import pareto_front
+
+DPI = 80
+FRONT_COLOR, DOMINATED_COLOR = "#1f77b4", "#9a9a9a"
+
+
+@dataclass(frozen=True)
+class Plot:
+    id: str
+    title: str
+    caption: str
+    png_b64: str
+
+
+def _png(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.clear()  # release the artists now (the Figure is not registered with pyplot)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _grid(n: int, *, width: float = 10.0, row_h: float = 3.6, ncols: int = 2):
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width, row_h * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def variant_label(strategy: str, model: str, multi_model: bool) -> str:
+    return f"{strategy} ({model})" if multi_model else str(strategy)
+
+
+def _multi(df: pd.DataFrame) -> bool:
+    return "model" in df and df["model"].nunique() > 1
+
+
+def _num(df: pd.DataFrame, col: str) -> pd.Series:
+    return pd.to_numeric(df[col], errors="coerce") if col in df else pd.Series(np.nan, index=df.index)
+
+
+# -- accuracy -------------------------------------------------------------------------------
+def accuracy_plot(summary: pd.DataFrame) -> list[Plot]:
+    s = summary[_num(summary, "accuracy").notna()]
+    if s.empty:
+        return []
+    multi, tasks = _multi(s), sorted(s["task"].unique())
+    fig, axes = _grid(len(tasks), row_h=0.6 + 0.45 * s.groupby("task").size().max())
+    for ax, task in zip(axes, tasks):
+        g = s[s["task"] == task].sort_values("accuracy")
+        acc = g["accuracy"].to_numpy(float)
+        lo, hi = _num(g, "ci_low").to_numpy(float), _num(g, "ci_high").to_numpy(float)
+        err = np.nan_to_num(np.vstack([acc - lo, hi - acc]), nan=0.0).clip(min=0)
+        y = np.arange(len(g))
+        ax.errorbar(acc, y, xerr=err, fmt="o", color=FRONT_COLOR, capsize=3)
+        ax.set_yticks(y, [variant_label(r.strategy, r.model, multi) for r in g.itertuples()])
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel("accuracy (95 % Wilson CI)")
+        ax.set_title(task)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return [Plot("plot-accuracy", "Accuracy by strategy",
+                 "Points are accuracy over the items answered without an error; bars are 95 % Wilson intervals.",
+                 _png(fig))]
+
+
+def tradeoff_plot(summary: pd.DataFrame, xcol: str, xlabel: str, *, pid: str, title: str) -> list[Plot]:
+    """Accuracy vs a cost (tokens, latency or $): the Pareto frontier (lower cost, higher accuracy)
+    is joined by a line; dominated strategies are grey and labelled '(dominated)'."""
+    x_all = _num(summary, xcol)
+    s = summary[x_all.notna() & _num(summary, "accuracy").notna()].copy()
+    if s.empty or not (_num(s, xcol) > 0).any():
+        return []
+    s["_x"] = _num(s, xcol)
+    multi, tasks = _multi(s), sorted(s["task"].unique())
+    fig, axes = _grid(len(tasks))
+    for ax, task in zip(axes, tasks):
+        g = s[s["task"] == task].reset_index(drop=True)
+        front = pareto_front(list(zip(g["_x"], g["accuracy"])))
+        lo, hi = _num(g, "ci_low").to_numpy(float), _num(g, "ci_high").to_numpy(float)
+        acc = g["accuracy"].to_numpy(float)
+        err = np.nan_to_num(np.vstack([acc - lo, hi - acc]), nan=0.0).clip(min=0)
+        for i, r in g.iterrows():
+            on = i in front
+            color = FRONT_COLOR if on else DOMINATED_COLOR
+            ax.errorbar(r["_x"], acc[i], yerr=err[:, i:i + 1], fmt="o", color=color, capsize=2, alpha=0.9)
+            name = variant_label(r["strategy"], r["model"], multi) + ("" if on else " (dominated)")
+            ax.annotate(name, (r["_x"], acc[i]), textcoords="offset points", xytext=(5, 4), fontsize=8,
+                        color="black" if on else "#666666")
+        fx, fy = g.loc[front, "_x"].to_numpy(float), acc[front]
+        ax.step(fx, fy, where="post", color=FRONT_COLOR, lw=1.2, label="Pareto frontier")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return [Plot(pid, title, "Blue points are on the Pareto frontier (no other strategy is both cheaper and more "
+                 "accurate); grey points are dominated. Vertical bars: 95 % CIs. The frontier uses point "
+                 "estimates; see the significance table before trusting small gaps.", _png(fig))]
+
+
+# -- latency --------------------------------------------------------------------------------
+def latency_plot(preds: pd.DataFrame) -> list[Plot]:
+    lat = _num(preds, "latency_s")
+    p = preds.assign(_lat=lat)[lat.notna()]
+    if p.empty or not (p["_lat"] > 0).any():
+        return []
+    multi, tasks = _multi(p), sorted(p["task"].unique())
+    fig, axes = _grid(len(tasks), row_h=0.8 + 0.45 * p.groupby("task")["strategy"].nunique().max())
+    for ax, task in zip(axes, tasks):
+        g = p[p["task"] == task]
+        groups = sorted(g.groupby(["strategy", "model"])["_lat"], key=lambda kv: kv[1].median())
+        data = [v.to_numpy(float) for _, v in groups]
+        try:
+            ax.boxplot(data, orientation="horizontal")
+        except TypeError:  # matplotlib < 3.10
+            ax.boxplot(data, vert=False)
+        ax.set_yticks(range(1, len(groups) + 1), [variant_label(s, m, multi) for (s, m), _ in groups])
+        ax.set_xlabel("latency per example (s)")
+        ax.set_title(task)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return [Plot("plot-latency", "Latency distributions",
+                 "Per-example request latency (box: quartiles; whiskers: 1.5 IQR; points: outliers).", _png(fig))]
+
+
+# -- self-consistency -----------------------------------------------------------------------
+def majk_plot(majk: pd.DataFrame) -> list[Plot]:
+    if majk is None or majk.empty or "maj_at_k" not in majk:
+        return []
+    multi, tasks = _multi(majk), sorted(majk["task"].unique())
+    fig, axes = _grid(len(tasks))
+    for ax, task in zip(axes, tasks):
+        for (strat, model), g in majk[majk["task"] == task].groupby(["strategy", "model"]):
+            g = g.sort_values("k")
+            line = ax.plot(g["k"], g["maj_at_k"], marker="o", label=variant_label(strat, model, multi))[0]
+            ax.fill_between(g["k"], _num(g, "ci_low"), _num(g, "ci_high"), color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("k (samples voted)")
+        ax.set_ylabel("maj@k")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return [Plot("plot-majk", "Self-consistency: maj@k",
+                 "Expected majority-vote accuracy over all k-subsets of the samples, with a bootstrap 95 % CI "
+                 "over examples.", _png(fig))]
+
+
+# -- guided vs free -------------------------------------------------------------------------
+def _validity(g: pd.DataFrame) -> float:
+    sv = g["schema_valid"] if "schema_valid" in g else pd.Series(dtype=object)
+    if sv.notna().any():
+        return float(sv.fillna(False).astype(bool).mean())
+    return float(g["parse_ok"].fillna(False).astype(bool).mean())
+
+
+def guided_plot(preds: pd.DataFrame) -> list[Plot]:
+    if "guided" not in preds:
+        return []
+    p = preds[~(preds["error"].notna() & (preds["error"].astype(str) != ""))].copy()
+    p["guided"] = p["guided"].fillna(False).astype(bool)
+    tasks = sorted(t for t, g in p.groupby("task") if g["guided"].nunique() == 2)
+    if not tasks:
+        return []
+    multi = _multi(p)
+    fig, axes = _grid(len(tasks))
+    for ax, task in zip(axes, tasks):
+        g = p[p["task"] == task]
+        keys = sorted(g.groupby(["strategy", "model", "guided"]).groups, key=lambda k: (k[1], k[0]))
+        labels, val, acc = [], [], []
+        for s, m, gd in keys:
+            sub = g[(g["strategy"] == s) & (g["model"] == m) & (g["guided"] == gd)]
+            labels.append(variant_label(s, m, multi) + (" [guided]" if gd else " [free]"))
+            val.append(_validity(sub))
+            acc.append(float(sub["correct"].fillna(False).astype(bool).mean()))
+        y = np.arange(len(keys))
+        ax.barh(y - 0.2, val, height=0.4, color="#2ca02c", label="valid output")
+        ax.barh(y + 0.2, acc, height=0.4, color=FRONT_COLOR, label="accuracy")
+        ax.set_yticks(y, labels)
+        ax.set_xlim(0, 1.02)
+        ax.set_title(task)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return [Plot("plot-guided", "Guided vs free decoding",
+                 "Valid output: schema-valid JSON for JSON tasks, otherwise an extractable answer. "
+                 "Accuracy: correct answers over items without an error.", _png(fig))]
+
+
+# -- context-length sweep -------------------------------------------------------------------
+def context_plot(preds: pd.DataFrame) -> list[Plot]:
+    """Accuracy and median latency vs prompt length (power-of-two buckets) on needle_haystack* tasks."""
+    p = preds[preds["task"].astype(str).str.startswith("needle_haystack")].copy()
+    p["_pt"] = _num(p, "prompt_tokens")
+    p = p[p["_pt"] > 0]
+    if p.empty:
+        return []
+    p["bucket"] = (2 ** np.round(np.log2(p["_pt"]))).astype(int)
+    if p["bucket"].nunique() < 2:
+        return []
+    p["_ok"] = p["correct"].fillna(False).astype(bool)
+    p["_lat"] = _num(p, "latency_s")
+    multi = _multi(p)
+    has_lat = bool((p["_lat"] > 0).any())
+    fig, axes = _grid(2 if has_lat else 1)
+    panels = [("accuracy", "_ok", "mean")] + ([("median latency (s)", "_lat", "median")] if has_lat else [])
+    for ax, (ylabel, col, how) in zip(axes, panels):
+        for (s, m), g in p.groupby(["strategy", "model"]):
+            pts = g.groupby("bucket")[col].agg(how)
+            ax.plot(pts.index, pts.to_numpy(float), marker="o", label=variant_label(s, m, multi))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("prompt tokens (bucket, nearest power of two)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return [Plot("plot-context", "Context-length sweep (needle in a haystack)",
+                 "needle_haystack* rows bucketed by prompt length.", _png(fig))]
+
+
+def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | None) -> list[Plot]:
+    s = summary.copy()
+    s["mean_total_tokens"] = _num(s, "mean_prompt_tokens").fillna(0) + _num(s, "mean_completion_tokens").fillna(0)
+    s.loc[_num(s, "mean_prompt_tokens").isna() & _num(s, "mean_completion_tokens").isna(), "mean_total_tokens"] = np.nan
+    lat = "latency_p50_s" if "latency_p50_s" in s else "mean_latency_s"
+    return [
+        *accuracy_plot(s),
+        *tradeoff_plot(s, "mean_total_tokens", "mean prompt + completion tokens per example", pid="plot-tokens",
+                       title="Accuracy vs tokens"),
+        *tradeoff_plot(s, lat, "median latency per example (s)", pid="plot-latency-front", title="Accuracy vs latency"),
+        *tradeoff_plot(s, "cost_per_example_usd", "cost per example ($)", pid="plot-cost", title="Accuracy vs cost"),
+        *latency_plot(preds), *majk_plot(majk), *guided_plot(preds), *context_plot(preds),
+    ]
