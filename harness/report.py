@@ -1,0 +1,424 @@
+"""Run folder(s) -> report.html (self-contained: plots as base64 PNG, no scripts, no external URLs),
+report.md and pairs.csv.
+
+    write_report("results/20250101-120000-000")            # one run, written into its folder
+    write_compare(["results/a", "results/b"], out="cmp")   # several runs in one report
+
+Model output and dataset text are untrusted: the HTML is rendered by Jinja with autoescape on, and a
+Content-Security-Policy forbids scripts and any resource that is not an inline data: image.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .paired import pairs_table
+from .results import load_run, write_frame_atomic
+from .stats import summarize
+
+ALPHA = 0.05
+MAX_EXAMPLES = 5
+MAX_TEXT = 4000
+
+HTML_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem auto;max-width:1200px;padding:0 1rem;
+color:#222;line-height:1.4}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem}th,td{border:1px solid #ccc;padding:.2rem .45rem;
+text-align:left;vertical-align:top}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
+pre{white-space:pre-wrap;word-break:break-word;background:#f6f6f6;padding:.4rem;margin:.2rem 0;font-size:.8rem}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
+details{margin:.3rem 0}summary{cursor:pointer}.verdict li{margin:.4rem 0}.sig{color:#0a6d2c;font-weight:600}
+nav a{margin-right:.8rem}.muted{color:#666;font-size:.85rem}.grid{display:flex;flex-wrap:wrap;gap:1.5rem}
+</style></head><body>
+<h1>{{ title }}</h1>
+<p class="muted">Generated {{ generated }}.</p>
+<nav><a href="#verdict">Verdict</a><a href="#summary">Summary</a><a href="#plots">Plots</a>
+<a href="#significance">Significance</a><a href="#examples">Examples</a><a href="#model">Model and engine</a></nav>
+{% macro table(head, rows) %}<table><thead><tr>{% for h in head %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for r in rows %}<tr>{% for c in r %}<td{% if c == 'significant' %} class="sig"{% endif %}>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>{% endmacro %}
+<section id="verdict"><h2>Verdict</h2><ul class="verdict">
+{% for v in verdicts %}<li>{{ v.text }}</li>{% else %}<li>No accuracy to compare.</li>{% endfor %}</ul></section>
+<section id="summary"><h2>Summary</h2>
+<p class="muted">Accuracy is over items answered without an error (errors are counted apart); 95 % Wilson
+intervals. Tokens are means per example.</p>{{ table(summary_head, summary_rows) }}</section>
+<section id="plots"><h2>Plots</h2>
+{% for p in plots %}<figure id="{{ p.id }}"><h3>{{ p.title }}</h3>
+<img alt="{{ p.title }}" src="data:image/png;base64,{{ p.png_b64 }}"><figcaption>{{ p.caption }}</figcaption></figure>
+{% else %}<p>No data to plot.</p>{% endfor %}</section>
+<section id="significance"><h2>Paired significance</h2>
+<p class="muted">For each pair of strategies on the same task and model: items both answered without an error
+(joined on example id), exact McNemar test, paired bootstrap 95 % CI of the accuracy difference (2000 resamples),
+p-values Holm-adjusted across the pairs of a task. Significant: p Holm &lt; {{ alpha }}.</p>
+{% if pairs_rows %}{{ table(pairs_head, pairs_rows) }}{% else %}<p>Only one strategy per task: no pairs.</p>{% endif %}
+</section>
+<section id="examples"><h2>Examples</h2>
+<p class="muted">Up to five of each kind per strategy. Model output and dataset text are shown as plain text.</p>
+{% for g in examples %}<details><summary><b>{{ g.task }}</b> · {{ g.strategy }} · {{ g.model }}
+({% for s in g.sections %}{{ s.total }} {{ s.kind }}{{ ", " if not loop.last }}{% endfor %} of {{ g.n }})</summary>
+{% for s in g.sections if s.items %}<h4>{{ s.kind }}</h4>
+{% for e in s["items"] %}<details><summary>{{ e.id }}: answer <code>{{ e.answer or "–" }}</code>, gold
+<code>{{ e.gold }}</code></summary>
+{% for m in e.messages %}<div class="muted">{{ m.role }}</div><pre>{{ m.content }}</pre>{% endfor %}
+<div class="muted">output</div><pre>{{ e.output }}</pre>
+{% if e.error %}<div class="muted">error</div><pre>{{ e.error }}</pre>{% endif %}</details>
+{% endfor %}{% endfor %}</details>
+{% else %}<p>No predictions.</p>{% endfor %}</section>
+<section id="model"><h2>Model and engine</h2>
+{% for r in runs %}<h3>Run {{ r.run_id }}</h3><div class="grid">
+{% for key, label in [("general", "Run"), ("model", "Model"), ("engine", "Engine settings"),
+("engine_stats", "Engine statistics"), ("versions", "Versions")] if r[key] %}
+<div><h4>{{ label }}</h4>{{ table(["key", "value"], r[key]) }}</div>{% endfor %}</div>
+{% endfor %}</section>
+</body></html>
+"""
+
+
+@dataclass
+class Bundle:
+    """Everything a report is built from (one run, or several runs joined)."""
+
+    title: str
+    preds: pd.DataFrame
+    summary: pd.DataFrame
+    majk: pd.DataFrame
+    runs: list[dict] = field(default_factory=list)
+
+
+# -- formatting -----------------------------------------------------------------------------
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA
+
+
+def _num(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    v = _num(x)
+    return "–" if math.isnan(v) else f"{100 * v:.{digits}f} %"
+
+
+def fnum(x: Any, digits: int = 1) -> str:
+    v = _num(x)
+    return "–" if math.isnan(v) else f"{v:,.{digits}f}"
+
+
+def fp(p: Any) -> str:
+    v = _num(p)
+    if math.isnan(v):
+        return "–"
+    return "< 0.001" if v < 0.001 else (f"{v:.3f}" if v < 0.01 else f"{v:.2f}")
+
+
+def fusd(x: Any) -> str:
+    v = _num(x)
+    return "–" if math.isnan(v) else f"${v:.4g}"
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(np.nan, index=df.index)
+
+
+def with_totals(summary: pd.DataFrame) -> pd.DataFrame:
+    s = summary.copy()
+    pt, ct = _col(s, "mean_prompt_tokens"), _col(s, "mean_completion_tokens")
+    s["mean_total_tokens"] = (pt.fillna(0) + ct.fillna(0)).where(pt.notna() | ct.notna())
+    return s
+
+
+# -- summary table --------------------------------------------------------------------------
+def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows; optional columns appear only when some value is known."""
+    cols: list[tuple[str, str | None, Any]] = [
+        ("task", "task", str), ("model", "model", str), ("strategy", "strategy", str), ("n", "n", str),
+        ("accuracy (95 % CI)", None, lambda r: f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–"
+                                               f"{pct(r.get('ci_high'), 0)}]"),
+        ("acc_norm", "accuracy_norm", pct), ("schema valid", "schema_valid_rate", pct),
+        ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
+        ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
+        ("$ / example", "cost_per_example_usd", fusd), ("$ total", "total_cost_usd", fusd),
+        ("latency p50 (s)", "latency_p50_s", lambda v: fnum(v, 3)),
+        ("latency p95 (s)", "latency_p95_s", lambda v: fnum(v, 3)),
+        ("TTFT p50 (s)", "ttft_p50_s", lambda v: fnum(v, 3)), ("TTFT p95 (s)", "ttft_p95_s", lambda v: fnum(v, 3)),
+    ]
+    core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
+    keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any())]
+    rows = []
+    for r in summary.to_dict("records"):
+        rows.append([fmt(r) if src is None else ("–" if _missing(r.get(src)) else fmt(r.get(src)))
+                     for _, src, fmt in keep])
+    return [h for h, _, _ in keep], rows
+
+
+def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    head = ["task", "model", "strategy A", "strategy B", "n", "acc A", "acc B", "A − B (95 % CI)",
+            "p McNemar", "p Holm", ""]
+    rows = [[r["task"], r["model"], r["strategy_a"], r["strategy_b"], str(r["n"]), pct(r["acc_a"]), pct(r["acc_b"]),
+             f"{pct(r['diff'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]", fp(r["p_mcnemar"]), fp(r["p_holm"]),
+             "significant" if _num(r["p_holm"]) < ALPHA else ""] for r in pairs.to_dict("records")]
+    return head, rows
+
+
+# -- verdicts -------------------------------------------------------------------------------
+def _pair(pairs: pd.DataFrame, task: str, model: str, a: str, b: str) -> dict | None:
+    m = pairs[(pairs["task"] == task) & (pairs["model"] == model)
+              & (((pairs["strategy_a"] == a) & (pairs["strategy_b"] == b))
+                 | ((pairs["strategy_a"] == b) & (pairs["strategy_b"] == a)))]
+    return m.iloc[0].to_dict() if len(m) else None
+
+
+def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
+    """One plain-words verdict per task x model: best strategy, whether it beats the runner-up
+    (Holm-adjusted exact McNemar), and the cheapest strategy not significantly worse than the best."""
+    s = with_totals(summary)
+    s = s[_col(s, "accuracy").notna()]
+    out = []
+    for (task, model), g in s.groupby(["task", "model"], sort=True):
+        use_usd = "cost_per_example_usd" in g and g["cost_per_example_usd"].notna().all()
+        cost_col = "cost_per_example_usd" if use_usd else "mean_total_tokens"
+        g = g.assign(_cost=_col(g, cost_col)).sort_values(["accuracy", "_cost", "strategy"],
+                                                          ascending=[False, True, True])
+        best = g.iloc[0]
+        text = (f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} "
+                f"(95 % CI {pct(best.get('ci_low'), 0)[:-2]}–{pct(best.get('ci_high'), 0)}, n = {best['n']})")
+        significant = False
+        if len(g) == 1:
+            text += "; it is the only strategy that ran."
+        else:
+            runner = g.iloc[1]
+            pr = _pair(pairs, task, model, best["strategy"], runner["strategy"])
+            p = _num(pr["p_holm"]) if pr else float("nan")
+            significant = p < ALPHA
+            if math.isnan(p):
+                text += f"; it shares no items with the runner-up {runner['strategy']}, so no paired test."
+            elif significant:
+                text += (f"; it is significantly better than the runner-up {runner['strategy']} "
+                         f"(p = {fp(p).replace('< ', '')}, Holm)." if p >= 0.001 else
+                         f"; it is significantly better than the runner-up {runner['strategy']} (p < 0.001, Holm).")
+            else:
+                text += f"; it is not significantly better than {runner['strategy']} (p = {fp(p)}, Holm)."
+        ok = [best["strategy"]]
+        for r in g.iloc[1:].itertuples():
+            pr = _pair(pairs, task, model, best["strategy"], r.strategy)
+            if pr and _num(pr["p_holm"]) >= ALPHA:
+                ok.append(r.strategy)
+        cand = g[g["strategy"].isin(ok) & g["_cost"].notna()].sort_values(["_cost", "accuracy"],
+                                                                           ascending=[True, False])
+        cheapest = None
+        if len(cand):
+            c = cand.iloc[0]
+            cheapest = c["strategy"]
+            unit = (f"{fusd(c['_cost'])} per example" if use_usd else f"{c['_cost']:,.0f} tokens per example")
+            if len(g) > 1 and cheapest == best["strategy"]:
+                text += (f" No strategy that is not significantly worse is cheaper than {cheapest} ({unit}).")
+            elif len(g) > 1:
+                text += f" The cheapest strategy not significantly worse than the best is {cheapest} ({unit})."
+        out.append({"task": task, "model": model, "best": best["strategy"], "significant": significant,
+                    "cheapest": cheapest, "text": text})
+    return out
+
+
+# -- examples -------------------------------------------------------------------------------
+def _clip(text: Any) -> str:
+    t = "" if _missing(text) else str(text)
+    return t if len(t) <= MAX_TEXT else t[:MAX_TEXT] + f"\n… [{len(t) - MAX_TEXT} more characters]"
+
+
+def _messages(prompt: Any) -> list[dict]:
+    if _missing(prompt):
+        return []
+    try:
+        msgs = json.loads(prompt)
+        return [{"role": str(m.get("role", "?")), "content": _clip(m.get("content", ""))} for m in msgs]
+    except (json.JSONDecodeError, TypeError, AttributeError):
+        return [{"role": "?", "content": _clip(prompt)}]
+
+
+def example_groups(preds: pd.DataFrame, *, limit: int = MAX_EXAMPLES) -> list[dict]:
+    """Up to `limit` wrong answers, parse failures and errors per task x model x strategy."""
+    if preds.empty:
+        return []
+    err = preds["error"].notna() & (preds["error"].astype(str) != "")
+    parse_ok = preds["parse_ok"].fillna(False).astype(bool)
+    correct = preds["correct"].fillna(False).astype(bool)
+    kinds = {"wrong answers": ~err & parse_ok & ~correct, "parse failures": ~err & ~parse_ok,
+             "errors": err}
+    groups = []
+    for (task, model, strat), g in preds.groupby(["task", "model", "strategy"], sort=True):
+        sections = []
+        for kind, mask in kinds.items():
+            rows = g[mask.loc[g.index]]
+            items = [{"id": str(r.get("example_id")), "gold": _clip(r.get("gold")), "answer": _clip(r.get("answer")),
+                      "output": _clip(r.get("output")), "error": _clip(r.get("error")),
+                      "messages": _messages(r.get("prompt"))} for r in rows.head(limit).to_dict("records")]
+            sections.append({"kind": kind, "total": len(rows), "items": items})
+        groups.append({"task": task, "model": model, "strategy": strat, "n": len(g), "sections": sections})
+    return groups
+
+
+# -- model and engine facts -----------------------------------------------------------------
+MODEL_KEYS = [("attention", "attention layout"), ("num_hidden_layers", "layers"),
+              ("num_attention_heads", "attention heads"), ("num_key_value_heads", "KV heads"),
+              ("head_dim", "head dim"), ("hidden_size", "hidden size"), ("dtype", "dtype"),
+              ("kv_cache_bytes_per_token", "KV cache bytes / token"),
+              ("kv_cache_bytes_per_token_mha", "KV cache bytes / token if MHA"),
+              ("total_params", "parameters"), ("active_params", "active parameters"),
+              ("num_experts", "experts"), ("architecture", "architecture")]
+
+
+def _val(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, default=str)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10_000:
+        return f"{v:,}"
+    return str(v)
+
+
+def run_facts(run: dict) -> dict:
+    info = run.get("model_info") or {}
+    model = [(label, _val(info[k])) for k, label in MODEL_KEYS if info.get(k) is not None]
+    kv, mha = info.get("kv_cache_bytes_per_token"), info.get("kv_cache_bytes_per_token_mha")
+    if kv and mha:
+        model.append(("KV saving vs MHA", f"{mha / kv:.1f}× smaller"))
+    cfg = run.get("config") or {}
+    general = [(k, _val(v)) for k, v in [("run id", run.get("run_id")), ("model", cfg.get("model")),
+                                         ("backend", run.get("backend")), ("status", run.get("status")),
+                                         ("created", run.get("created_at")), ("finished", run.get("finished_at")),
+                                         ("wall time (s)", run.get("wall_s")), ("rows", run.get("rows")),
+                                         ("limit", cfg.get("limit")), ("seed", cfg.get("seed")),
+                                         ("templates", run.get("templates"))] if v is not None]
+    return {"run_id": str(run.get("run_id", "")), "general": general, "model": model,
+            "engine": [(str(k), _val(v)) for k, v in sorted((run.get("engine") or {}).items())],
+            "engine_stats": [(str(k), _val(v)) for k, v in sorted((run.get("engine_stats") or {}).items())],
+            "versions": [(str(k), _val(v)) for k, v in sorted((run.get("versions") or {}).items())]}
+
+
+# -- assembling and writing -----------------------------------------------------------------
+def build_context(b: Bundle) -> dict:
+    from .plots import all_plots
+
+    pairs = pairs_table(b.preds)
+    head, rows = summary_table(b.summary)
+    phead, prows = pairs_rows(pairs)
+    return {"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
+            "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
+            "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk),
+            "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
+            "alpha": ALPHA}
+
+
+def _md_cell(x: Any) -> str:
+    import html
+
+    return html.escape(str(x)).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_md(ctx: dict) -> str:
+    parts = [f"# {_md_cell(ctx['title'])}", "", f"Generated {ctx['generated']}. Plots and examples are in "
+             "report.html.", "", "## Verdict", ""]
+    parts += [f"- {_md_cell(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
+    parts += ["", "## Summary", "", _md_table(ctx["summary_head"], ctx["summary_rows"]), "",
+              "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error; "
+              f"Holm-adjusted across the pairs of a task; significant at p < {ctx['alpha']}.", ""]
+    parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else "No pairs.", ""]
+    for r in ctx["runs"]:
+        parts += [f"## Model and engine: {_md_cell(r['run_id'])}", ""]
+        for name in ("general", "model", "engine", "engine_stats"):
+            if r[name]:
+                parts += [f"**{name.replace('_', ' ')}**", "", _md_table(["key", "value"], [list(x) for x in r[name]]), ""]
+    return "\n".join(parts) + "\n"
+
+
+def render_html(ctx: dict) -> str:
+    from jinja2 import Environment
+
+    env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(HTML_TEMPLATE).render(**ctx)
+
+
+def _write(b: Bundle, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = build_context(b)
+    paths = [out / "report.html", out / "report.md", out / "pairs.csv"]
+    for path, text in ((paths[0], render_html(ctx)), (paths[1], render_md(ctx))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    write_frame_atomic(ctx["pairs"], paths[2])
+    return paths
+
+
+def _majk(d: Path) -> pd.DataFrame:
+    p = d / "majk.csv"
+    return pd.read_csv(p) if p.exists() else pd.DataFrame()
+
+
+def write_report(run_dir: str | Path) -> list[Path]:
+    """Write report.html, report.md and pairs.csv into a run folder; returns their paths."""
+    data = load_run(run_dir)
+    d = Path(run_dir)
+    summary = data["summary"] if not data["summary"].empty else summarize(data["predictions"])
+    run = data["run"]
+    title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
+    return _write(Bundle(title, data["predictions"], summary, _majk(d), [run]), d)
+
+
+def _relabel(frames: list[pd.DataFrame], run_ids: list[str]) -> list[pd.DataFrame]:
+    """Where the same task x strategy x model is in several runs (two template versions, say), the
+    strategy becomes 'strategy@run_id' so the runs stay apart and are compared pairwise."""
+    keys = [set(map(tuple, f[["task", "strategy", "model"]].astype(str).to_numpy())) if not f.empty else set()
+            for f in frames]
+    counts: dict[tuple, int] = {}
+    for ks in keys:
+        for k in ks:
+            counts[k] = counts.get(k, 0) + 1
+    dup = {k for k, c in counts.items() if c > 1}
+    if not dup:
+        return frames
+    out = []
+    for f, rid in zip(frames, run_ids):
+        if f.empty:
+            out.append(f)
+            continue
+        f = f.copy()
+        hit = [tuple(x) in dup for x in f[["task", "strategy", "model"]].astype(str).to_numpy()]
+        f.loc[hit, "strategy"] = f.loc[hit, "strategy"].astype(str) + "@" + rid
+        out.append(f)
+    return out
+
+
+def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> list[Path]:
+    """Join several run folders into one report (default folder results/compare-<timestamp>)."""
+    datas = [load_run(d) for d in run_dirs]
+    ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
+    ids = [rid if ids.count(rid) == 1 else f"{rid}#{i}" for i, rid in enumerate(ids)]
+    preds = pd.concat(_relabel([x["predictions"] for x in datas], ids), ignore_index=True)
+    majk = pd.concat(_relabel([_majk(Path(x["dir"])) for x in datas], ids), ignore_index=True)
+    if out is None:
+        from .runner import RESULTS_DIR
+        out = RESULTS_DIR / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
+    return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas]), Path(out))
