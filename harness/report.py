@@ -68,7 +68,7 @@ p-values Holm-adjusted across the pairs of a task. Significant: p Holm &lt; {{ a
 <p class="muted">Up to five of each kind per strategy. Model output and dataset text are shown as plain text.</p>
 {% for g in examples %}<details><summary><b>{{ g.task }}</b> · {{ g.strategy }} · {{ g.model }}
 ({% for s in g.sections %}{{ s.total }} {{ s.kind }}{{ ", " if not loop.last }}{% endfor %} of {{ g.n }})</summary>
-{% for s in g.sections if s.items %}<h4>{{ s.kind }}</h4>
+{% for s in g.sections if s["items"] %}<h4>{{ s.kind }}</h4>
 {% for e in s["items"] %}<details><summary>{{ e.id }}: answer <code>{{ e.answer or "–" }}</code>, gold
 <code>{{ e.gold }}</code></summary>
 {% for m in e.messages %}<div class="muted">{{ m.role }}</div><pre>{{ m.content }}</pre>{% endfor %}

@@ -178,3 +178,9 @@ def test_prompt_longer_than_context_is_a_row_not_a_crash(tmp_path):
                      out=tmp_path / "r", progress=False, write_report=False)
     assert len(df) == 2 and df["error"].notna().sum() == 1 and df["correct"].dropna().tolist() == [True]
     textwrap.dedent("")  # keep import used
+
+
+def test_docs_table_lists_every_case():
+    doc = (Path(__file__).parent.parent / "docs" / "bad-input.md").read_text()
+    missing = [c[0] for c in CASES if f"`{c[0]}`" not in doc]
+    assert not missing, f"add these cases to docs/bad-input.md: {missing}"
