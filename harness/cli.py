@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prices", default=None, help="price table YAML ($ per 1M tokens per model)")
     r.add_argument("--price", action="append", default=[], help="MODEL=input,cached_input,output")
     r.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
+    r.add_argument("--check-determinism", action="store_true",
+                   help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     g = r.add_argument_group("engine (offline vLLM)")
     g.add_argument("--max-model-len", type=_positive)
@@ -109,6 +111,8 @@ def cmd_run(a) -> int:
                   cache=not a.no_cache, cache_dir=a.cache_dir)
     if a.chunk_size:
         kwargs["chunk_size"] = a.chunk_size
+    if a.check_determinism:
+        return _check_determinism(a)
     if a.resume or a.retry_errors:
         from .runner import resume_args
         kwargs.update(resume_args(a.resume or a.retry_errors, explicit=kwargs))
@@ -126,6 +130,21 @@ def cmd_run(a) -> int:
     print_summary(run_dir)
     print(run_dir)
     return 0
+
+
+def _check_determinism(a) -> int:
+    from .backends.vllm import VLLMBackend
+    from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
+    from .determinism import check_determinism
+
+    backend = VLLMBackend(a.model, **_engine_options(a))
+    df = check_determinism(a.task or DEFAULT_TASKS, a.strategy or DEFAULT_STRATEGIES, backend=backend,
+                           limit=a.limit or 5, seed=a.seed, data_dir=a.data_dir)
+    same = int(df["identical"].sum())
+    print(f"determinism: {same}/{len(df)} requests gave identical outputs on two passes")
+    for _, r in df[~df["identical"]].head(10).iterrows():
+        print(f"  differs: {r['task']} {r['strategy']} {r['example_id']}: {r['first'][:60]!r} vs {r['second'][:60]!r}")
+    return 0 if same == len(df) else 1
 
 
 def cmd_tasks(a) -> int:

