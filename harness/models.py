@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import EngineStartError
+from .errors import ConfigError, EngineStartError
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_ALIASES = ("bundled", "smollm2-135m", "smollm2-135m-instruct")
@@ -229,3 +229,46 @@ def kv_tokens_fitting(info: Mapping[str, Any], memory_bytes: int) -> int:
     """
     per_token = int(info["kv_cache_bytes_per_token"])
     return int(memory_bytes) // per_token if per_token > 0 else 0
+
+
+def parse_memory(text: str) -> int:
+    """'512MiB' -> 536870912; '8GiB', '1.5GB', '1000000' (bytes) also accepted."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]i?B?|B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"cannot read memory size '{text}'", where=str(text), field="--memory",
+                          fix="write e.g. 512MiB, 8GiB or a number of bytes")
+    unit = (m.group(2) or "B").upper().rstrip("B") or "B"
+    scale = {"B": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
+    return int(float(m.group(1)) * scale[unit])
+
+
+def describe_model(spec: str | None, *, memory: str = "1GiB") -> str:
+    """The text of `harness models`: attention layout, KV bytes per token, KV capacity in `memory`,
+    the same figures under full multi-head attention, and active vs total parameters."""
+    path, name = resolve_model(spec)
+    info = model_info(path)
+    if "num_hidden_layers" not in info:
+        raise ConfigError("no config.json found for this model", where=str(spec), field="model",
+                          fix="pass a local Hugging Face model folder")
+    mem = parse_memory(memory)
+    per_tok, per_tok_mha = info["kv_cache_bytes_per_token"], info["kv_cache_bytes_per_token_mha"]
+    fit = kv_tokens_fitting(info, mem)
+    fit_mha = mem // per_tok_mha if per_tok_mha else 0
+    lines = [
+        f"model                  {name}",
+        f"architecture           {info['architecture']}",
+        f"layers                 {info['num_hidden_layers']}",
+        f"attention              {info['attention']} ({info['num_attention_heads']} query heads, "
+        f"{info['num_key_value_heads']} KV heads, head dim {info['head_dim']})",
+        f"KV bytes per token     {per_tok:,} ({info['dtype']})",
+        f"  with full MHA        {per_tok_mha:,}  ({per_tok_mha / per_tok:.1f}x more)",
+        f"KV tokens in {memory:8s}  {fit:,}",
+        f"  with full MHA        {fit_mha:,}",
+        f"parameters (total)     {info['total_params'] / 1e6:,.1f}M",
+        f"parameters (active)    {info['active_params'] / 1e6:,.1f}M",
+    ]
+    if info.get("num_experts"):
+        lines.append(f"experts                {info['num_experts']} ({info['num_experts_per_tok']} per token)")
+    return "\n".join(lines)

@@ -191,12 +191,12 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if interrupted:
         raise RunInterrupted(run_dir)
     if write_report:
+        from .report import write_report as _write
         try:
-            from .report import write_report as _write
-        except ImportError:
-            _write = None
-        if _write is not None:
             _write(run_dir)
+        except Exception as exc:  # the results are safe on disk; a report bug must not lose the run
+            print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+                  f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)
     preds.attrs["run_dir"] = str(run_dir)
     return preds
 

@@ -589,8 +589,10 @@ class _StreamAccumulator:
         return _split(self.usage.completion_tokens if self.usage else None, self.n)
 
     def finish(self, now: float) -> tuple[Completion, float | None]:
-        if all(f is None for f in self.reasons) and not any(self.parts):
-            raise BackendError("the stream ended without any choice", retryable=True)
+        missing = [i for i, f in enumerate(self.reasons) if f is None]
+        if missing:  # a connection closed mid-stream ends the iteration quietly: never keep half a text
+            raise BackendError(f"the stream ended before sample(s) {missing} finished (connection dropped?)",
+                               retryable=True)
         counts = self.finish_counts()
         gaps = []
         for i in range(self.n):

@@ -32,4 +32,4 @@ class ScriptedBackend:
         return out
 
     def engine_settings(self) -> dict:
-        return {"backend": "scripted"}
+        return {"backend": "scripted", "endpoint": getattr(self.fn, "__qualname__", repr(self.fn))}
