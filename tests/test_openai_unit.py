@@ -345,3 +345,20 @@ def test_langchain_model_spec_loading(tmp_path, monkeypatch):
             load_chat_model(spec)
         assert err.value.field == "--langchain-model" and words in err.value.one_line()
     sys.modules.pop("lc_models_for_test", None)
+
+
+def test_server_log_reason_and_command(tmp_path):
+    from harness.serve import last_log_line, server_command
+
+    log = tmp_path / "server.log"
+    log.write_text("(APIServer pid=1) INFO starting\nTraceback (most recent call last):\n"
+                   '  File "x.py", line 1, in <module>\n    boom()\n'
+                   "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+                   "  Value error, unknown model type `nosuch`\n"
+                   "    For further information visit https://errors.pydantic.dev\n")
+    line = last_log_line(log)
+    assert line.startswith("pydantic_core") and "unknown model type `nosuch`" in line and "\n" not in line
+    cmd = server_command("/m", served_name="smol", host="127.0.0.1", port=8123, max_model_len=2048)
+    assert cmd[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert {"--enforce-eager", "--enable-prompt-tokens-details"} <= set(cmd)
+    assert cmd[cmd.index("--generation-config") + 1] == "vllm" and cmd[cmd.index("--port") + 1] == "8123"

@@ -191,6 +191,10 @@ class VLLMBackend:
                                            "size, and read the engine log above") from None
         return self._llm
 
+    def start(self) -> None:
+        """Start the engine now (the runner does this before it touches the run folder)."""
+        self.llm  # noqa: B018 - the property builds the engine
+
     @property
     def tokenizer(self) -> Any:
         return self.llm.get_tokenizer()
