@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check-determinism", action="store_true",
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    b = r.add_argument_group("backend")
+    b.add_argument("--backend", choices=["vllm", "openai", "langchain"], default="vllm")
+    b.add_argument("--base-url", action="append", default=[],
+                   help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (repeat for data parallel)")
+    b.add_argument("--api-key-env", default=None, metavar="NAME", help="environment variable holding the API key")
+    b.add_argument("--concurrency", type=_positive, default=None, help="requests in flight per endpoint")
+    b.add_argument("--endpoint", choices=["chat", "completions"], default="chat")
+    b.add_argument("--structured", choices=["vllm", "openai"], default="vllm",
+                   help="guided output as vLLM structured_outputs, or OpenAI response_format")
+    b.add_argument("--request-timeout", type=_positive, default=None, metavar="S")
+    b.add_argument("--max-retries", type=int, default=None)
+    b.add_argument("--langchain-model", default=None, metavar="MODULE:ATTR",
+                   help="a langchain-core BaseChatModel (imports MODULE: an explicit opt-in to run its code)")
     g = r.add_argument_group("engine (offline vLLM)")
     g.add_argument("--max-model-len", type=_positive)
     g.add_argument("--kv-cache-memory-bytes", type=_positive)
@@ -83,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"])
 
     sub.add_parser("tasks", help="list the tasks")
+    sv = sub.add_parser("serve", help="start the vLLM OpenAI-compatible server on 127.0.0.1 and print its URL")
+    sv.add_argument("--model", default=None)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    sv.add_argument("--max-model-len", type=_positive, default=2048)
+    sv.add_argument("--kv-cache-gib", type=float, default=1.0)
+    sv.add_argument("--timeout", type=_positive, default=180, help="seconds to wait for health")
     m = sub.add_parser("models", help="attention layout, KV bytes per token and KV capacity of a model")
     m.add_argument("model", nargs="?", default=None)
     m.add_argument("--memory", default="1GiB", help="KV-cache memory to size, e.g. 512MiB, 8GiB")
@@ -105,7 +125,8 @@ def cmd_run(a) -> int:
         prices = load_price_table(a.prices) if a.prices else {}
         for flag in a.price:
             prices.update(parse_price_flag(flag))
-    kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
+    backend = make_backend(a)
+    kwargs = dict(backend=backend, tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
                   price_table=prices, progress=not a.quiet, write_report=not a.no_report,
                   cache=not a.no_cache, cache_dir=a.cache_dir)
@@ -132,12 +153,44 @@ def cmd_run(a) -> int:
     return 0
 
 
+def make_backend(a):
+    """The backend the flags ask for (None = the offline vLLM engine, built by the runner)."""
+    if a.backend == "openai":
+        if not a.base_url:
+            raise ConfigError("--backend openai needs a server", field="--base-url",
+                              fix="pass --base-url http://127.0.0.1:PORT/v1 (start one with `harness serve`)")
+        from .backends.openai import OpenAIBackend
+        kw = {"model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency or 8,
+              "endpoint": a.endpoint, "structured": a.structured}
+        if a.request_timeout:
+            kw["timeout_s"] = a.request_timeout
+        if a.max_retries is not None:
+            kw["max_retries"] = a.max_retries
+        return OpenAIBackend(a.base_url, **kw)
+    if a.backend == "langchain":
+        if not a.langchain_model:
+            raise ConfigError("--backend langchain needs a model", field="--langchain-model",
+                              fix="pass --langchain-model package.module:chat_model")
+        from .backends.langchain import LangChainBackend
+        return LangChainBackend(a.langchain_model, concurrency=a.concurrency or 4)
+    if a.base_url or a.langchain_model:
+        raise ConfigError("--base-url / --langchain-model need --backend openai / langchain", field="--backend",
+                          fix="add --backend openai (or langchain)")
+    return None
+
+
+def cmd_serve(a) -> int:
+    from .serve import main_serve
+
+    return main_serve(a)
+
+
 def _check_determinism(a) -> int:
     from .backends.vllm import VLLMBackend
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
     from .determinism import check_determinism
 
-    backend = VLLMBackend(a.model, **_engine_options(a))
+    backend = make_backend(a) or VLLMBackend(a.model, **_engine_options(a))
     df = check_determinism(a.task or DEFAULT_TASKS, a.strategy or DEFAULT_STRATEGIES, backend=backend,
                            limit=a.limit or 5, seed=a.seed, data_dir=a.data_dir)
     same = int(df["identical"].sum())
@@ -180,11 +233,14 @@ def cmd_compare(a) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare}
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The engine's logs go to stderr (stdout is the summary table and, last, the run folder), quieter.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     parser = build_parser()
     try:
         a = parser.parse_args(argv)

@@ -86,6 +86,7 @@ class Completion:
     cumulative_logprobs: tuple[float | None, ...] = ()
     latency_s: float | None = None
     ttft_s: float | None = None
+    itl_s: float | None = None  # mean inter-token latency (streaming backends)
     cached_prompt_tokens: int | None = None
     continuation_logprobs: tuple[float, ...] = ()  # for log-likelihood requests
     continuation_tokens: tuple[int, ...] = ()
@@ -93,8 +94,8 @@ class Completion:
     cached: bool = False
 
     @staticmethod
-    def failed(error: str, *, latency_s: float | None = None) -> "Completion":
-        return Completion(texts=(), error=error, latency_s=latency_s)
+    def failed(error: str, *, latency_s: float | None = None, prompt_tokens: int | None = None) -> "Completion":
+        return Completion(texts=(), error=error, latency_s=latency_s, prompt_tokens=prompt_tokens)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from .errors import ConfigError
 
 PREDICTION_COLUMNS = [
     "run_id", "task", "strategy", "model", "example_id", "template", "template_hash", "backend",
-    "answer_mode", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "latency_s", "ttft_s",
+    "answer_mode", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "latency_s", "ttft_s", "itl_s",
     "finish_reason", "output", "answer", "gold", "correct", "correct_norm", "parse_ok", "error", "cached",
     "n_samples", "votes", "agreement", "tie_rule", "json_valid", "schema_valid", "field_em", "field_f1",
     "cost_usd", "flops", "decoding", "prompt",

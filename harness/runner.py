@@ -75,7 +75,7 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
         "example_id": ex.id, "template": task.spec.template, "template_hash": task.template.hash,
         "backend": backend, "answer_mode": strat.answer_mode(task), "guided": req.output_type is not None,
         "prompt_tokens": ptoks, "completion_tokens": ctoks, "cached_prompt_tokens": c.cached_prompt_tokens,
-        "latency_s": c.latency_s, "ttft_s": c.ttft_s,
+        "latency_s": c.latency_s, "ttft_s": c.ttft_s, "itl_s": c.itl_s,
         "finish_reason": c.finish_reasons[0] if c.finish_reasons else None,
         "output": pred.output, "answer": pred.answer, "parse_ok": pred.parse_ok, "error": c.error,
         "cached": c.cached, "n_samples": len(c.texts) or None,

@@ -9,7 +9,7 @@ Timing rule (per request, for the attempt that succeeded):
     latency_s = send -> last chunk of the stream
     ttft_s    = send -> first chunk carrying generated text (any sample)
     itl       = mean over samples of (last chunk - first text chunk) / (sample tokens - 1)
-                (in `backend.last_itl[request.key]`: Completion has no field for it yet)
+                (Completion.itl_s, also in `backend.last_itl[request.key]`)
 
 Retry policy (ours; the client's own retries are off): 408, 409, 429, 5xx, timeouts and dropped
 connections are retried up to `max_retries` times, after `backoff_base_s * 2**(attempt-1)` seconds
@@ -24,6 +24,8 @@ Cached prompt tokens come from usage.prompt_tokens_details.cached_tokens (vLLM s
 started with --enable-prompt-tokens-details, which `harness serve` does).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import asyncio
 import json
@@ -418,13 +420,14 @@ class OpenAIBackend:
             call = client.completions.create
         if not self.stream:
             return _from_response(await call(**kwargs), req, start)
-        stream = await call(**kwargs)
         acc = _StreamAccumulator(req.sampling.n, start)
-        async for chunk in stream:
-            acc.add(chunk, time.perf_counter())
+        async with await call(**kwargs) as stream:  # closes the connection on any exit
+            async for chunk in stream:
+                acc.add(chunk, time.perf_counter())
         comp, itl = acc.finish(time.perf_counter())
         if itl is not None:
             self.last_itl[req.key] = itl
+            comp = dataclasses.replace(comp, itl_s=itl)
         return comp
 
     async def _render(self, client: Any, base: str, req: Request) -> str | list[int]:
@@ -441,8 +444,8 @@ class OpenAIBackend:
 
     async def _tokenize(self, client: Any, base: str, body: dict[str, Any]) -> list[int]:
         root = base[: -len("/v1")] if base.endswith("/v1") else base
-        out = await client.post(f"{root}/tokenize", body={"model": self.model_name, "add_special_tokens": False, **body},
-                                cast_to=object)
+        body = {"model": self.model_name, "add_special_tokens": False, **body}
+        out = await client.post(f"{root}/tokenize", body=body, cast_to=object)
         return list(out["tokens"])
 
     async def _loglikelihood(self, client: Any, base: str, req: Request, start: float) -> Completion:
