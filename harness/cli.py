@@ -119,12 +119,11 @@ def cmd_run(a) -> int:
     from .runner import RunInterrupted, run
     from .summary import print_summary
 
-    prices = None
-    if a.prices or a.price:
-        from .pricing import load_price_table, parse_price_flag
-        prices = load_price_table(a.prices) if a.prices else {}
-        for flag in a.price:
-            prices.update(parse_price_flag(flag))
+    from .pricing import DEFAULT_PRICES, load_price_table, parse_price_flag
+    prices = load_price_table(a.prices) if a.prices else (
+        load_price_table(DEFAULT_PRICES) if DEFAULT_PRICES.is_file() else {})
+    for flag in a.price:
+        prices.update(parse_price_flag(flag))
     backend = make_backend(a)
     kwargs = dict(backend=backend, tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),

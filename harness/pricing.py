@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .errors import ConfigError, suggest
 
+DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "prices.yaml"  # used when none is given
+
 
 class Price(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
