@@ -210,7 +210,8 @@ def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
     s = s[_col(s, "accuracy").notna()]
     out = []
     for (task, model), g in s.groupby(["task", "model"], sort=True):
-        use_usd = "cost_per_example_usd" in g and g["cost_per_example_usd"].notna().all()
+        use_usd = ("cost_per_example_usd" in g and g["cost_per_example_usd"].notna().all()
+                   and g["cost_per_example_usd"].gt(0).any())  # all-$0 (self-hosted): compare tokens
         g = g.assign(_cost=_col(g, "cost_per_example_usd" if use_usd else "mean_total_tokens"))
         g = g.sort_values(["accuracy", "_cost", "strategy"], ascending=[False, True, True])
         best = g.iloc[0]
