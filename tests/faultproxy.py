@@ -9,8 +9,8 @@ through chunk by chunk (SSE stays SSE, so time to first token still means someth
 be switched from any thread; the proxy runs its own event loop in a daemon thread and stops by itself
 after `max_lifetime_s` if nobody stops it.
 
-Modes (faults hit POST requests whose messages contain `match`, all POSTs when it is None; GETs such
-as /v1/models always pass, except while the proxy is down):
+Modes (faults hit POST requests whose messages contain `match` (one string, or any of several), all
+POSTs when it is None; GETs such as /v1/models always pass, except while the proxy is down):
     pass        forward
     status      answer `codes` (cycled) for the next `count` requests, then pass
     rate_limit  answer 429 with `Retry-After: retry_after` for the next `count`, then pass
@@ -62,7 +62,8 @@ class FaultProxy:
         self._mode, self._count, self._after = "pass", 0, 0
         self._codes: tuple[int, ...] = (500, 503)
         self._code_cycle = itertools.cycle(self._codes)
-        self._retry_after, self._drop_after, self._match = "1", 200, None
+        self._retry_after, self._drop_after = "1", 200
+        self._match: tuple[str, ...] | None = None
         self._down = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -94,11 +95,12 @@ class FaultProxy:
         self.stop()
 
     def set_mode(self, mode: str, *, count: int = 1, codes: tuple[int, ...] = (500, 503), retry_after: float = 1,
-                 drop_after_bytes: int = 200, after: int = 0, match: str | None = None) -> None:
+                 drop_after_bytes: int = 200, after: int = 0, match: str | tuple[str, ...] | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
         with self._lock:
-            self._mode, self._count, self._after, self._match = mode, count, after, match
+            self._mode, self._count, self._after = mode, count, after
+            self._match = (match,) if isinstance(match, str) else match
             self._codes, self._code_cycle = tuple(codes), itertools.cycle(codes)
             self._retry_after, self._drop_after = f"{retry_after:g}", drop_after_bytes
             was_down = self._down
@@ -183,7 +185,7 @@ class FaultProxy:
             action = "pass"
             if self._down:
                 action = "down"
-            elif method == "POST" and (self._match is None or self._match in text):
+            elif method == "POST" and (self._match is None or any(m in text for m in self._match)):
                 if self._mode == "down":
                     if self._after > 0:
                         self._after -= 1
@@ -241,16 +243,19 @@ class FaultProxy:
                                       headers={k: v for k, v in up.headers.items() if k.lower() not in HOP_HEADERS})
             await resp.prepare(request)
             sent = 0
-            async for chunk in up.content.iter_any():
-                if drop_after is not None and sent + len(chunk) >= drop_after:
-                    await resp.write(chunk[: max(drop_after - sent, 1)])
-                    await asyncio.sleep(0.05)  # let the partial bytes reach the client, then cut
-                    if request.transport is not None:
-                        request.transport.abort()
-                    return resp
-                await resp.write(chunk)
-                sent += len(chunk)
-            await resp.write_eof()
+            try:
+                async for chunk in up.content.iter_any():
+                    if drop_after is not None and sent + len(chunk) >= drop_after:
+                        await resp.write(chunk[: max(drop_after - sent, 1)])
+                        await asyncio.sleep(0.05)  # let the partial bytes reach the client, then cut
+                        if request.transport is not None:
+                            request.transport.abort()
+                        return resp
+                    await resp.write(chunk)
+                    sent += len(chunk)
+                await resp.write_eof()
+            except ConnectionError:  # the client went away, or the proxy went down: nothing to answer
+                pass
             return resp
 
 
