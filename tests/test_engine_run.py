@@ -90,3 +90,16 @@ def test_answer_modes_on_the_same_items(engine, tmp_path):
     assert ch["parse_ok"].all() and ch["output"].isin(["A", "B", "C", "D"]).all()
     summary = pd.read_csv(tmp_path / "r" / "summary.csv")
     assert summary.loc[summary["strategy"].str.contains("loglikelihood"), "accuracy_norm"].notna().all()
+
+
+def test_seeded_sampling_in_a_batch_larger_than_one_engine_step(engine):
+    """Regression: on vLLM 0.32 CPU, chunked prefill + a seeded sampled request killed the engine
+    ("CPU Generator does not use offset"); the backend turns chunked prefill off on CPU."""
+    from harness.records import Message, Request, Sampling
+
+    filler = "word " * 600
+    reqs = [Request(key=str(i), messages=(Message("user", f"{i} {filler} Say hi."),),
+                    sampling=Sampling(temperature=0.7, seed=i, max_tokens=4, n=2)) for i in range(16)]
+    out = engine.generate(reqs)  # about 10k prompt tokens: more than one scheduler step holds
+    assert all(c.error is None and len(c.texts) == 2 for c in out)
+    assert engine.engine_settings()["enable_chunked_prefill"] is False

@@ -153,6 +153,12 @@ class VLLMBackend:
         }
         if block_size is not None:
             self._settings["block_size"] = block_size
+        if not _cuda_available():
+            # vLLM 0.32 CPU: a seeded sampling request whose prompt is split by chunked prefill crashes the
+            # engine ("CPU Generator does not use offset": the discarded-token rewind is CUDA-only).
+            # Without chunked prefill no prompt is split, so seeded sampling is safe in any batch.
+            self._settings["enable_chunked_prefill"] = False
+            self._settings["max_num_batched_tokens"] = max(max_model_len, 8192)
         if distributed_executor_backend is not None:
             self._settings["distributed_executor_backend"] = distributed_executor_backend
         if speculative_ngram:
