@@ -77,6 +77,10 @@ p-values Holm-adjusted across the pairs of a task. Significant: p Holm &lt; {{ a
 {% endfor %}{% endfor %}</details>
 {% else %}<p>No predictions.</p>{% endfor %}</section>
 <section id="model"><h2>Model and engine</h2>
+<h3 id="runs">Runs side by side</h3><p class="muted">Throughput = completion tokens / wall time of the run;
+prefix-cache hit rate = cached / queried prompt tokens (engine counters). Columns after these are the engine
+settings that differ between the runs (for example prefix caching on/off or speculative decoding).</p>
+{{ table(runs_head, runs_rows) }}
 {% for r in runs %}<h3>Run {{ r.run_id }}</h3><div class="grid">
 {% for key, label in [("general", "Run"), ("model", "Model"), ("engine", "Engine settings"),
 ("engine_stats", "Engine statistics"), ("versions", "Versions")] if r[key] %}
@@ -294,6 +298,29 @@ def _val(v: Any) -> str:
     return str(v)
 
 
+def runs_side_by_side(runs: list[dict], preds: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """One row per run: wall time, throughput, latency, prefix-cache hit rate, and differing settings."""
+    settings = [{k: _val(v) for k, v in (r.get("engine") or {}).items()} for r in runs]
+    keys = sorted({k for st in settings for k in st})
+    differing = [k for k in keys if len({st.get(k) for st in settings}) > 1]
+    head = ["run", "rows", "wall (s)", "completion tok/s", "latency p50 (s)", "latency p95 (s)",
+            "prefix-cache hit rate"] + differing
+    rows = []
+    for r, st in zip(runs, settings):
+        rid = str(r.get("run_id", ""))
+        g = preds[preds["run_id"].astype(str) == rid] if "run_id" in preds else preds
+        wall = r.get("wall_s")
+        ctoks = pd.to_numeric(g.get("completion_tokens"), errors="coerce").sum() if len(g) else 0
+        lat = pd.to_numeric(g.get("latency_s"), errors="coerce").dropna() if len(g) else pd.Series(dtype=float)
+        es = r.get("engine_stats") or {}
+        hit = (es.get("prefix_cache_hits", 0) / es["prefix_cache_queries"]) if es.get("prefix_cache_queries") else None
+        rows.append([rid, str(len(g)), fnum(wall, 1) if wall else "–",
+                     fnum(ctoks / wall, 1) if wall else "–",
+                     fnum(lat.quantile(0.5), 2) if len(lat) else "–", fnum(lat.quantile(0.95), 2) if len(lat) else "–",
+                     pct(hit) if hit is not None else "–"] + [st.get(k, "–") for k in differing])
+    return head, rows
+
+
 def run_facts(run: dict) -> dict:
     info = run.get("model_info") or {}
     model = [(label, _val(info[k])) for k, label in MODEL_KEYS if info.get(k) is not None]
@@ -320,7 +347,8 @@ def build_context(b: Bundle) -> dict:
     pairs = pairs_table(b.preds)
     head, rows = summary_table(b.summary)
     phead, prows = pairs_rows(pairs)
-    return {"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
+    rhead, rrows = runs_side_by_side(b.runs, b.preds)
+    return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
             "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk),
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
@@ -347,6 +375,7 @@ def render_md(ctx: dict) -> str:
               "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error; "
               f"Holm-adjusted across the pairs of a task; significant at p < {ctx['alpha']}.", ""]
     parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else "No pairs.", ""]
+    parts += ["## Runs side by side", "", _md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
     for r in ctx["runs"]:
         parts += [f"## Model and engine: {_md_cell(r['run_id'])}", ""]
         for name in ("general", "model", "engine", "engine_stats"):

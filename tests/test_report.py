@@ -398,3 +398,23 @@ def test_compare_report_renders_in_chromium(browser, compare_dir):
     assert facts["xss"] == "undefined" and XSS in facts["text"]
     assert len(facts["imgs"]) >= 7
     browser.screenshot(ARTIFACTS / "compare.png")
+
+
+def test_compare_shows_runs_side_by_side_with_differing_settings(tmp_path):
+    import json as _json
+
+    from harness.report import write_compare
+
+    dirs = []
+    for i, flag in enumerate([True, False]):
+        out = tmp_path / f"run{i}"
+        harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(lambda r: "The answer is yes."), limit=4,
+                    out=out, progress=False, write_report=False, cache=False)
+        meta = _json.loads((out / "run.json").read_text())
+        meta["engine"] = {"enable_prefix_caching": flag, "dtype": "bfloat16"}
+        (out / "run.json").write_text(_json.dumps(meta))
+        dirs.append(out)
+    md = write_compare(dirs, out=tmp_path / "cmp")[1].read_text()
+    section = md.split("## Runs side by side")[1].split("##")[0]
+    assert "enable_prefix_caching" in section and "dtype" not in section  # only settings that differ
+    assert "run0" in section and "run1" in section
