@@ -167,15 +167,32 @@ def make_backend(a):
             kw["max_retries"] = a.max_retries
         return OpenAIBackend(a.base_url, **kw)
     if a.backend == "langchain":
-        if not a.langchain_model:
-            raise ConfigError("--backend langchain needs a model", field="--langchain-model",
-                              fix="pass --langchain-model package.module:chat_model")
         from .backends.langchain import LangChainBackend
-        return LangChainBackend(a.langchain_model, concurrency=a.concurrency or 4)
+        if a.langchain_model:
+            return LangChainBackend(a.langchain_model, concurrency=a.concurrency or 4)
+        if a.base_url:  # langchain-openai's ChatOpenAI against an OpenAI-compatible server
+            return LangChainBackend(_chat_openai(a), concurrency=a.concurrency or 4)
+        raise ConfigError("--backend langchain needs a model", field="--langchain-model",
+                          fix="pass --langchain-model package.module:chat_model, or --base-url URL for ChatOpenAI")
     if a.base_url or a.langchain_model:
         raise ConfigError("--base-url / --langchain-model need --backend openai / langchain", field="--backend",
                           fix="add --backend openai (or langchain)")
     return None
+
+
+def _chat_openai(a):
+    """ChatOpenAI on --base-url (the first one), model --model or the server's first model."""
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError:
+        raise ConfigError("langchain-openai is not installed", field="--backend",
+                          fix="pip install langchain-openai (or 'harness[test]')") from None
+    from .backends.openai import OpenAIBackend
+
+    probe = OpenAIBackend(a.base_url[:1], model=a.model, api_key_env=a.api_key_env)  # reachability + model name
+    key = os.environ.get(a.api_key_env, "") if a.api_key_env else "EMPTY"
+    return ChatOpenAI(base_url=a.base_url[0], api_key=key or "EMPTY", model=probe.model_name, temperature=0,
+                      max_retries=2)
 
 
 def cmd_serve(a) -> int:
