@@ -195,6 +195,8 @@ def main_serve(args: Any) -> int:
           f"Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         previous = signal.signal(signal.SIGTERM, _interrupt)
+        # A shell starts `harness serve &` with SIGINT ignored; make Ctrl-C / kill -INT stop it anyway.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:  # not the main thread
         previous = None
     try:
