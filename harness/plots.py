@@ -216,8 +216,9 @@ def guided_plot(preds: pd.DataFrame) -> list[Plot]:
 
 # -- context-length sweep -------------------------------------------------------------------
 def context_plot(preds: pd.DataFrame) -> list[Plot]:
-    """Accuracy and median latency vs prompt length (power-of-two buckets) on needle_haystack* tasks."""
-    p = preds[preds["task"].astype(str).str.startswith("needle_haystack")].copy()
+    """Accuracy and median latency vs prompt length (power-of-two buckets) on needle* tasks
+    (needle_haystack, and the sweep's needle_256 ... needle_1800)."""
+    p = preds[preds["task"].astype(str).str.startswith("needle")].copy()
     p["_pt"] = _num(p, "prompt_tokens")
     p = p[p["_pt"] > 0]
     if p.empty:
@@ -245,7 +246,7 @@ def context_plot(preds: pd.DataFrame) -> list[Plot]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return [Plot("plot-context", "Context-length sweep (needle in a haystack)",
-                 "needle_haystack* rows bucketed by prompt length.", _png(fig))]
+                 "needle* rows bucketed by prompt length.", _png(fig))]
 
 
 def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | None) -> list[Plot]:

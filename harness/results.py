@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -43,8 +44,11 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+_unit_key = itemgetter(*KEY)
+
+
 def unit_key(row: dict) -> tuple:
-    return tuple(row[k] for k in KEY)
+    return _unit_key(row)
 
 
 class Journal:
@@ -67,7 +71,7 @@ class Journal:
         return list(entries.values())
 
     def append(self, entries: Iterable[dict]) -> None:
-        data = "".join(json.dumps(e, default=_json_default, ensure_ascii=False) + "\n" for e in entries)
+        data = "".join(_encode(e) + "\n" for e in entries)
         if not data:
             return
         self._heal_torn_tail()
@@ -89,6 +93,9 @@ def _json_default(o: Any):
     if hasattr(o, "item"):
         return o.item()
     return str(o)
+
+
+_encode = json.JSONEncoder(default=_json_default, ensure_ascii=False).encode  # one encoder, not one per line
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

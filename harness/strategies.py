@@ -299,11 +299,30 @@ def exemplar_answer(task, ex: Example, *, cot: bool) -> str:
     return f"The answer is {gold}."
 
 
+_SHOT_BLOCKS: dict[tuple[int, int, bool], tuple[Any, Example, str]] = {}
+
+
+def _shot_block(task, ex: Example, *, cot: bool) -> str:
+    """One exemplar as written in a few-shot prompt ("<input>\\n<answer>"). Every example of a run
+    repeats the same exemplars, so each block is rendered once: keyed by the identity of the task and
+    exemplar objects, which the entry holds, so an id cannot be reused while it is cached."""
+    key = (id(task), id(ex), cot)
+    hit = _SHOT_BLOCKS.get(key)
+    if hit is not None and hit[0] is task and hit[1] is ex:
+        return hit[2]
+    ex_in = task.template.render(_variables(ex, cot), sections=("input",))["input"]
+    text = f"{ex_in}\n{exemplar_answer(task, ex, cot=cot)}"
+    if len(_SHOT_BLOCKS) >= 4096:
+        _SHOT_BLOCKS.clear()
+    _SHOT_BLOCKS[key] = (task, ex, text)
+    return text
+
+
 def build_messages(task, example: Example, shots: Sequence[Example], *, cot: bool,
                    as_chat: bool = False) -> tuple[Message, ...]:
     tpl = task.template
-    head = tpl.render(_variables(example, cot), sections=("context", "instructions", "constraints"))
-    item = tpl.render(_variables(example, cot), sections=("input",))["input"]
+    head = tpl.render(_variables(example, cot), sections=("context", "instructions", "constraints", "input"))
+    item = head["input"]
     trigger = f"\n\n{COT_TRIGGER}" if cot else ""
     shared = "\n\n".join(x for x in (head["instructions"], head["constraints"]) if x)
     msgs: list[Message] = []
@@ -320,9 +339,7 @@ def build_messages(task, example: Example, shots: Sequence[Example], *, cot: boo
     if head["context"]:
         msgs.append(Message("system", head["context"]))
     blocks = [shared] if shared else []
-    for ex in shots:
-        ex_in = tpl.render(_variables(ex, cot), sections=("input",))["input"]
-        blocks.append(f"{ex_in}\n{exemplar_answer(task, ex, cot=cot)}")
+    blocks.extend(_shot_block(task, ex, cot=cot) for ex in shots)
     blocks.append(item + trigger)
     msgs.append(Message("user", "\n\n".join(blocks)))
     return tuple(msgs)
