@@ -126,7 +126,7 @@ def _chunks(units: list[Unit], size: int):
 
 def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] = (), *, model: str | None = None,
         backend: Any = None, limit: int | None = None, seed: int = 0, data_dir: str | Path | None = None,
-        out: str | Path | None = None, run_id: str | None = None, chunk_size: int = DEFAULT_CHUNK,
+        out: str | Path | None = None, run_id: str | None = None, chunk_size: int | None = None,
         engine_options: dict | None = None, price_table: dict | None = None, progress: bool = True,
         write_report: bool = True, on_progress=None, cache: bool = True,
         cache_dir: str | Path | None = None, retry_errors: bool = True) -> pd.DataFrame:
@@ -165,6 +165,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if cache:
         from .cache import CachedBackend, RequestCache, model_identity
         backend = CachedBackend(engine, RequestCache(cache_dir), identity=model_identity(engine))
+    # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
+    chunk_size = chunk_size or getattr(engine, "preferred_chunk_size", DEFAULT_CHUNK)
     previous = journal.read()
     done = {(e["p"]["task"], e["p"]["strategy"], e["p"]["model"], e["p"]["example_id"])
             for e in previous if not (retry_errors and e["p"].get("error"))}

@@ -103,6 +103,7 @@ def unsupported(request: Request) -> str | None:
 
 class LangChainBackend:
     name = "langchain"
+    preferred_chunk_size = 64  # requests per journaled chunk (the offline engine uses 512)
 
     def __init__(self, chat_model: Any, *, concurrency: int = 4, bind_sampling: bool = True) -> None:
         from langchain_core.language_models import BaseChatModel

@@ -263,6 +263,8 @@ class OpenAIBackend:
     >>> backend.generate([Request("q1", (Message("user", "Hi"),))])  # doctest: +SKIP
     """
 
+    preferred_chunk_size = 64  # requests per journaled chunk (the offline engine uses 512)
+
     name = "openai"
 
     def __init__(self, base_urls: list[str] | str, *, model: str | None = None, api_key_env: str | None = None,
