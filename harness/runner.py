@@ -160,6 +160,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         backend = VLLMBackend(model, **(engine_options or {}))
     if hasattr(backend, "start"):
         backend.start()  # an engine that cannot start fails here, before the run folder is touched
+    stats_before = backend.stats() if hasattr(backend, "stats") else {}
     model_name = backend.model_name
     engine = backend
     if cache:
@@ -210,7 +211,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     meta["wall_s"] = round(time.perf_counter() - t0, 3)
     meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
     if hasattr(engine, "stats"):
-        meta["engine_stats"] = engine.stats()
+        meta["engine_stats"] = stats_delta(stats_before, engine.stats())
     # an interrupted append may have left entries in the journal that `written` lacks: read it back then
     preds = finalize(run_dir, meta, complete=not interrupted, entries=None if interrupted else previous + written)
     if interrupted:
@@ -224,6 +225,15 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                   f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)
     preds.attrs["run_dir"] = str(run_dir)
     return preds
+
+
+def stats_delta(before: dict, after: dict) -> dict:
+    """This run's share of the engine's cumulative counters (an engine may serve several runs);
+    gauges (KV-cache usage) are kept as read; the prefix-cache hit rate is derived."""
+    out = {k: (v - before.get(k, 0) if k != "kv_cache_usage" else v) for k, v in after.items()}
+    if out.get("prefix_cache_queries"):
+        out["prefix_cache_hit_rate"] = out.get("prefix_cache_hits", 0) / out["prefix_cache_queries"]
+    return out
 
 
 class RunInterrupted(KeyboardInterrupt):
