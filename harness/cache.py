@@ -23,7 +23,9 @@ from .records import Completion, Request
 def default_cache_dir() -> Path:
     if os.environ.get("HARNESS_REQUEST_CACHE_DIR"):
         return Path(os.environ["HARNESS_REQUEST_CACHE_DIR"])
-    return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "harness"))
+    from .models import cache_dir
+
+    return cache_dir()
 
 
 def model_identity(backend) -> str:

@@ -7,7 +7,6 @@ On the command line: --price MODEL=input,cached_input,output (numbers in $ per 1
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Callable
@@ -92,6 +91,3 @@ def cost_function(table: dict[str, Price]) -> Callable[[str, int, int, int], flo
         return ((prompt - cached) * price.input + cached * cached_rate + completion * price.output) / 1e6
     return cost
 
-
-def dump(table: dict[str, Price]) -> str:
-    return json.dumps({k: v.model_dump() for k, v in table.items()})

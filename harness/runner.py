@@ -103,12 +103,11 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
     if flops_per_token and ptoks is not None:
         row["flops"] = flops_per_token * (ptoks + (ctoks or 0))
     samples = []
-    if len(pred.samples) > 1 or strat.__class__.__name__ == "SelfConsistency":
-        for s in pred.samples:
-            samples.append({"run_id": run_id, "task": task.name, "strategy": strat.spec, "model": model,
-                            "example_id": ex.id, "sample_idx": s.idx, "output": s.output, "answer": s.answer,
-                            "parse_ok": s.parse_ok, "completion_tokens": s.completion_tokens,
-                            "cumulative_logprob": s.cumulative_logprob, "finish_reason": s.finish_reason})
+    for s in pred.samples:  # only strategies that sample several answers (self-consistency) fill these
+        samples.append({"run_id": run_id, "task": task.name, "strategy": strat.spec, "model": model,
+                        "example_id": ex.id, "sample_idx": s.idx, "output": s.output, "answer": s.answer,
+                        "parse_ok": s.parse_ok, "completion_tokens": s.completion_tokens,
+                        "cumulative_logprob": s.cumulative_logprob, "finish_reason": s.finish_reason})
     return {"p": row, "s": samples}
 
 
@@ -128,7 +127,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         backend: Any = None, limit: int | None = None, seed: int = 0, data_dir: str | Path | None = None,
         out: str | Path | None = None, run_id: str | None = None, chunk_size: int | None = None,
         engine_options: dict | None = None, price_table: dict | None = None, progress: bool = True,
-        write_report: bool = True, on_progress=None, cache: bool = True,
+        write_report: bool = True, cache: bool = True,
         cache_dir: str | Path | None = None, retry_errors: bool = True) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
     (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes."""
@@ -169,8 +168,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
     chunk_size = chunk_size or getattr(engine, "preferred_chunk_size", DEFAULT_CHUNK)
     previous = journal.read()
-    done = {(e["p"]["task"], e["p"]["strategy"], e["p"]["model"], e["p"]["example_id"])
-            for e in previous if not (retry_errors and e["p"].get("error"))}
+    done = {unit_key(e["p"]) for e in previous if not (retry_errors and e["p"].get("error"))}
     written: list[dict] = []  # this call's journal entries, so finalize need not read them back
     pending = [u for u in units if (u.task.name, u.strategy.spec, model_name, u.example.id) not in done]
 
@@ -200,8 +198,6 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             written.extend(entries)
             if bar is not None:
                 bar.update(len(chunk))
-            if on_progress is not None:
-                on_progress(len(chunk))
     except KeyboardInterrupt:
         interrupted = True
     finally:

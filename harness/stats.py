@@ -5,7 +5,6 @@ against brute-force enumeration in tests/test_stats.py.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from math import comb
 from typing import Sequence
@@ -143,6 +142,3 @@ def majk_table(preds: pd.DataFrame, samples: pd.DataFrame, *, seed: int = 0) -> 
             rows.append({**dict(zip(GROUP, key)), "k": k, "maj_at_k": float(vals.mean()), "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows, columns=cols)
 
-
-def votes_dict(v) -> dict:
-    return json.loads(v) if isinstance(v, str) and v else {}

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from .errors import ConfigError, suggest
 from .extract import extract
-from .records import Completion, Example, Message, Prediction, Request, Sample, Sampling
+from .records import Completion, Example, Message, OutputType, Prediction, Request, Sample, Sampling
 
 COT_TRIGGER = "Let's think step by step."
 ANSWER_MODES = ("generate", "choice", "loglikelihood")
@@ -90,7 +90,6 @@ class Strategy:
 
     spec: str
     params: dict[str, Any] = field(default_factory=dict)
-    keys: dict[str, Any] = field(default_factory=dict, repr=False)  # class-specific key parsers
 
     # -- settings ---------------------------------------------------------------------------
     @property
@@ -128,7 +127,6 @@ class Strategy:
             return [Request(key=key, messages=messages, sampling=replace(sampling, max_tokens=1), continuations=conts)]
         output_type = None
         if mode == "choice":
-            from .records import OutputType
             output_type = OutputType("choice", json.dumps(list(example.labels)))
         elif self.guided:
             output_type = task.output_type(example)
@@ -141,12 +139,17 @@ class Strategy:
     def reduce(self, task, example: Example, completions: Sequence[Completion]) -> Prediction:
         c = completions[0]
         if c.error:
-            return Prediction(output="", answer=None, parse_ok=False, extra={"error": c.error})
+            return failed_prediction(c)
         if c.continuation_logprobs:
             return reduce_loglikelihood(task, example, c)
         text = c.texts[0] if c.texts else ""
         answer = extract_answer(task, example, text)
         return Prediction(output=text, answer=answer, parse_ok=answer is not None)
+
+
+def failed_prediction(c: Completion) -> Prediction:
+    """A request that errored: no answer, and the error travels on so that scoring never calls it wrong."""
+    return Prediction(output="", answer=None, parse_ok=False, extra={"error": c.error})
 
 
 def extract_answer(task, example: Example, text: str) -> str | None:
@@ -215,7 +218,7 @@ class SelfConsistency(Strategy):
     def reduce(self, task, example: Example, completions: Sequence[Completion]) -> Prediction:
         c = completions[0]
         if c.error:
-            return Prediction(output="", answer=None, parse_ok=False, extra={"error": c.error})
+            return failed_prediction(c)
         samples = []
         for i, text in enumerate(c.texts):
             ans = extract_answer(task, example, text)

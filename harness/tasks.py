@@ -341,8 +341,9 @@ def _read_with_datasets(kind: str, path: Path) -> list[dict]:
 
 
 def _datasets_cache() -> Path:
-    base = Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "harness"))
-    return base / "datasets"
+    from .models import cache_dir
+
+    return cache_dir() / "datasets"
 
 
 def _load_hub(src: SourceSpec, where: str, field: str) -> list[dict]:

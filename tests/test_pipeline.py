@@ -6,16 +6,15 @@ import json
 import random
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.extract import extract_choice, extract_json, extract_label, extract_number, extract_text
-from harness.records import Completion, Sample
+from harness.records import Sample
 from harness.results import Journal
-from harness.stats import maj_at_k_exact, majk_table, summarize, wilson_ci
+from harness.stats import maj_at_k_exact, summarize, wilson_ci
 from harness.strategies import parse_strategy, select_exemplars, vote
 
 

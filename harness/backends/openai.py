@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 
 import asyncio
-import json
 import os
 import random
 import time
