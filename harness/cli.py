@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check-determinism", action="store_true",
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--force", action="store_true",
+                   help="into an --out that holds results of another configuration: run the changed units "
+                        "next to the old ones, their strategy labelled SPEC@CONFIG")
+    r.add_argument("--verbose", action="store_true", help="show the engine's INFO logs (on stderr)")
     b = r.add_argument_group("backend")
     b.add_argument("--backend", choices=["vllm", "openai", "langchain"], default="vllm")
     b.add_argument("--base-url", action="append", default=[],
@@ -128,7 +132,7 @@ def cmd_run(a) -> int:
     kwargs = dict(backend=backend, tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
                   price_table=prices, progress=not a.quiet, write_report=not a.no_report,
-                  cache=not a.no_cache, cache_dir=a.cache_dir)
+                  cache=not a.no_cache, cache_dir=a.cache_dir, force=a.force)
     if a.chunk_size:
         kwargs["chunk_size"] = a.chunk_size
     if a.check_determinism:
@@ -142,10 +146,11 @@ def cmd_run(a) -> int:
     try:
         preds = run(**kwargs)
     except RunInterrupted as exc:
-        print(f"\ninterrupted: what was done is kept. Resume with:\n  harness run --resume {exc.run_dir}",
-              file=sys.stderr)
+        from .procs import exit_code, signal_name
+        print(f"\ninterrupted ({signal_name()}): what was done is kept. Resume with:\n"
+              f"  harness run --resume {exc.run_dir}", file=sys.stderr)
         print(exc.run_dir)
-        return 130
+        return exit_code()
     run_dir = Path(preds.attrs["run_dir"])
     print_summary(run_dir)
     print(run_dir)
@@ -256,20 +261,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The engine's logs go to stderr (stdout is the summary table and, last, the run folder), quieter.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     parser = build_parser()
     try:
         a = parser.parse_args(argv)
         if not a.cmd:
             parser.print_help()
             return EXIT_BAD_INPUT
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if getattr(a, "verbose", False) else "WARNING")
+        if a.cmd in ("run", "serve"):
+            from .procs import guard, handle_signals
+            # SIGTERM / SIGHUP act like Ctrl-C, also in a background job that inherited SIGINT ignored
+            handle_signals()
+            guard()  # no engine or server process outlives this one, whatever ends it (docs/faults.md)
         return COMMANDS[a.cmd](a)
     except HarnessError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        from .procs import exit_code, signal_name
+        print(f"\ninterrupted ({signal_name()})", file=sys.stderr)
+        return exit_code()
 
 
 if __name__ == "__main__":

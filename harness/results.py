@@ -2,14 +2,16 @@
 
 results/<run_id>/
   run.json              config, model info, engine settings, seeds, versions, resumes
-  journal.jsonl         one line per completed unit {"p": prediction row, "s": [sample rows]},
-                        appended a chunk at a time, flushed and fsynced
+  journal.jsonl         one line per completed unit {"p": prediction row, "s": [sample rows],
+                        "u": the unit's identity (harness.identity)}, appended a chunk at a time,
+                        flushed and fsynced
   predictions.parquet   one row per task x strategy x model x example   (built from the journal)
   samples.parquet       one row per generated sample (self-consistency)  (built from the journal)
   summary.csv           one row per task x strategy x model
   majk.csv              maj@k for every k when self-consistency ran
 
-A torn last line (a crash mid-write) is ignored on read, so a journal is always readable.
+A torn line (a crash mid-write) is ignored on read, so a journal is always readable; a line that is
+valid JSON but not a unit is refused (ConfigError naming the line).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ PREDICTION_COLUMNS = [
     "answer_mode", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "latency_s", "ttft_s", "itl_s",
     "finish_reason", "output", "answer", "gold", "correct", "correct_norm", "parse_ok", "error", "cached",
     "n_samples", "votes", "agreement", "tie_rule", "json_valid", "schema_valid", "field_em", "field_f1",
-    "cost_usd", "flops", "decoding", "prompt",
+    "cost_usd", "flops", "decoding", "prompt", "unit_id",
 ]
 SAMPLE_COLUMNS = ["run_id", "task", "strategy", "model", "example_id", "sample_idx", "output", "answer",
                   "parse_ok", "completion_tokens", "cumulative_logprob", "finish_reason"]
@@ -51,6 +53,19 @@ def unit_key(row: dict) -> tuple:
     return _unit_key(row)
 
 
+def entry_id(entry: dict) -> Any:
+    """What a journal entry is: its content-addressed unit id (harness.identity), or, for a journal
+    written before units had one, its (task, strategy, model, example_id)."""
+    u = entry.get("u")
+    return u["id"] if u else _unit_key(entry["p"])
+
+
+def _is_unit(entry: Any) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("p"), dict) and all(k in entry["p"] for k in KEY)
+            and isinstance(entry.get("s", []), list)
+            and (entry.get("u") is None or isinstance(entry["u"], dict) and "id" in entry["u"]))
+
+
 class Journal:
     """Append-only JSON-lines journal of completed units."""
 
@@ -60,14 +75,17 @@ class Journal:
     def read(self) -> list[dict]:
         if not self.path.exists():
             return []
-        entries: dict[tuple, dict] = {}
+        entries: dict[Any, dict] = {}
         with self.path.open("rb") as f:
-            for raw in f:
+            for no, raw in enumerate(f, 1):
                 try:
                     entry = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue  # torn write at the end of a killed run
-                entries[unit_key(entry["p"])] = entry  # a later line (a retried error) replaces an earlier
+                if not _is_unit(entry):
+                    raise ConfigError(f"line {no} is not a unit of a run", where=str(self.path), field="journal",
+                                      fix="remove that line, or use a new --out")
+                entries[entry_id(entry)] = entry  # a later line (a retried error) replaces an earlier
         return list(entries.values())
 
     def append(self, entries: Iterable[dict]) -> None:

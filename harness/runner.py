@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import sys
 import time
@@ -22,7 +23,9 @@ import pandas as pd
 
 from .errors import ConfigError
 from .records import Completion, Example, Request, Sampling
-from .results import Journal, check_run_id, frames_from_journal, unit_key, write_frame_atomic, write_json_atomic
+from .identity import describe_change, model_identity, normalized_strategy, unit_identity
+from .results import (Journal, check_run_id, entry_id, frames_from_journal, unit_key, write_frame_atomic,
+                      write_json_atomic)
 from .scoring import score
 from .strategies import Strategy, parse_strategy
 from .tasks import Task, load_task
@@ -73,9 +76,11 @@ def _decoding_json(sampling: Sampling) -> str:
 
 
 def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str, backend: str,
-             cost_fn=None, flops_per_token: float | None = None) -> dict:
+             cost_fn=None, flops_per_token: float | None = None, identity: dict | None = None,
+             label: str | None = None) -> dict:
     """Reduce a unit's completions to a prediction, score it, and lay it out as one row (+ sample rows)."""
     task, strat, ex = unit.task, unit.strategy, unit.example
+    spec = label or strat.spec
     pred = strat.reduce(task, ex, comps)
     scored = score(task, ex, pred)
     c = comps[0]
@@ -83,7 +88,7 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
     ptoks = c.prompt_tokens
     ctoks = sum(c.completion_tokens) if c.completion_tokens else (0 if c.error is None else None)
     row: dict[str, Any] = {
-        "run_id": run_id, "task": task.name, "strategy": strat.spec, "model": model,
+        "run_id": run_id, "task": task.name, "strategy": spec, "model": model,
         "example_id": ex.id, "template": task.spec.template, "template_hash": task.template.hash,
         "backend": backend, "answer_mode": strat.answer_mode(task), "guided": req.output_type is not None,
         "prompt_tokens": ptoks, "completion_tokens": ctoks, "cached_prompt_tokens": c.cached_prompt_tokens,
@@ -104,11 +109,14 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
         row["flops"] = flops_per_token * (ptoks + (ctoks or 0))
     samples = []
     for s in pred.samples:  # only strategies that sample several answers (self-consistency) fill these
-        samples.append({"run_id": run_id, "task": task.name, "strategy": strat.spec, "model": model,
+        samples.append({"run_id": run_id, "task": task.name, "strategy": spec, "model": model,
                         "example_id": ex.id, "sample_idx": s.idx, "output": s.output, "answer": s.answer,
                         "parse_ok": s.parse_ok, "completion_tokens": s.completion_tokens,
                         "cumulative_logprob": s.cumulative_logprob, "finish_reason": s.finish_reason})
-    return {"p": row, "s": samples}
+    if identity is None:
+        return {"p": row, "s": samples}
+    row["unit_id"] = identity["id"]
+    return {"p": row, "s": samples, "u": identity}
 
 
 def _chunks(units: list[Unit], size: int):
@@ -128,17 +136,19 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         out: str | Path | None = None, run_id: str | None = None, chunk_size: int | None = None,
         engine_options: dict | None = None, price_table: dict | None = None, progress: bool = True,
         write_report: bool = True, cache: bool = True,
-        cache_dir: str | Path | None = None, retry_errors: bool = True) -> pd.DataFrame:
+        cache_dir: str | Path | None = None, retry_errors: bool = True, force: bool = False,
+        model_name: str | None = None) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
-    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes."""
+    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes: the units whose
+    content-addressed identity (harness.identity) is in the journal are reused; a unit of the same
+    task, strategy, model and example whose identity changed is refused (ConfigError), or with
+    `force=True` run next to the old one, its strategy labelled `SPEC@CONFIG`. `model_name` overrides
+    the engine's display name (a resume passes the one in run.json)."""
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
 
     task_objs = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir) for t in (tasks or DEFAULT_TASKS)]
     strat_objs = [s if isinstance(s, Strategy) else parse_strategy(s) for s in (strategies or DEFAULT_STRATEGIES)]
-    names = [s.spec for s in strat_objs]
-    if len(set(names)) != len(names):
-        raise ConfigError("the same strategy is given twice", where=", ".join(names), field="--strategy",
-                          fix="give each strategy once")
+    _check_distinct(strat_objs)
     with _gc_paused():  # only new objects here, no cycles: see _gc_paused
         units = build_units(task_objs, strat_objs, limit=limit, seed=seed)  # renders every prompt: validates
     if not units:
@@ -147,69 +157,88 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if run_id is not None:
         check_run_id(run_id)
     run_dir = Path(out) if out else RESULTS_DIR / (run_id or _new_run_id())
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("output path exists and is not a folder", where=str(run_dir), field="--out",
-                          fix="give a folder path")
+    old_meta = check_run_folder(run_dir)
     journal = Journal(run_dir / "journal.jsonl")
+    previous = journal.read()  # refuses a journal line that is not a unit, before any engine starts
 
     from .pricing import cost_function
     cost_fn = cost_function(price_table) if price_table else None
+    own_engine = backend is None
     if backend is None:
         from .backends.vllm import VLLMBackend
         backend = VLLMBackend(model, **(engine_options or {}))
-    if hasattr(backend, "start"):
-        backend.start()  # an engine that cannot start fails here, before the run folder is touched
-    stats_before = backend.stats() if hasattr(backend, "stats") else {}
+    if model_name:
+        backend.model_name = model_name
     model_name = backend.model_name
+    plan = plan_units(units, previous, seed=seed, model=model_identity(backend), retry_errors=retry_errors)
+    if plan.conflicts and not force:
+        raise plan.refusal(run_dir)
+    pending = plan.pending
     engine = backend
-    if cache:
-        from .cache import CachedBackend, RequestCache, model_identity
-        backend = CachedBackend(engine, RequestCache(cache_dir), identity=model_identity(engine))
-    # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
-    chunk_size = chunk_size or getattr(engine, "preferred_chunk_size", DEFAULT_CHUNK)
-    previous = journal.read()
-    done = {unit_key(e["p"]) for e in previous if not (retry_errors and e["p"].get("error"))}
-    written: list[dict] = []  # this call's journal entries, so finalize need not read them back
-    pending = [u for u in units if (u.task.name, u.strategy.spec, model_name, u.example.id) not in done]
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    meta = _run_meta(run_dir, task_objs, strat_objs, engine, limit=limit, seed=seed, data_dir=data_dir,
-                     chunk_size=chunk_size, model_spec=model, resumed=len(done), pending=len(pending), total=len(units))
-    write_json_atomic(run_dir / "run.json", meta)
-    info = meta.get("model_info") or {}
-    flops_per_token = 2 * info["active_params"] if info.get("active_params") else None
-
-    t0 = time.perf_counter()
-    bar = _progress(len(pending), progress)
-    interrupted = False
-    # The units (every rendered request) live for the whole run; without this, each full garbage
-    # collection during the engine's calls walks all of them again.
-    gc.freeze()
     try:
-        for chunk in _chunks(pending, max(1, chunk_size)):
-            reqs = [r for u in chunk for r in u.requests]
-            comps = backend.generate(reqs)
-            entries, i = [], 0
-            for u in chunk:
-                entries.append(make_row(u, comps[i:i + len(u.requests)], run_id=meta["run_id"], model=model_name,
-                                        backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token))
-                i += len(u.requests)
-            journal.append(entries)
-            written.extend(entries)
+        if cache:
+            from .cache import CachedBackend, RequestCache
+            from .cache import model_identity as cache_identity
+            backend = CachedBackend(engine, RequestCache(cache_dir), identity=cache_identity(engine))
+        if hasattr(engine, "start"):
+            from .procs import check_main_guard, guard
+            if _needs_engine(pending, backend if cache else None):  # all cached or done: no engine start
+                check_main_guard()
+                guard()  # no engine process outlives this one (docs/faults.md)
+                engine.start()  # an engine that cannot start fails here, before the run folder is touched
+        stats_before = engine.stats() if hasattr(engine, "stats") else {}
+        # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
+        chunk_size = chunk_size or getattr(engine, "preferred_chunk_size", DEFAULT_CHUNK)
+        done = len(units) - len(pending)
+        written: list[dict] = []  # this call's journal entries, so finalize need not read them back
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        meta = _run_meta(run_dir, task_objs, strat_objs, engine, old=old_meta, limit=limit, seed=seed,
+                         data_dir=data_dir, chunk_size=chunk_size, model_spec=_model_spec(model, engine, own_engine),
+                         resumed=done,
+                         pending=len(pending), total=len(units))
+        write_json_atomic(run_dir / "run.json", meta)
+        info = meta.get("model_info") or {}
+        flops_per_token = 2 * info["active_params"] if info.get("active_params") else None
+
+        t0 = time.perf_counter()
+        bar = _progress(len(pending), progress)
+        interrupted = False
+        # The units (every rendered request) live for the whole run; without this, each full garbage
+        # collection during the engine's calls walks all of them again.
+        gc.freeze()
+        try:
+            for chunk in _chunks(pending, max(1, chunk_size)):
+                reqs = [r for u in chunk for r in u.requests]
+                comps = backend.generate(reqs)
+                entries, i = [], 0
+                for u in chunk:
+                    ident = plan.identity[id(u)]
+                    entries.append(make_row(u, comps[i:i + len(u.requests)], run_id=meta["run_id"], model=model_name,
+                                            backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token,
+                                            identity=ident, label=plan.labels.get(ident["id"])))
+                    i += len(u.requests)
+                journal.append(entries)
+                written.extend(entries)
+                if bar is not None:
+                    bar.update(len(chunk))
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            gc.unfreeze()
             if bar is not None:
-                bar.update(len(chunk))
-    except KeyboardInterrupt:
-        interrupted = True
+                bar.close()
+        meta["wall_s"] = round(time.perf_counter() - t0, 3)
+        meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
+        if hasattr(engine, "stats"):
+            meta["engine_stats"] = stats_delta(stats_before, engine.stats())
     finally:
-        gc.unfreeze()
-        if bar is not None:
-            bar.close()
-    meta["wall_s"] = round(time.perf_counter() - t0, 3)
-    meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
-    if hasattr(engine, "stats"):
-        meta["engine_stats"] = stats_delta(stats_before, engine.stats())
-    # an interrupted append may have left entries in the journal that `written` lacks: read it back then
-    preds = finalize(run_dir, meta, complete=not interrupted, entries=None if interrupted else previous + written)
+        if own_engine and hasattr(engine, "close"):
+            engine.close()  # an engine this call started ends here, cleanly (no shutdown warnings)
+    from .procs import deferred
+    with deferred():  # a signal now waits until the result files are written
+        # an interrupted append may have left entries in the journal that `written` lacks: read it back then
+        preds = finalize(run_dir, meta, complete=not interrupted, entries=None if interrupted else previous + written)
     if interrupted:
         raise RunInterrupted(run_dir)
     if write_report:
@@ -221,6 +250,129 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                   f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)
     preds.attrs["run_dir"] = str(run_dir)
     return preds
+
+
+def _model_spec(model: str | None, engine: Any, own_engine: bool) -> str | None:
+    """The --model value a resume passes again: 'bundled' for the default, a local folder made absolute."""
+    if not own_engine:
+        return model
+    if model is None:
+        return "bundled"
+    return engine.model_path if os.path.isdir(model) else model
+
+
+def _check_distinct(strategies: Sequence[Strategy]) -> None:
+    """The same strategy twice, by spec or after normalization (`cot` and `cot:k=0`), is refused."""
+    seen: dict[str, str] = {}
+    for s in strategies:
+        norm = normalized_strategy(s)
+        if norm in seen:
+            same = "is given twice" if seen[norm] == s.spec else f"and '{seen[norm]}' are the same strategy ({norm})"
+            raise ConfigError(f"'{s.spec}' {same}", where=", ".join(x.spec for x in strategies),
+                              field="--strategy", fix="give each strategy once")
+        seen[norm] = s.spec
+
+
+def check_run_folder(run_dir: Path) -> dict:
+    """Refuse an output path that cannot hold a run: a file, a folder that is not a run (it would be
+    overwritten), a run.json that is not a run record, a place that cannot be written. Returns the old
+    run.json ({} for a new folder)."""
+    where, fix_new = str(run_dir), "give a new folder, or one written by harness run"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("output path exists and is not a folder", where=where, field="--out", fix="give a folder path")
+    if run_dir.is_dir():
+        meta_path = run_dir / "run.json"
+        if not meta_path.exists():
+            if (run_dir / "journal.jsonl").exists():  # killed before run.json was written
+                return {}
+            if any(run_dir.iterdir()):
+                raise ConfigError("folder exists and is not a run (no run.json): its files would be overwritten",
+                                  where=where, field="--out", fix=fix_new)
+        else:
+            try:
+                old = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+                raise ConfigError(f"run.json is unreadable: {exc}", where=str(meta_path), field="--out",
+                                  fix=fix_new) from None
+            if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
+                raise ConfigError(f"run.json is not a run record (a JSON {type(old).__name__})",
+                                  where=str(meta_path), field="--out", fix=fix_new)
+            if not os.access(run_dir, os.W_OK | os.X_OK):
+                raise ConfigError("the run folder is not writable", where=where, field="--out", fix=fix_new)
+            return old
+    parent = run_dir.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or _pseudo_fs(parent):
+        raise ConfigError(f"cannot create a folder under '{parent}'", where=where, field="--out",
+                          fix="give a writable location, e.g. results/NAME")
+    return {}
+
+
+def _pseudo_fs(path: Path) -> bool:
+    """True under /proc, /sys and /dev: writable-looking kernel file systems."""
+    top = path.resolve().parts[1:2]
+    return bool(top) and top[0] in ("proc", "sys", "dev")
+
+
+@dataclass
+class Plan:
+    pending: list[Unit]
+    identity: dict[int, dict]  # id(unit) -> its identity
+    conflicts: list[tuple[dict, dict, tuple]]  # (old identity, new identity, slot)
+    labels: dict[str, str]  # unit id -> strategy label, for units run next to changed old ones (force)
+    total: int
+
+    def refusal(self, run_dir: Path) -> ConfigError:
+        old, new, _ = self.conflicts[0]
+        changes = describe_change(old, new)
+        return ConfigError(f"this run folder holds results of another configuration: {', '.join(changes)} "
+                           f"({len(self.conflicts)} of {self.total} units differ)", where=str(run_dir), field="--out",
+                           fix="give a new --out, or add --force to run the changed units next to the old ones, "
+                               f"labelled '{self.labels[new['id']]}'")
+
+
+def plan_units(units: list[Unit], previous: list[dict], *, seed: int, model: dict, retry_errors: bool = True) -> Plan:
+    """Which units to run: those whose identity is not in the journal (or is there with an error, when
+    `retry_errors`). A unit whose slot (task, strategy, model, example) holds an old unit of another
+    identity is a conflict; its label would be `SPEC@CONFIG` (CONFIG: a hash of what differs)."""
+    from .identity import _h
+
+    have = {entry_id(e): e for e in previous}
+    legacy = {unit_key(e["p"]) for e in previous if "u" not in e}  # journals from before unit ids
+    slots = {unit_key(e["p"]): e for e in previous if "u" in e}
+    identity, pending, conflicts, labels, cache = {}, [], [], {}, {}
+    with _gc_paused():
+        for u in units:
+            ident = unit_identity(u, seed=seed, model=model, _cache=cache)
+            identity[id(u)] = ident
+            slot = (u.task.name, u.strategy.spec, model["name"], u.example.id)
+            hit = have.get(ident["id"])
+            if hit is not None or slot in legacy:
+                if hit is not None and retry_errors and hit["p"].get("error"):
+                    pending.append(u)
+                elif hit is None and retry_errors and have.get(slot, {}).get("p", {}).get("error"):
+                    pending.append(u)
+                continue
+            pending.append(u)
+            old = slots.get(slot)
+            if old is not None:
+                config = {k: ident[k] for k in ("task", "template", "strategy", "seed", "model")}
+                labels[ident["id"]] = f"{u.strategy.spec}@{_h(config)[:8]}"
+                conflicts.append((old["u"], ident, slot))
+    return Plan(pending, identity, conflicts, labels, len(units))
+
+
+def _needs_engine(pending: list[Unit], cached) -> bool:
+    """False when nothing is pending, or (with the request cache) every pending request is cached."""
+    if not pending:
+        return False
+    if cached is None:
+        return True
+    from .cache import request_key
+
+    keys = [request_key(cached.identity, r) for u in pending for r in u.requests]
+    return len(cached.cache.get_many(keys)) < len(set(keys))
 
 
 def stats_delta(before: dict, after: dict) -> dict:
@@ -245,7 +397,7 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     if entries is None:
         entries = Journal(run_dir / "journal.jsonl").read()
     else:  # the journal's own rule: a later entry for a unit replaces an earlier one
-        entries = list({unit_key(e["p"]): e for e in entries}.values())
+        entries = list({entry_id(e): e for e in entries}.values())
     with _gc_paused():
         preds, samples = frames_from_journal(entries)
     write_frame_atomic(preds, run_dir / "predictions.parquet")
@@ -260,13 +412,7 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     return preds
 
 
-def _run_meta(run_dir: Path, tasks, strategies, backend, **config) -> dict:
-    old = {}
-    if (run_dir / "run.json").exists():
-        try:
-            old = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, OSError):
-            old = {}
+def _run_meta(run_dir: Path, tasks, strategies, backend, *, old: dict, **config) -> dict:
     from .models import model_info
 
     path = getattr(backend, "model_path", None)
@@ -283,7 +429,7 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, **config) -> dict:
         "command": " ".join(sys.argv) if sys.argv and "harness" in sys.argv[0] else None,
         "config": {"tasks": [t.name for t in tasks], "task_files": [str(t.file) for t in tasks],
                    "strategies": [s.spec for s in strategies], "model": backend.model_name,
-                   "model_spec": config["model_spec"] or getattr(backend, "model_path", None),
+                   "model_spec": config["model_spec"], "model_path": getattr(backend, "model_path", None),
                    "limit": config["limit"], "seed": config["seed"],
                    "data_dir": str(config["data_dir"]) if config["data_dir"] else None,
                    "chunk_size": config["chunk_size"]},
@@ -326,7 +472,8 @@ def _progress(total: int, enabled: bool):
 
 
 def resume_args(run_dir: str | Path, *, explicit: dict) -> dict:
-    """The run arguments recorded in a run folder's run.json, for `harness run --resume RUN_DIR`.
+    """The run arguments recorded in a run folder's run.json, for `harness run --resume RUN_DIR`:
+    tasks, strategies, limit, seed, data folder, chunk size, the model and its display name.
     Flags given explicitly on the command line win (for example a new --chunk-size)."""
     d = Path(run_dir)
     meta_path = d / "run.json"
@@ -335,13 +482,19 @@ def resume_args(run_dir: str | Path, *, explicit: dict) -> dict:
                           fix="pass a folder written by harness run")
     try:
         cfg = json.loads(meta_path.read_text(encoding="utf-8"))["config"]
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise ConfigError(f"run.json is unreadable: {exc}", where=str(meta_path), field="--resume",
-                          fix="resume a folder written by harness run") from None
+        cfg["task_files"], cfg["strategies"]  # noqa: B018 - both must be there
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"run.json is not a run record ({type(exc).__name__}: {exc})", where=str(meta_path),
+                          field="--resume", fix="resume a folder written by harness run") from None
     out = {"out": str(d), "tasks": explicit.get("tasks") or cfg["task_files"],
            "strategies": explicit.get("strategies") or cfg["strategies"],
            "limit": explicit.get("limit") or cfg.get("limit"), "seed": cfg.get("seed", 0),
-           "data_dir": explicit.get("data_dir") or cfg.get("data_dir")}
-    if explicit.get("model") is None and cfg.get("model_spec"):
-        out["model"] = cfg["model_spec"]
+           "data_dir": explicit.get("data_dir") or cfg.get("data_dir"),
+           "chunk_size": explicit.get("chunk_size") or cfg.get("chunk_size")}
+    if explicit.get("model") is None:
+        spec = cfg.get("model_spec")
+        if spec and explicit.get("backend") is None:  # the offline engine: the same model, the same name
+            out["model"] = spec
+            if cfg.get("model"):
+                out["model_name"] = cfg["model"]  # the display name the rows already carry
     return out

@@ -116,8 +116,12 @@ class Strategy:
         return []
 
     def expand(self, task, example: Example, *, run_seed: int = 0) -> list[Request]:
-        shots = self.exemplars(task, example, run_seed=run_seed)
         mode = self.answer_mode(task)
+        if mode != "generate" and task.spec.answer_type not in ("choice", "label"):
+            raise ConfigError(f"answer_mode={mode} needs a task with choices or labels, and "
+                              f"'{task.name}' has answer_type '{task.spec.answer_type}'", where=self.spec,
+                              field="answer_mode", fix="use answer_mode=generate on this task")
+        shots = self.exemplars(task, example, run_seed=run_seed)
         messages = build_messages(task, example, shots, cot=self.cot and mode == "generate",
                                   as_chat=bool(self.params.get("as_chat", False)))
         sampling = self.sampling(task, run_seed=run_seed)
@@ -361,6 +365,19 @@ STRATEGIES: dict[str, tuple[type[Strategy], dict[str, Any]]] = {
 }
 
 
+# parameter values that mean "not given" (for the normalized spec: `cot:k=0` is `cot`)
+_COMMON_DEFAULTS = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "beam_width": 0, "guided": False,
+                    "greedy": False, "as_chat": False, "selection": "first"}
+PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "zero_shot": {}, "few_shot": {"k": 5}, "cot": {"k": 0},
+    "self_consistency": {"k": 8, "temperature": 0.7, "top_k": 40, "base": "cot", "shots": 0},
+}
+
+
+def param_defaults(name: str) -> dict[str, Any]:
+    return {**_COMMON_DEFAULTS, **PARAM_DEFAULTS.get(name, {})}
+
+
 def parse_strategy(spec: str) -> Strategy:
     """'few_shot:k=4,selection=random' -> FewShot(params={'k': 4, 'selection': 'random'})"""
     text = spec.strip()
@@ -379,6 +396,9 @@ def parse_strategy(spec: str) -> Strategy:
         if key not in parsers:
             raise ConfigError(f"unknown parameter '{key}' for strategy '{name}'", where=spec, field=key,
                               fix=suggest(key, parsers))
+        if key in params:
+            raise ConfigError(f"parameter '{key}' is given twice", where=spec, field=key,
+                              fix=f"give {key} once")
         try:
             params[key] = parsers[key](value)
         except (ValueError, TypeError) as exc:

@@ -61,6 +61,16 @@ class OutputTypeSpec(Strict):
             raise ValueError("give exactly one of 'json_schema', 'pydantic', 'choice' or 'regex'")
         return self
 
+    @field_validator("regex")
+    @classmethod
+    def valid_regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
 
 class TaskSpec(Strict):
     name: str
@@ -104,9 +114,18 @@ class TaskSpec(Strict):
     def valid_regex(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                re.compile(v)
+                groups = re.compile(v).groups
             except re.error as exc:
                 raise ValueError(f"not a valid regular expression: {exc}") from None
+            if groups < 1:
+                raise ValueError("the pattern has no group: the answer is what its first (...) group matches")
+        return v
+
+    @field_validator("limit")
+    @classmethod
+    def positive_limit(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be a positive number of examples")
         return v
 
     @model_validator(mode="after")
@@ -165,7 +184,15 @@ class Task:
     @cached_property
     def examples(self) -> tuple[Example, ...]:
         rows = load_rows(self.spec.source, self, role="source")
-        return tuple(self._to_example(r, i, "source") for i, r in enumerate(rows))
+        examples = tuple(self._to_example(r, i, "source") for i, r in enumerate(rows))
+        seen: dict[str, int] = {}
+        for i, ex in enumerate(examples):
+            if ex.id in seen:
+                raise DataError(f"item id '{ex.id}' is used by rows {seen[ex.id] + 1} and {i + 1}: results are "
+                                f"kept per id", where=f"{self.file} (source data)", field=self.spec.id_field or "id",
+                                fix="give every row a unique id (or set id_field to a unique column)")
+            seen[ex.id] = i
+        return examples
 
     @cached_property
     def pool(self) -> tuple[Example, ...]:
@@ -189,21 +216,43 @@ class Task:
         variables = {var: get(col, f"fields.{var}") for var, col in s.fields.items()}
         gold = get(s.gold_field, "gold_field")
         ex_id = str(get(s.id_field, "id_field")) if s.id_field else str(row.get("id", f"{role}-{i:05d}"))
+        if _empty(gold):
+            raise DataError(f"row {i + 1} (id '{ex_id}') has an empty gold answer", where=where, field="gold_field",
+                            fix="fill in the gold answer, or drop the row")
         choices: tuple[str, ...] = ()
         labels: tuple[str, ...] = tuple(s.labels or ())
         if s.choices_field:
             choices = tuple(str(c) for c in get(s.choices_field, "choices_field"))
             if not s.labels_field and not s.labels:
-                labels = tuple("ABCDEFGHIJ"[: len(choices)])
+                if len(choices) > len(DEFAULT_LABELS):
+                    raise DataError(f"row {i + 1} (id '{ex_id}') has {len(choices)} choices; the default labels "
+                                    f"{DEFAULT_LABELS[0]}-{DEFAULT_LABELS[-1]} name only {len(DEFAULT_LABELS)}",
+                                    where=where, field="choices_field", fix="give the labels (labels or labels_field)")
+                labels = tuple(DEFAULT_LABELS[: len(choices)])
         if s.labels_field:
             labels = tuple(str(x) for x in get(s.labels_field, "labels_field"))
-        if s.answer_type == "label":
+        if s.answer_type in ("label", "choice"):
             gold = _canonical_label(gold, labels)
+            if gold not in labels:
+                raise DataError(f"row {i + 1} (id '{ex_id}'): gold '{gold}' is not one of the labels "
+                                f"({', '.join(labels)})", where=where, field="gold_field",
+                                fix="make the gold answer one of the labels, or fix the labels")
         rationale = str(row[s.rationale_field]) if s.rationale_field and row.get(s.rationale_field) else None
         variables.setdefault("choices", list(choices))
         variables.setdefault("labels", list(labels))
         variables.setdefault("options", "\n".join(f"{lb}. {c}" for lb, c in zip(labels, choices)))
         return Example(id=ex_id, fields=variables, gold=gold, choices=choices, labels=labels, rationale=rationale)
+
+
+DEFAULT_LABELS = "ABCDEFGHIJ"
+
+
+def _empty(gold: Any) -> bool:
+    if gold is None:
+        return True
+    if isinstance(gold, float) and gold != gold:  # NaN: an empty CSV cell
+        return True
+    return isinstance(gold, str) and not gold.strip()
 
 
 def _canonical_label(gold: Any, labels: tuple[str, ...]) -> Any:
@@ -386,9 +435,35 @@ def load_task(name_or_path: str | Path, *, data_dir: str | Path | None = None) -
     return Task(spec=spec, file=path, template_folders=folders, data_dir=dd)
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: str, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load keeps the last of two equal keys silently; this refuses them."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # an unhashable key: the base loader reports it
+            if key in seen:
+                raise DuplicateKeyError(str(key), key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_task_file(path: Path) -> TaskSpec:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"key '{exc.key}' is given twice (line {exc.line})", where=str(path), field=exc.key,
+                          fix="keep one of them") from None
     except UnicodeDecodeError:
         raise ConfigError("task file is not UTF-8", where=str(path), fix="re-encode the file as UTF-8") from None
     except yaml.YAMLError as exc:

@@ -183,6 +183,7 @@ class VLLMBackend:
     @property
     def llm(self) -> Any:
         if self._llm is None:
+            os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
             try:
                 from vllm import LLM
             except ImportError as exc:
