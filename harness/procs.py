@@ -88,9 +88,9 @@ def deferred():
 
 
 def check_main_guard() -> None:
-    """Refuse, in one line, to start the engine from a script without an `if __name__ == "__main__":`
-    block: vLLM starts its engine processes with spawn, which re-imports the script, runs its top-level
-    code again in the child, and fails there with a garbled error."""
+    """Refuse, in one line on stderr and exit code 2, to start the engine from a script without an
+    `if __name__ == "__main__":` block: vLLM starts its engine processes with spawn, which re-imports the
+    script, runs its top-level code again in the child, and fails there with a garbled error."""
     import ast
     import multiprocessing
 
@@ -107,6 +107,8 @@ def check_main_guard() -> None:
             return
     from .errors import ConfigError
 
-    raise ConfigError("this script starts the vLLM engine at import time, and the engine's processes start by "
+    err = ConfigError("this script starts the vLLM engine at import time, and the engine's processes start by "
                       "re-importing the script", where=str(path), field="__main__",
                       fix='put the code that runs under `if __name__ == "__main__":` (see README)')
+    print(f"error: {err.one_line()}", file=sys.stderr, flush=True)  # one line, not a traceback
+    raise SystemExit(2)

@@ -180,12 +180,14 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             from .cache import CachedBackend, RequestCache
             from .cache import model_identity as cache_identity
             backend = CachedBackend(engine, RequestCache(cache_dir), identity=cache_identity(engine))
+        started = False
         if hasattr(engine, "start"):
             from .procs import check_main_guard, guard
             if _needs_engine(pending, backend if cache else None):  # all cached or done: no engine start
                 check_main_guard()
                 guard()  # no engine process outlives this one (docs/faults.md)
                 engine.start()  # an engine that cannot start fails here, before the run folder is touched
+                started = True
         stats_before = engine.stats() if hasattr(engine, "stats") else {}
         # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
         chunk_size = chunk_size or getattr(engine, "preferred_chunk_size", DEFAULT_CHUNK)
@@ -197,6 +199,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                          data_dir=data_dir, chunk_size=chunk_size, model_spec=_model_spec(model, engine, own_engine),
                          resumed=done,
                          pending=len(pending), total=len(units))
+        meta["engine_started"] = started
         write_json_atomic(run_dir / "run.json", meta)
         info = meta.get("model_info") or {}
         flops_per_token = 2 * info["active_params"] if info.get("active_params") else None

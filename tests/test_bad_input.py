@@ -258,3 +258,23 @@ def test_docs_table_lists_every_case():
     doc = (Path(__file__).parent.parent / "docs" / "bad-input.md").read_text()
     missing = [c[0] for c in CASES if f"`{c[0]}`" not in doc]
     assert not missing, f"add these cases to docs/bad-input.md: {missing}"
+
+
+def test_script_without_main_guard_is_refused_in_one_line(tmp_path):
+    """The README's example saved as a script without the __main__ block: vLLM's spawned engine processes
+    would re-import it. One line, exit 2, before any engine process starts; with the block it gets past
+    the check (here to a missing model, so no engine starts either)."""
+    bare = tmp_path / "example.py"
+    bare.write_text("import harness\n"
+                    "df = harness.run(tasks=['coin_flip'], strategies=['zero_shot'], limit=2, cache=False)\n")
+    proc = subprocess.run([sys.executable, str(bare)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "__main__" in lines[0], lines
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text("import harness\nif __name__ == '__main__':\n"
+                       "    harness.run(tasks=['coin_flip'], strategies=['zero_shot'], limit=2, cache=False,\n"
+                       "                model='/nonexistent/model-dir')\n")
+    proc = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "__main__" not in proc.stderr and "does not exist" in proc.stderr
