@@ -17,12 +17,17 @@ The components are journaled next to each row, so a refusal can say what changed
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+from .errors import ConfigError
+from .results import entry_id, unit_key
 
 COMPONENTS = ("task", "template", "strategy", "seed", "model", "item", "prompt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -138,3 +143,66 @@ def describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     if not out and old.get("prompt") != new.get("prompt"):
         out.append("the rendered prompts (an included template, the few-shot pool or the harness version)")
     return out
+
+
+def check_distinct(strategies: Sequence[Any]) -> None:
+    """The same strategy twice, by spec or after normalization (`cot` and `cot:k=0`), is refused."""
+    seen: dict[str, str] = {}
+    for s in strategies:
+        norm = normalized_strategy(s)
+        if norm in seen:
+            same = "is given twice" if seen[norm] == s.spec else f"and '{seen[norm]}' are the same strategy ({norm})"
+            raise ConfigError(f"'{s.spec}' {same}", where=", ".join(x.spec for x in strategies),
+                              field="--strategy", fix="give each strategy once")
+        seen[norm] = s.spec
+
+
+@dataclass
+class Plan:
+    pending: list
+    identity: dict[int, dict]  # id(unit) -> its identity
+    conflicts: list[tuple[dict, dict, tuple]]  # (old identity, new identity, slot)
+    labels: dict[str, str]  # unit id -> strategy label, for units run next to changed old ones (force)
+    total: int
+
+    def refusal(self, run_dir: Path) -> ConfigError:
+        old, new, _ = self.conflicts[0]
+        changes = describe_change(old, new)
+        return ConfigError(f"this run folder holds results of another configuration: {', '.join(changes)} "
+                           f"({len(self.conflicts)} of {self.total} units differ)", where=str(run_dir), field="--out",
+                           fix="give a new --out, or add --force to run the changed units next to the old ones, "
+                               f"labelled '{self.labels[new['id']]}'")
+
+
+def plan_units(units: list, previous: list[dict], *, seed: int, model: dict, retry_errors: bool = True) -> Plan:
+    """Which units to run: those whose identity is not in the journal (or is there with an error, when
+    `retry_errors`). A unit whose slot (task, strategy, model, example) holds an old unit of another
+    identity is a conflict; its label would be `SPEC@CONFIG` (CONFIG: a hash of what differs)."""
+    have = {entry_id(e): e for e in previous}
+    legacy = {unit_key(e["p"]) for e in previous if "u" not in e}  # journals from before unit ids
+    slots = {unit_key(e["p"]): e for e in previous if "u" in e}
+    identity, pending, conflicts, labels, cache = {}, [], [], {}, {}
+    was_enabled = gc.isenabled()
+    gc.disable()  # acyclic records only (see runner._gc_paused)
+    try:
+        for u in units:
+            ident = unit_identity(u, seed=seed, model=model, _cache=cache)
+            identity[id(u)] = ident
+            slot = (u.task.name, u.strategy.spec, model["name"], u.example.id)
+            hit = have.get(ident["id"])
+            if hit is not None or slot in legacy:
+                if hit is not None and retry_errors and hit["p"].get("error"):
+                    pending.append(u)
+                elif hit is None and retry_errors and have.get(slot, {}).get("p", {}).get("error"):
+                    pending.append(u)
+                continue
+            pending.append(u)
+            old = slots.get(slot)
+            if old is not None:
+                config = {k: ident[k] for k in ("task", "template", "strategy", "seed", "model")}
+                labels[ident["id"]] = f"{u.strategy.spec}@{_h(config)[:8]}"
+                conflicts.append((old["u"], ident, slot))
+    finally:
+        if was_enabled:
+            gc.enable()
+    return Plan(pending, identity, conflicts, labels, len(units))

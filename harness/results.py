@@ -159,3 +159,45 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     s = d / "summary.csv"
     out["summary"] = pd.read_csv(s) if s.exists() else pd.DataFrame()
     return out
+
+
+def check_run_folder(run_dir: Path) -> dict:
+    """Refuse an output path that cannot hold a run: a file, a folder that is not a run (it would be
+    overwritten), a run.json that is not a run record, a place that cannot be written. Returns the old
+    run.json ({} for a new folder)."""
+    where, fix_new = str(run_dir), "give a new folder, or one written by harness run"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("output path exists and is not a folder", where=where, field="--out", fix="give a folder path")
+    if run_dir.is_dir():
+        meta_path = run_dir / "run.json"
+        if not meta_path.exists():
+            if (run_dir / "journal.jsonl").exists():  # killed before run.json was written
+                return {}
+            if any(run_dir.iterdir()):
+                raise ConfigError("folder exists and is not a run (no run.json): its files would be overwritten",
+                                  where=where, field="--out", fix=fix_new)
+        else:
+            try:
+                old = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+                raise ConfigError(f"run.json is unreadable: {exc}", where=str(meta_path), field="--out",
+                                  fix=fix_new) from None
+            if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
+                raise ConfigError(f"run.json is not a run record (a JSON {type(old).__name__})",
+                                  where=str(meta_path), field="--out", fix=fix_new)
+            if not os.access(run_dir, os.W_OK | os.X_OK):
+                raise ConfigError("the run folder is not writable", where=where, field="--out", fix=fix_new)
+            return old
+    parent = run_dir.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or _pseudo_fs(parent):
+        raise ConfigError(f"cannot create a folder under '{parent}'", where=where, field="--out",
+                          fix="give a writable location, e.g. results/NAME")
+    return {}
+
+
+def _pseudo_fs(path: Path) -> bool:
+    """True under /proc, /sys and /dev: writable-looking kernel file systems."""
+    top = path.resolve().parts[1:2]
+    return bool(top) and top[0] in ("proc", "sys", "dev")

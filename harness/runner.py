@@ -23,8 +23,9 @@ import pandas as pd
 
 from .errors import ConfigError
 from .records import Completion, Example, Request, Sampling
-from .identity import describe_change, model_identity, normalized_strategy, unit_identity
-from .results import (Journal, check_run_id, entry_id, frames_from_journal, unit_key, write_frame_atomic,
+from .identity import check_distinct, model_identity, plan_units
+from .procs import deferred
+from .results import (Journal, check_run_folder, check_run_id, entry_id, frames_from_journal, write_frame_atomic,
                       write_json_atomic)
 from .scoring import score
 from .strategies import Strategy, parse_strategy
@@ -148,7 +149,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
 
     task_objs = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir) for t in (tasks or DEFAULT_TASKS)]
     strat_objs = [s if isinstance(s, Strategy) else parse_strategy(s) for s in (strategies or DEFAULT_STRATEGIES)]
-    _check_distinct(strat_objs)
+    check_distinct(strat_objs)
     with _gc_paused():  # only new objects here, no cycles: see _gc_paused
         units = build_units(task_objs, strat_objs, limit=limit, seed=seed)  # renders every prompt: validates
     if not units:
@@ -186,7 +187,12 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             if _needs_engine(pending, backend if cache else None):  # all cached or done: no engine start
                 check_main_guard()
                 guard()  # no engine process outlives this one (docs/faults.md)
-                engine.start()  # an engine that cannot start fails here, before the run folder is touched
+                try:
+                    engine.start()  # an engine that cannot start fails here, before the run folder is touched
+                except KeyboardInterrupt:
+                    if old_meta:  # a resume stopped while its engine started: the folder is as it was
+                        raise RunInterrupted(run_dir) from None
+                    raise
                 started = True
         stats_before = engine.stats() if hasattr(engine, "stats") else {}
         # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
@@ -231,17 +237,17 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             gc.unfreeze()
             if bar is not None:
                 bar.close()
-        meta["wall_s"] = round(time.perf_counter() - t0, 3)
-        meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
-        if hasattr(engine, "stats"):
-            meta["engine_stats"] = stats_delta(stats_before, engine.stats())
+        with deferred():  # from here a first signal waits until the engine is closed and the files written
+            meta["wall_s"] = round(time.perf_counter() - t0, 3)
+            meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
+            if hasattr(engine, "stats"):
+                meta["engine_stats"] = stats_delta(stats_before, engine.stats())
+            _close(engine, own_engine)
+            # an interrupted append may have left entries in the journal that `written` lacks: read it back then
+            preds = finalize(run_dir, meta, complete=not interrupted,
+                             entries=None if interrupted else previous + written)
     finally:
-        if own_engine and hasattr(engine, "close"):
-            engine.close()  # an engine this call started ends here, cleanly (no shutdown warnings)
-    from .procs import deferred
-    with deferred():  # a signal now waits until the result files are written
-        # an interrupted append may have left entries in the journal that `written` lacks: read it back then
-        preds = finalize(run_dir, meta, complete=not interrupted, entries=None if interrupted else previous + written)
+        _close(engine, own_engine)  # also when the run failed or was stopped before its loop
     if interrupted:
         raise RunInterrupted(run_dir)
     if write_report:
@@ -255,6 +261,12 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     return preds
 
 
+def _close(engine: Any, own_engine: bool) -> None:
+    """Close an engine this run started (idempotent): a clean shutdown prints no warning."""
+    if own_engine and hasattr(engine, "close"):
+        engine.close()
+
+
 def _model_spec(model: str | None, engine: Any, own_engine: bool) -> str | None:
     """The --model value a resume passes again: 'bundled' for the default, a local folder made absolute."""
     if not own_engine:
@@ -262,108 +274,6 @@ def _model_spec(model: str | None, engine: Any, own_engine: bool) -> str | None:
     if model is None:
         return "bundled"
     return engine.model_path if os.path.isdir(model) else model
-
-
-def _check_distinct(strategies: Sequence[Strategy]) -> None:
-    """The same strategy twice, by spec or after normalization (`cot` and `cot:k=0`), is refused."""
-    seen: dict[str, str] = {}
-    for s in strategies:
-        norm = normalized_strategy(s)
-        if norm in seen:
-            same = "is given twice" if seen[norm] == s.spec else f"and '{seen[norm]}' are the same strategy ({norm})"
-            raise ConfigError(f"'{s.spec}' {same}", where=", ".join(x.spec for x in strategies),
-                              field="--strategy", fix="give each strategy once")
-        seen[norm] = s.spec
-
-
-def check_run_folder(run_dir: Path) -> dict:
-    """Refuse an output path that cannot hold a run: a file, a folder that is not a run (it would be
-    overwritten), a run.json that is not a run record, a place that cannot be written. Returns the old
-    run.json ({} for a new folder)."""
-    where, fix_new = str(run_dir), "give a new folder, or one written by harness run"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("output path exists and is not a folder", where=where, field="--out", fix="give a folder path")
-    if run_dir.is_dir():
-        meta_path = run_dir / "run.json"
-        if not meta_path.exists():
-            if (run_dir / "journal.jsonl").exists():  # killed before run.json was written
-                return {}
-            if any(run_dir.iterdir()):
-                raise ConfigError("folder exists and is not a run (no run.json): its files would be overwritten",
-                                  where=where, field="--out", fix=fix_new)
-        else:
-            try:
-                old = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-                raise ConfigError(f"run.json is unreadable: {exc}", where=str(meta_path), field="--out",
-                                  fix=fix_new) from None
-            if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
-                raise ConfigError(f"run.json is not a run record (a JSON {type(old).__name__})",
-                                  where=str(meta_path), field="--out", fix=fix_new)
-            if not os.access(run_dir, os.W_OK | os.X_OK):
-                raise ConfigError("the run folder is not writable", where=where, field="--out", fix=fix_new)
-            return old
-    parent = run_dir.absolute()
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or _pseudo_fs(parent):
-        raise ConfigError(f"cannot create a folder under '{parent}'", where=where, field="--out",
-                          fix="give a writable location, e.g. results/NAME")
-    return {}
-
-
-def _pseudo_fs(path: Path) -> bool:
-    """True under /proc, /sys and /dev: writable-looking kernel file systems."""
-    top = path.resolve().parts[1:2]
-    return bool(top) and top[0] in ("proc", "sys", "dev")
-
-
-@dataclass
-class Plan:
-    pending: list[Unit]
-    identity: dict[int, dict]  # id(unit) -> its identity
-    conflicts: list[tuple[dict, dict, tuple]]  # (old identity, new identity, slot)
-    labels: dict[str, str]  # unit id -> strategy label, for units run next to changed old ones (force)
-    total: int
-
-    def refusal(self, run_dir: Path) -> ConfigError:
-        old, new, _ = self.conflicts[0]
-        changes = describe_change(old, new)
-        return ConfigError(f"this run folder holds results of another configuration: {', '.join(changes)} "
-                           f"({len(self.conflicts)} of {self.total} units differ)", where=str(run_dir), field="--out",
-                           fix="give a new --out, or add --force to run the changed units next to the old ones, "
-                               f"labelled '{self.labels[new['id']]}'")
-
-
-def plan_units(units: list[Unit], previous: list[dict], *, seed: int, model: dict, retry_errors: bool = True) -> Plan:
-    """Which units to run: those whose identity is not in the journal (or is there with an error, when
-    `retry_errors`). A unit whose slot (task, strategy, model, example) holds an old unit of another
-    identity is a conflict; its label would be `SPEC@CONFIG` (CONFIG: a hash of what differs)."""
-    from .identity import _h
-
-    have = {entry_id(e): e for e in previous}
-    legacy = {unit_key(e["p"]) for e in previous if "u" not in e}  # journals from before unit ids
-    slots = {unit_key(e["p"]): e for e in previous if "u" in e}
-    identity, pending, conflicts, labels, cache = {}, [], [], {}, {}
-    with _gc_paused():
-        for u in units:
-            ident = unit_identity(u, seed=seed, model=model, _cache=cache)
-            identity[id(u)] = ident
-            slot = (u.task.name, u.strategy.spec, model["name"], u.example.id)
-            hit = have.get(ident["id"])
-            if hit is not None or slot in legacy:
-                if hit is not None and retry_errors and hit["p"].get("error"):
-                    pending.append(u)
-                elif hit is None and retry_errors and have.get(slot, {}).get("p", {}).get("error"):
-                    pending.append(u)
-                continue
-            pending.append(u)
-            old = slots.get(slot)
-            if old is not None:
-                config = {k: ident[k] for k in ("task", "template", "strategy", "seed", "model")}
-                labels[ident["id"]] = f"{u.strategy.spec}@{_h(config)[:8]}"
-                conflicts.append((old["u"], ident, slot))
-    return Plan(pending, identity, conflicts, labels, len(units))
 
 
 def _needs_engine(pending: list[Unit], cached) -> bool:

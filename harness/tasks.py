@@ -28,6 +28,13 @@ DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
+def _compile(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,10 +72,7 @@ class OutputTypeSpec(Strict):
     @classmethod
     def valid_regex(cls, v: str | None) -> str | None:
         if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            _compile(v)
         return v
 
 
@@ -113,11 +117,7 @@ class TaskSpec(Strict):
     @classmethod
     def valid_regex(cls, v: str | None) -> str | None:
         if v is not None:
-            try:
-                groups = re.compile(v).groups
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-            if groups < 1:
+            if _compile(v).groups < 1:
                 raise ValueError("the pattern has no group: the answer is what its first (...) group matches")
         return v
 

@@ -106,12 +106,7 @@ def _run_case(kind, sig, timing, *, tmp, limit, url) -> dict:
         hit = _wait(lambda: 4 <= _lines(out) < n, proc, 600)
     else:
         hit = _wait(lambda: _lines(out) >= n, proc, 900)
-    os.kill(proc.pid, SIGNALS[sig])
-    try:
-        code = proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        code = "hung"
-    left = wait_all_gone(rec.stop(), timeout=10)
+    code, left = _signal(proc, rec, sig, 120)
     meta = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else None
     state = meta["status"] if meta else "no run.json"
     if state == "complete" and meta.get("rows") == n:
@@ -153,15 +148,20 @@ def _serve_case(sig, timing, tmp) -> dict:
         else:
             os.kill(proc.pid, signal.SIGINT)  # a first Ctrl-C begins the stop ...
             time.sleep(0.3)  # ... and the signal under test arrives while it runs
-    os.kill(proc.pid, SIGNALS[sig])
-    try:
-        code = proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        code = "hung"
-    left = wait_all_gone(rec.stop(), timeout=10)
+    code, left = _signal(proc, rec, sig, 60)
     free = _port_free(port)
     return {"hit": hit, "exit": code, "alive_10s": left, "status": "-", "after": "-",
             "rows": f"port {'free' if free else 'BUSY'}", "ok": bool(hit and not left and free and code != "hung")}
+
+
+def _signal(proc, rec, sig: str, wait_s: float):
+    """Send the signal to the harness alone; (exit code or 'hung', processes of its tree alive 10 s later)."""
+    os.kill(proc.pid, SIGNALS[sig])
+    try:
+        code = proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        code = "hung"
+    return code, wait_all_gone(rec.stop(), timeout=10)
 
 
 def _swallow(fn) -> None:
