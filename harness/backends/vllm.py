@@ -32,6 +32,7 @@ from ..models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
+SHUTDOWN_GRACE_S = 20  # seconds a closing engine waits for its worker before killing it
 
 
 # --------------------------------------------------------------------------- pure translation
@@ -184,6 +185,8 @@ class VLLMBackend:
     def llm(self) -> Any:
         if self._llm is None:
             os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
+            # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
+            os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
             try:
                 from vllm import LLM
             except ImportError as exc:
@@ -212,7 +215,10 @@ class VLLMBackend:
             return
         core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            try:
+                core.shutdown(timeout=SHUTDOWN_GRACE_S + 10)  # the engine core first waits for its worker
+            except TypeError:  # a vLLM whose shutdown takes no timeout
+                core.shutdown()
         self._llm = None
         gc.collect()
 
