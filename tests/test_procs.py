@@ -47,7 +47,7 @@ def test_sigkill_of_a_guarded_process_takes_its_children_and_orphans_with_it():
                 if ppid not in seen:
                     from proctree import tree
                     orphans.update(tree(int(name)))
-    assert len(seen) >= 4, seen  # parent, watchdog, python child, (bash child, possibly gone already)
+    assert len(seen) >= 3, seen  # parent, watchdog, python child (the bash child may be gone already)
     assert orphans, "the reparented grandchild was not found"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
