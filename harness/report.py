@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -41,6 +41,20 @@ class Bundle:
     summary: pd.DataFrame
     majk: pd.DataFrame
     runs: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Section:
+    """An extra report section: a table (header, formatted rows) built from the Bundle, shown in
+    report.html and report.md after the built-in sections. See docs/extending.md."""
+
+    id: str
+    title: str
+    table: Callable[[Bundle], tuple[list[str], list[list[str]]]]
+    note: str = ""
+
+
+SECTIONS: list[Section] = []  # extra sections in every report (write_report's `sections=` overrides it)
 
 
 # -- summary table --------------------------------------------------------------------------
@@ -237,7 +251,7 @@ def run_facts(run: dict) -> dict:
 
 
 # -- assembling and writing -----------------------------------------------------------------
-def build_context(b: Bundle) -> dict:
+def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
     from .plots import all_plots
 
     pairs = pairs_table(b.preds)
@@ -248,7 +262,12 @@ def build_context(b: Bundle) -> dict:
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
             "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk),
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
-            "alpha": ALPHA}
+            "alpha": ALPHA, "sections": [_section(sec, b) for sec in sections]}
+
+
+def _section(sec: Section, b: Bundle) -> dict:
+    head, rows = sec.table(b)
+    return {"id": sec.id, "title": sec.title, "note": sec.note, "head": head, "rows": rows}
 
 
 def _md_cell(x: Any) -> str:
@@ -271,6 +290,9 @@ def render_md(ctx: dict) -> str:
               "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error; "
               f"Holm-adjusted across the pairs of a task; significant at p < {ctx['alpha']}.", ""]
     parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else "No pairs.", ""]
+    for sec in ctx.get("sections", ()):
+        parts += [f"## {_md_cell(sec['title'])}", "", *([_md_cell(sec["note"]), ""] if sec["note"] else []),
+                  _md_table(sec["head"], sec["rows"]), ""]
     parts += ["## Runs side by side", "", _md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
     for r in ctx["runs"]:
         parts += [f"## Model and engine: {_md_cell(r['run_id'])}", ""]
@@ -288,9 +310,9 @@ def render_html(ctx: dict) -> str:
     return env.get_template(HTML_TEMPLATE).render(**ctx)
 
 
-def _write(b: Bundle, out: Path) -> list[Path]:
+def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    ctx = build_context(b)
+    ctx = build_context(b, SECTIONS if sections is None else sections)
     paths = [out / "report.html", out / "report.md", out / "pairs.csv"]
     write_text_atomic(paths[0], render_html(ctx))
     write_text_atomic(paths[1], render_md(ctx))
@@ -309,15 +331,16 @@ def _majk(d: Path) -> pd.DataFrame:
     return pd.read_csv(p) if p.exists() else pd.DataFrame()
 
 
-def write_report(run_dir: str | Path) -> list[Path]:
-    """Write report.html, report.md and pairs.csv into a run folder; returns their paths."""
+def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = None) -> list[Path]:
+    """Write report.html, report.md and pairs.csv into a run folder; returns their paths.
+    `sections`: extra sections (default: SECTIONS)."""
     data = load_run(run_dir)
     d = Path(run_dir)
     preds = _complete(data["predictions"])
     summary = data["summary"] if not data["summary"].empty else summarize(preds)
     run = data["run"]
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
-    return _write(Bundle(title, preds, summary, _majk(d), [run]), d)
+    return _write(Bundle(title, preds, summary, _majk(d), [run]), d, sections)
 
 
 def _relabel(frames: list[pd.DataFrame], run_ids: list[str]) -> list[pd.DataFrame]:
@@ -344,7 +367,8 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str]) -> list[pd.DataFram
     return out
 
 
-def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> list[Path]:
+def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
+                  sections: Sequence[Section] | None = None) -> list[Path]:
     """Join several run folders into one report (default folder results/compare-<timestamp>)."""
     datas = [load_run(d) for d in run_dirs]
     ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
@@ -354,4 +378,4 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None)
     if out is None:
         out = RESULTS_DIR / new_run_id("compare-")
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
-    return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas]), Path(out))
+    return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas]), Path(out), sections)
