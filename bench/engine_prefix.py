@@ -82,6 +82,7 @@ def p2(s: Settings, backend: Any, *, tag: str = "P2") -> list[Row]:
 
 def p3_prefix_check(s: Settings, backend: Any) -> list[Row]:
     """The exemplar block (everything before the item) is byte-identical across examples."""
+    from harness.backends.chat import to_chat_messages
     from harness.strategies import COT_TRIGGER
 
     tok = backend.tokenizer
@@ -91,7 +92,7 @@ def p3_prefix_check(s: Settings, backend: Any) -> list[Row]:
         trigger = f"\n\n{COT_TRIGGER}"  # cot ends the item with it; the item itself follows the last "\n\n"
         heads = {r.messages[-1].content.removesuffix(trigger).rsplit("\n\n", 1)[0] for r in reqs}
         systems = {tuple((m.role, m.content) for m in r.messages[:-1]) for r in reqs}
-        texts = [tok.apply_chat_template([{"role": m.role, "content": m.content} for m in r.messages],
+        texts = [tok.apply_chat_template(to_chat_messages(r),
                                          add_generation_prompt=True, tokenize=False) for r in reqs]
         ids = [list(tok.encode(t, add_special_tokens=False)) for t in texts]
         shared = len(os.path.commonprefix(ids))
