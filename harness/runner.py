@@ -226,11 +226,11 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     """Build the parquet and CSV files from the journal (idempotent)."""
     from .stats import majk_table, summarize
 
-    if entries is None:
-        entries = Journal(run_dir / "journal.jsonl").read()
-    else:  # the journal's own rule: a later entry for a unit replaces an earlier one
-        entries = list({unit_key(e["p"]): e for e in entries}.values())
-    with _gc_paused():
+    with _gc_paused():  # reading and de-duplicating the entries make only acyclic objects, too
+        if entries is None:
+            entries = Journal(run_dir / "journal.jsonl").read()
+        else:  # the journal's own rule: a later entry for a unit replaces an earlier one
+            entries = list({unit_key(e["p"]): e for e in entries}.values())
         preds, samples = frames_from_journal(entries)
     write_frame_atomic(preds, run_dir / "predictions.parquet")
     write_frame_atomic(samples, run_dir / "samples.parquet")
