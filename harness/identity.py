@@ -47,10 +47,21 @@ def _plain(o: Any) -> Any:
     return str(o)  # dates, bytes, decimals: their text
 
 
+# parameter values that mean "not given" (for the normalized spec: `cot:k=0` is `cot`)
+_COMMON_DEFAULTS = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "beam_width": 0, "guided": False,
+                    "greedy": False, "as_chat": False, "selection": "first"}
+PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "zero_shot": {}, "few_shot": {"k": 5}, "cot": {"k": 0},
+    "self_consistency": {"k": 8, "temperature": 0.7, "top_k": 40, "base": "cot", "shots": 0},
+}
+
+
+def param_defaults(name: str) -> dict[str, Any]:
+    return {**_COMMON_DEFAULTS, **PARAM_DEFAULTS.get(name, {})}
+
+
 def normalized_strategy(strategy) -> str:
     """`name` or `name:k=v,...` with only the parameters that differ from the defaults, sorted."""
-    from .strategies import param_defaults
-
     name = strategy.spec.partition(":")[0].strip()
     defaults = param_defaults(name)
     keep = {k: v for k, v in strategy.params.items() if k not in defaults or defaults[k] != v}

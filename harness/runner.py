@@ -2,7 +2,7 @@
 
 Everything is validated (tasks, templates, strategies, every request rendered) before the run folder is
 touched, so bad input never damages an existing run. Completed units are journaled a chunk at a time;
-`resume` skips every (task, strategy, model, example) already in the journal.
+a resume reuses exactly the units whose content-addressed identity (harness/identity.py) is journaled.
 """
 from __future__ import annotations
 
@@ -21,18 +21,21 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .backends.base import Backend, check_backend, stats_delta
+from .backends.chat import message_dicts
 from .errors import ConfigError
-from .records import Completion, Example, Request, Sampling
 from .identity import check_distinct, model_identity, plan_units
 from .procs import deferred
-from .results import (Journal, check_run_folder, check_run_id, entry_id, frames_from_journal, write_frame_atomic,
-                      write_json_atomic)
+from .records import Completion, Example, Request, Sampling
+from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_from_journal, run_folder,
+                      write_frame_atomic, write_json_atomic)
 from .scoring import score
 from .strategies import Strategy, parse_strategy
 from .tasks import Task, load_task
 
 DEFAULT_CHUNK = 512  # requests per engine call; a run of up to this many requests is one batched call
-RESULTS_DIR = Path("results")
+__all__ = ["run", "build_units", "make_row", "finalize", "resume_args", "stats_delta", "RunInterrupted", "Unit",
+           "DEFAULT_CHUNK", "RESULTS_DIR"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
         "output": pred.output, "answer": pred.answer, "parse_ok": pred.parse_ok, "error": c.error,
         "cached": c.cached, "n_samples": len(c.texts) or None,
         "decoding": _decoding_json(req.sampling),
-        "prompt": _encode_prompt([{"role": m.role, "content": m.content} for m in req.messages]),
+        "prompt": _encode_prompt(message_dicts(req.messages)),
     }
     row.update(scored)
     for k in ("votes", "agreement", "tie_rule"):
@@ -133,18 +136,20 @@ def _chunks(units: list[Unit], size: int):
 
 
 def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] = (), *, model: str | None = None,
-        backend: Any = None, limit: int | None = None, seed: int = 0, data_dir: str | Path | None = None,
-        out: str | Path | None = None, run_id: str | None = None, chunk_size: int | None = None,
-        engine_options: dict | None = None, price_table: dict | None = None, progress: bool = True,
-        write_report: bool = True, cache: bool = True,
-        cache_dir: str | Path | None = None, retry_errors: bool = True, force: bool = False,
-        model_name: str | None = None) -> pd.DataFrame:
+        backend: Backend | None = None, limit: int | None = None, seed: int = 0,
+        data_dir: str | Path | None = None, out: str | Path | None = None, run_id: str | None = None,
+        chunk_size: int | None = None, engine_options: dict | None = None, price_table: dict | None = None,
+        progress: bool = True, cache: bool = True, cache_dir: str | Path | None = None,
+        retry_errors: bool = True, force: bool = False, model_name: str | None = None) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
     (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes: the units whose
     content-addressed identity (harness.identity) is in the journal are reused; a unit of the same
     task, strategy, model and example whose identity changed is refused (ConfigError), or with
     `force=True` run next to the old one, its strategy labelled `SPEC@CONFIG`. `model_name` overrides
-    the engine's display name (a resume passes the one in run.json)."""
+    the backend's display name (a resume passes the one in run.json).
+    The report is not written here: `harness.run(..., report=True)` or `harness report RUN_DIR` does it.
+    `backend`: any object with the contract of harness.backends.base.Backend (the caller closes it);
+    None builds the offline vLLM engine from `model` and `engine_options` (and closes it)."""
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
 
     task_objs = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir) for t in (tasks or DEFAULT_TASKS)]
@@ -155,9 +160,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if not units:
         raise ConfigError("nothing to run", field="--task", fix="give at least one task with examples")
 
-    if run_id is not None:
-        check_run_id(run_id)
-    run_dir = Path(out) if out else RESULTS_DIR / (run_id or _new_run_id())
+    run_dir = run_folder(out, run_id)
     old_meta = check_run_folder(run_dir)
     journal = Journal(run_dir / "journal.jsonl")
     previous = journal.read()  # refuses a journal line that is not a unit, before any engine starts
@@ -168,43 +171,39 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if backend is None:
         from .backends.vllm import VLLMBackend
         backend = VLLMBackend(model, **(engine_options or {}))
+    engine = check_backend(backend)
     if model_name:
-        backend.model_name = model_name
-    model_name = backend.model_name
-    plan = plan_units(units, previous, seed=seed, model=model_identity(backend), retry_errors=retry_errors)
+        engine.model_name = model_name
+    model_name = engine.model_name
+    plan = plan_units(units, previous, seed=seed, model=model_identity(engine), retry_errors=retry_errors)
     if plan.conflicts and not force:
         raise plan.refusal(run_dir)
     pending = plan.pending
-    engine = backend
     try:
         if cache:
             from .cache import CachedBackend, RequestCache
-            from .cache import model_identity as cache_identity
-            backend = CachedBackend(engine, RequestCache(cache_dir), identity=cache_identity(engine))
-        started = False
-        if hasattr(engine, "start"):
+            backend = CachedBackend(engine, RequestCache(cache_dir))
+        started = _needs_engine(pending, backend if cache else None)  # all done or cached: no engine start
+        if started:
             from .procs import check_main_guard, guard
-            if _needs_engine(pending, backend if cache else None):  # all cached or done: no engine start
+            if _spawns_engine(engine):
                 check_main_guard()
-                guard()  # no engine process outlives this one (docs/faults.md)
-                try:
-                    engine.start()  # an engine that cannot start fails here, before the run folder is touched
-                except KeyboardInterrupt:
-                    if old_meta:  # a resume stopped while its engine started: the folder is as it was
-                        raise RunInterrupted(run_dir) from None
-                    raise
-                started = True
-        stats_before = engine.stats() if hasattr(engine, "stats") else {}
+            guard()  # no engine process outlives this one (docs/faults.md)
+            try:
+                engine.start()  # an engine that cannot start fails here, before the run folder is touched
+            except KeyboardInterrupt:
+                if old_meta:  # a resume stopped while its engine started: the folder is as it was
+                    raise RunInterrupted(run_dir) from None
+                raise
+        stats_before = engine.stats()
         # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
-        chunk_size = chunk_size or getattr(engine, "preferred_chunk_size", DEFAULT_CHUNK)
-        done = len(units) - len(pending)
+        chunk_size = chunk_size or engine.preferred_chunk_size or DEFAULT_CHUNK
         written: list[dict] = []  # this call's journal entries, so finalize need not read them back
 
         run_dir.mkdir(parents=True, exist_ok=True)
         meta = _run_meta(run_dir, task_objs, strat_objs, engine, old=old_meta, limit=limit, seed=seed,
-                         data_dir=data_dir, chunk_size=chunk_size, model_spec=_model_spec(model, engine, own_engine),
-                         resumed=done,
-                         pending=len(pending), total=len(units))
+                         data_dir=data_dir, chunk_size=chunk_size, model_spec=_model_spec(model, engine),
+                         resumed=len(units) - len(pending), pending=len(pending), total=len(units))
         meta["engine_started"] = started
         write_json_atomic(run_dir / "run.json", meta)
         info = meta.get("model_info") or {}
@@ -240,39 +239,31 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         with deferred():  # from here a first signal waits until the engine is closed and the files written
             meta["wall_s"] = round(time.perf_counter() - t0, 3)
             meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
-            if hasattr(engine, "stats"):
-                meta["engine_stats"] = stats_delta(stats_before, engine.stats())
-            _close(engine, own_engine)
+            meta["engine_stats"] = stats_delta(stats_before, engine.stats())
+            if own_engine:
+                engine.close()  # an engine this call started ends here, cleanly (no shutdown warnings)
             # an interrupted append may have left entries in the journal that `written` lacks: read it back then
             preds = finalize(run_dir, meta, complete=not interrupted,
                              entries=None if interrupted else previous + written)
     finally:
-        _close(engine, own_engine)  # also when the run failed or was stopped before its loop
+        if own_engine:
+            engine.close()  # also when the run failed or was stopped before its loop (idempotent)
     if interrupted:
         raise RunInterrupted(run_dir)
-    if write_report:
-        from .report import write_report as _write
-        try:
-            _write(run_dir)
-        except Exception as exc:  # the results are safe on disk; a report bug must not lose the run
-            print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-                  f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)
     preds.attrs["run_dir"] = str(run_dir)
     return preds
 
 
-def _close(engine: Any, own_engine: bool) -> None:
-    """Close an engine this run started (idempotent): a clean shutdown prints no warning."""
-    if own_engine and hasattr(engine, "close"):
-        engine.close()
+def _spawns_engine(engine: Any) -> bool:
+    """True for the offline vLLM engine (its processes start by re-importing the main script)."""
+    return type(engine).__name__ == "VLLMBackend"
 
 
-def _model_spec(model: str | None, engine: Any, own_engine: bool) -> str | None:
-    """The --model value a resume passes again: 'bundled' for the default, a local folder made absolute."""
-    if not own_engine:
-        return model
+def _model_spec(model: str | None, engine: Any) -> str | None:
+    """The --model value a resume passes again: 'bundled' for the offline engine's default, a local
+    folder made absolute, else what was given (None for a server: it names its model)."""
     if model is None:
-        return "bundled"
+        return "bundled" if _spawns_engine(engine) else None
     return engine.model_path if os.path.isdir(model) else model
 
 
@@ -284,17 +275,8 @@ def _needs_engine(pending: list[Unit], cached) -> bool:
         return True
     from .cache import request_key
 
-    keys = [request_key(cached.identity, r) for u in pending for r in u.requests]
+    keys = [request_key(cached.key_identity, r) for u in pending for r in u.requests]
     return len(cached.cache.get_many(keys)) < len(set(keys))
-
-
-def stats_delta(before: dict, after: dict) -> dict:
-    """This run's share of the engine's cumulative counters (an engine may serve several runs);
-    gauges (KV-cache usage) are kept as read; the prefix-cache hit rate is derived."""
-    out = {k: (v - before.get(k, 0) if k != "kv_cache_usage" else v) for k, v in after.items()}
-    if out.get("prefix_cache_queries"):
-        out["prefix_cache_hit_rate"] = out.get("prefix_cache_hits", 0) / out["prefix_cache_queries"]
-    return out
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -307,11 +289,11 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     """Build the parquet and CSV files from the journal (idempotent)."""
     from .stats import majk_table, summarize
 
-    if entries is None:
-        entries = Journal(run_dir / "journal.jsonl").read()
-    else:  # the journal's own rule: a later entry for a unit replaces an earlier one
-        entries = list({entry_id(e): e for e in entries}.values())
-    with _gc_paused():
+    with _gc_paused():  # reading and de-duplicating the entries make only acyclic objects, too
+        if entries is None:
+            entries = Journal(run_dir / "journal.jsonl").read()
+        else:  # the journal's own rule: a later entry for a unit replaces an earlier one
+            entries = list({entry_id(e): e for e in entries}.values())
         preds, samples = frames_from_journal(entries)
     write_frame_atomic(preds, run_dir / "predictions.parquet")
     write_frame_atomic(samples, run_dir / "samples.parquet")
@@ -328,7 +310,7 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
 def _run_meta(run_dir: Path, tasks, strategies, backend, *, old: dict, **config) -> dict:
     from .models import model_info
 
-    path = getattr(backend, "model_path", None)
+    path = backend.model_path
     try:
         info = model_info(path) if path else {}
     except Exception:  # introspection is best effort for remote / hub models
@@ -336,13 +318,13 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, *, old: dict, **config)
     resumes = list(old.get("resumes", []))
     if old:
         resumes.append({"at": _now(), "already_done": config["resumed"], "pending": config["pending"]})
-    settings = backend.engine_settings() if hasattr(backend, "engine_settings") else {}
+    settings = backend.engine_settings()
     return {
         "run_id": old.get("run_id", run_dir.name), "created_at": old.get("created_at", _now()), "status": "running",
         "command": " ".join(sys.argv) if sys.argv and "harness" in sys.argv[0] else None,
         "config": {"tasks": [t.name for t in tasks], "task_files": [str(t.file) for t in tasks],
                    "strategies": [s.spec for s in strategies], "model": backend.model_name,
-                   "model_spec": config["model_spec"], "model_path": getattr(backend, "model_path", None),
+                   "model_spec": config["model_spec"], "model_path": backend.model_path,
                    "limit": config["limit"], "seed": config["seed"],
                    "data_dir": str(config["data_dir"]) if config["data_dir"] else None,
                    "chunk_size": config["chunk_size"]},
@@ -372,10 +354,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _new_run_id() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
-
-
 def _progress(total: int, enabled: bool):
     if not enabled or total == 0:
         return None
@@ -386,7 +364,8 @@ def _progress(total: int, enabled: bool):
 
 def resume_args(run_dir: str | Path, *, explicit: dict) -> dict:
     """The run arguments recorded in a run folder's run.json, for `harness run --resume RUN_DIR`:
-    tasks, strategies, limit, seed, data folder, chunk size, the model and its display name.
+    tasks, strategies, limit, seed, data folder, chunk size and, for the offline engine
+    (explicit["backend_kind"] "vllm" or absent), the model and its display name.
     Flags given explicitly on the command line win (for example a new --chunk-size)."""
     d = Path(run_dir)
     meta_path = d / "run.json"
@@ -404,10 +383,9 @@ def resume_args(run_dir: str | Path, *, explicit: dict) -> dict:
            "limit": explicit.get("limit") or cfg.get("limit"), "seed": cfg.get("seed", 0),
            "data_dir": explicit.get("data_dir") or cfg.get("data_dir"),
            "chunk_size": explicit.get("chunk_size") or cfg.get("chunk_size")}
-    if explicit.get("model") is None:
-        spec = cfg.get("model_spec")
-        if spec and explicit.get("backend") is None:  # the offline engine: the same model, the same name
-            out["model"] = spec
-            if cfg.get("model"):
-                out["model_name"] = cfg["model"]  # the display name the rows already carry
+    if explicit.get("model") is None and explicit.get("backend_kind", "vllm") == "vllm":
+        if cfg.get("model_spec"):  # the offline engine: the same model, under the same name
+            out["model"] = cfg["model_spec"]
+        if cfg.get("model"):
+            out["model_name"] = cfg["model"]  # the display name the rows already carry
     return out

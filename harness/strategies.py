@@ -365,19 +365,6 @@ STRATEGIES: dict[str, tuple[type[Strategy], dict[str, Any]]] = {
 }
 
 
-# parameter values that mean "not given" (for the normalized spec: `cot:k=0` is `cot`)
-_COMMON_DEFAULTS = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "beam_width": 0, "guided": False,
-                    "greedy": False, "as_chat": False, "selection": "first"}
-PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "zero_shot": {}, "few_shot": {"k": 5}, "cot": {"k": 0},
-    "self_consistency": {"k": 8, "temperature": 0.7, "top_k": 40, "base": "cot", "shots": 0},
-}
-
-
-def param_defaults(name: str) -> dict[str, Any]:
-    return {**_COMMON_DEFAULTS, **PARAM_DEFAULTS.get(name, {})}
-
-
 def parse_strategy(spec: str) -> Strategy:
     """'few_shot:k=4,selection=random' -> FewShot(params={'k': 4, 'selection': 'random'})"""
     text = spec.strip()
