@@ -123,24 +123,24 @@ def _chunks(units: list[Unit], size: int):
         yield chunk
 
 
-def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] = (), *, model: str | None = None,
+def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] = (), *, suite: dict | None = None,
+        model: str | None = None,
         backend: Any = None, limit: int | None = None, seed: int = 0, data_dir: str | Path | None = None,
         out: str | Path | None = None, run_id: str | None = None, chunk_size: int | None = None,
         engine_options: dict | None = None, price_table: dict | None = None, progress: bool = True,
         write_report: bool = True, cache: bool = True,
         cache_dir: str | Path | None = None, retry_errors: bool = True) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
-    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes."""
-    from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
+    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes.
+    `suite` ({task: [strategy, ...]}) gives each task its own strategies; no tasks, strategies or suite
+    runs the default suite (harness/defaults.py)."""
+    from .suite import plan_strategies, resolve_plan
 
-    task_objs = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir) for t in (tasks or DEFAULT_TASKS)]
-    strat_objs = [s if isinstance(s, Strategy) else parse_strategy(s) for s in (strategies or DEFAULT_STRATEGIES)]
-    names = [s.spec for s in strat_objs]
-    if len(set(names)) != len(names):
-        raise ConfigError("the same strategy is given twice", where=", ".join(names), field="--strategy",
-                          fix="give each strategy once")
+    plan = resolve_plan(tasks, strategies, suite, data_dir=data_dir)
+    task_objs, strat_objs = [t for t, _ in plan], plan_strategies(plan)
     with _gc_paused():  # only new objects here, no cycles: see _gc_paused
-        units = build_units(task_objs, strat_objs, limit=limit, seed=seed)  # renders every prompt: validates
+        # renders every prompt: validates
+        units = [u for task, strats in plan for u in build_units([task], strats, limit=limit, seed=seed)]
     if not units:
         raise ConfigError("nothing to run", field="--task", fix="give at least one task with examples")
 
@@ -173,7 +173,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     pending = [u for u in units if (u.task.name, u.strategy.spec, model_name, u.example.id) not in done]
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = _run_meta(run_dir, task_objs, strat_objs, engine, limit=limit, seed=seed, data_dir=data_dir,
+    meta = _run_meta(run_dir, task_objs, strat_objs, engine, plan=plan, limit=limit, seed=seed, data_dir=data_dir,
                      chunk_size=chunk_size, model_spec=model, resumed=len(done), pending=len(pending), total=len(units))
     write_json_atomic(run_dir / "run.json", meta)
     info = meta.get("model_info") or {}
@@ -286,11 +286,18 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, **config) -> dict:
                    "model_spec": config["model_spec"] or getattr(backend, "model_path", None),
                    "limit": config["limit"], "seed": config["seed"],
                    "data_dir": str(config["data_dir"]) if config["data_dir"] else None,
-                   "chunk_size": config["chunk_size"]},
+                   "chunk_size": config["chunk_size"], **_suite_config(config["plan"], strategies)},
         "templates": {t.spec.template: t.template.hash for t in tasks},
         "backend": settings.get("backend", type(backend).__name__), "engine": settings,
         "model_info": info, "versions": _versions(), "units": config["total"], "resumes": resumes,
     }
+
+
+def _suite_config(plan, strategies) -> dict:
+    """A plan that is not every task x every strategy is recorded as a suite, so that resume runs it again."""
+    if all(len(ss) == len(strategies) for _, ss in plan):
+        return {}
+    return {"suite": {t.name: [s.spec for s in ss] for t, ss in plan}}
 
 
 @contextmanager
@@ -342,6 +349,9 @@ def resume_args(run_dir: str | Path, *, explicit: dict) -> dict:
            "strategies": explicit.get("strategies") or cfg["strategies"],
            "limit": explicit.get("limit") or cfg.get("limit"), "seed": cfg.get("seed", 0),
            "data_dir": explicit.get("data_dir") or cfg.get("data_dir")}
+    if cfg.get("suite") and not (explicit.get("tasks") or explicit.get("strategies")):
+        files = dict(zip(cfg["tasks"], cfg["task_files"]))
+        out.update(tasks=(), strategies=(), suite={files.get(t, t): ss for t, ss in cfg["suite"].items()})
     if explicit.get("model") is None and cfg.get("model_spec"):
         out["model"] = cfg["model_spec"]
     return out
