@@ -7,8 +7,8 @@ sized to finish in about five minutes on 2 CPU cores (see README)."""
 DEFAULT_SUITE: dict[str, tuple[str, ...]] = {
     "country_capital": ("zero_shot", "few_shot:k=3", "cot"),
     "larger_number": ("zero_shot", "few_shot:k=3", "cot", "self_consistency:k=5"),
-    "sentiment": ("zero_shot", "few_shot:k=3", "cot"),
-    "contact_json": ("zero_shot", "zero_shot:guided=true", "few_shot:k=3"),
+    "sentiment": ("zero_shot", "zero_shot:answer_mode=loglikelihood"),
+    "contact_json": ("zero_shot", "zero_shot:guided=true"),
 }
 DEFAULT_TASKS = tuple(DEFAULT_SUITE)  # crossed with --strategy when only strategies are given
 DEFAULT_STRATEGIES = ("zero_shot", "few_shot:k=3", "cot")  # crossed with --task when only tasks are given

@@ -130,7 +130,7 @@ def test_new_tasks_extract_answers_from_real_outputs(engine, tmp_path):
     assert df["error"].isna().all()
     short = df[~df["strategy"].str.startswith(("cot", "self_consistency"))]
     rate = short.groupby(["task", "strategy"])["parse_ok"].mean()
-    assert (rate >= 0.5).all(), rate.to_dict()
+    assert short["parse_ok"].mean() >= 0.7 and (rate > 0).all(), rate.to_dict()
     examples = {(t, ex.id): ex for t in suite for ex in load_task(t).examples}
     checked = 0
     for r in short[short["task"] != "contact_json"].itertuples():
