@@ -152,3 +152,49 @@ def test_new_tasks_extract_answers_from_real_outputs(engine, tmp_path):
         assert Draft202012Validator(schema).is_valid(json.loads(out))
     majk = pd.read_csv(tmp_path / "r" / "majk.csv")
     assert set(majk["task"]) == {t for t, ss in DEFAULT_SUITE.items() if any("self_consistency" in s for s in ss)}
+
+
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "readme-verdict.py"
+    spec = importlib.util.spec_from_file_location("readme_verdict", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_verdict_script_quotes_a_default_suite_run(tmp_path):
+    """The script rewrites only the marked block of a README, from a run of the default suite, and
+    refuses any other run."""
+    import shutil
+    from pathlib import Path
+
+    script = _script()
+    counter = iter(range(10**6))
+
+    def answer(r):
+        i = next(counter)
+        return ['{"name": "Ada", "city": "Oslo"}' if i % 2 else "The answer is Paris."] * r.sampling.n
+
+    out = tmp_path / "run"
+    harness.run(backend=ScriptedBackend(answer), limit=DEFAULT_LIMIT, out=out, progress=False, write_report=False)
+    readme = tmp_path / "README.md"
+    shutil.copy(Path(__file__).resolve().parent.parent / "README.md", readme)
+    before = readme.read_text()
+    assert script.main([str(out), "--readme", str(readme)]) == 0
+    after = readme.read_text()
+    head = before.split(script.START)[0]
+    assert after.startswith(head) and after.endswith(before.split(script.END)[1])
+    assert "bash scripts/install.sh && .venv/bin/harness run\nbash scripts/install.sh --test" in after
+    block = after.split(script.START)[1].split(script.END)[0]
+    assert sum(line.startswith("> - On ") for line in block.splitlines()) == len(DEFAULT_SUITE)
+    assert all(f"| {t} |" in block for t in DEFAULT_SUITE) and "maj@k of self_consistency:k=5" in block
+    assert script.main([str(out), "--readme", str(readme), "--check"]) == 0
+    other = tmp_path / "other"
+    harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(answer), limit=3, out=other, progress=False,
+                write_report=False)
+    assert script.main([str(other), "--readme", str(readme)]) == 2 and readme.read_text() == after
+    readme.write_text(before)
+    assert script.main([str(out), "--readme", str(readme), "--check"]) == 1
