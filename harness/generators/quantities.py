@@ -16,7 +16,7 @@ CONVERSIONS = [
 
 def larger_number(n: int = 100, seed: int = 0, low: int = 10, high: int = 99, decimals: bool = False) -> list[dict]:
     """'Which number is larger: 47 or 74?' -> '74'. The two numbers are the labels. With
-    decimals=True the numbers look like 9.11 and 9.9 (same whole part, different digit counts)."""
+    decimals=True they share the whole part and differ after the point (5.88 vs 5.92, 7.4 vs 7.35)."""
     rng = random.Random(f"larger_number:{seed}:{low}:{high}:{decimals}")
     rows: list[dict] = []
     while len(rows) < n:
