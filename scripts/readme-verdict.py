@@ -23,7 +23,8 @@ def quote(run_dir: Path) -> str:
     from harness.defaults import DEFAULT_LIMIT, DEFAULT_SUITE
     from harness.errors import ConfigError
     from harness.paired import pairs_table
-    from harness.report import pct, verdicts
+    from harness.report import verdicts
+    from harness.report_format import pct
     from harness.results import load_run
     from harness.stats import summarize
 
