@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run tasks x strategies on a model and write a run folder")
     r.add_argument("--task", action="append", default=[], help="task name or path to a task YAML (repeatable)")
-    r.add_argument("--strategy", action="append", default=[], help="strategy spec, e.g. few_shot:k=4 (repeatable)")
+    r.add_argument("--strategy", action="append", default=[],
+                   help="strategy spec, e.g. few_shot:k=4 or a grid few_shot:k={1,3},seed={0,1} (repeatable; "
+                        "docs/strategies.md)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the expanded strategies and the request count, then exit without starting an engine")
     r.add_argument("--model", default=None, help="bundled (default), a local HF model folder, or a hub id")
     r.add_argument("--limit", type=_positive, default=None, help="examples per task")
     r.add_argument("--seed", type=int, default=0)
@@ -124,8 +128,7 @@ def cmd_run(a) -> int:
         load_price_table(DEFAULT_PRICES) if DEFAULT_PRICES.is_file() else {})
     for flag in a.price:
         prices.update(parse_price_flag(flag))
-    backend = make_backend(a)
-    kwargs = dict(backend=backend, tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
+    kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
                   price_table=prices, progress=not a.quiet, write_report=not a.no_report,
                   cache=not a.no_cache, cache_dir=a.cache_dir)
@@ -139,6 +142,9 @@ def cmd_run(a) -> int:
     elif not a.task and a.limit is None:
         from .defaults import DEFAULT_LIMIT
         kwargs["limit"] = DEFAULT_LIMIT
+    if a.dry_run:
+        return _dry_run(kwargs)
+    kwargs["backend"] = make_backend(a)
     try:
         preds = run(**kwargs)
     except RunInterrupted as exc:
@@ -149,6 +155,20 @@ def cmd_run(a) -> int:
     run_dir = Path(preds.attrs["run_dir"])
     print_summary(run_dir)
     print(run_dir)
+    return 0
+
+
+def _dry_run(kw: dict) -> int:
+    """Load the tasks, expand the grids, render every prompt (so bad input fails here too), count."""
+    from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
+    from .grid import format_plan, plan
+    from .runner import build_units, parse_strategies
+    from .tasks import load_task
+
+    tasks = [load_task(t, data_dir=kw["data_dir"]) for t in (kw["tasks"] or DEFAULT_TASKS)]
+    strategies = parse_strategies(kw["strategies"] or DEFAULT_STRATEGIES)
+    units = build_units(tasks, strategies, limit=kw["limit"], seed=kw["seed"])
+    print(format_plan(plan(units), len(strategies)))
     return 0
 
 

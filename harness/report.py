@@ -64,6 +64,7 @@ intervals. Tokens are means per example.</p>{{ table(summary_head, summary_rows)
 p-values Holm-adjusted across the pairs of a task. Significant: p Holm &lt; {{ alpha }}.</p>
 {% if pairs_rows %}{{ table(pairs_head, pairs_rows) }}{% else %}<p>Only one strategy per task: no pairs.</p>{% endif %}
 </section>
+{{ variance_section }}
 <section id="examples"><h2>Examples</h2>
 <p class="muted">Up to five of each kind per strategy. Model output and dataset text are shown as plain text.</p>
 {% for g in examples %}<details><summary><b>{{ g.task }}</b> · {{ g.strategy }} · {{ g.model }}
@@ -348,11 +349,13 @@ def build_context(b: Bundle) -> dict:
     head, rows = summary_table(b.summary)
     phead, prows = pairs_rows(pairs)
     rhead, rrows = runs_side_by_side(b.runs, b.preds)
+    from .variance import variance_table  # issue 15: few-shot variance split by source
+    variance = variance_table(b.preds)
     return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
             "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk),
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
-            "alpha": ALPHA}
+            "alpha": ALPHA, "variance": variance}
 
 
 def _md_cell(x: Any) -> str:
@@ -375,6 +378,8 @@ def render_md(ctx: dict) -> str:
               "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error; "
               f"Holm-adjusted across the pairs of a task; significant at p < {ctx['alpha']}.", ""]
     parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else "No pairs.", ""]
+    from .variance import variance_md
+    parts += variance_md(ctx["variance"])
     parts += ["## Runs side by side", "", _md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
     for r in ctx["runs"]:
         parts += [f"## Model and engine: {_md_cell(r['run_id'])}", ""]
@@ -387,8 +392,10 @@ def render_md(ctx: dict) -> str:
 def render_html(ctx: dict) -> str:
     from jinja2 import Environment
 
+    from .variance import variance_html
+
     env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(HTML_TEMPLATE).render(**ctx)
+    return env.from_string(HTML_TEMPLATE).render(**ctx, variance_section=variance_html(ctx["variance"]))
 
 
 def _write(b: Bundle, out: Path) -> list[Path]:

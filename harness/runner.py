@@ -45,9 +45,20 @@ def build_units(tasks: Sequence[Task], strategies: Sequence[Strategy], *, limit:
     for task in tasks:
         examples = task.examples[: (limit or task.spec.limit or len(task.examples))]
         for strat in strategies:
+            variant = task.variant(strat.params["template"]) if "template" in strat.params else task
             for ex in examples:
-                units.append(Unit(task, strat, ex, tuple(strat.expand(task, ex, run_seed=seed))))
+                units.append(Unit(variant, strat, ex, tuple(strat.expand(variant, ex, run_seed=seed))))
     return units
+
+
+def parse_strategies(specs: Sequence[str | Strategy]) -> list[Strategy]:
+    """Grid specs (k={1,3}) expanded first (harness/grid.py), then each one parsed."""
+    from .grid import expand_grid
+
+    out: list[Strategy] = []
+    for s in specs:
+        out.extend([s] if isinstance(s, Strategy) else [parse_strategy(x) for x in expand_grid(s)])
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -134,7 +145,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
 
     task_objs = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir) for t in (tasks or DEFAULT_TASKS)]
-    strat_objs = [s if isinstance(s, Strategy) else parse_strategy(s) for s in (strategies or DEFAULT_STRATEGIES)]
+    strat_objs = parse_strategies(strategies or DEFAULT_STRATEGIES)
     names = [s.spec for s in strat_objs]
     if len(set(names)) != len(names):
         raise ConfigError("the same strategy is given twice", where=", ".join(names), field="--strategy",
@@ -253,6 +264,10 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     write_frame_atomic(summarize(preds), run_dir / "summary.csv")
     if not samples.empty:
         write_frame_atomic(majk_table(preds, samples), run_dir / "majk.csv")
+    from .variance import variance_table
+    variance = variance_table(preds)
+    if not variance.empty:  # only runs with several exemplar draws / orders / sampling seeds
+        write_frame_atomic(variance, run_dir / "variance.csv")
     meta["status"] = "complete" if complete else "interrupted"
     meta["finished_at"] = _now()
     meta["rows"] = len(preds)
@@ -287,10 +302,21 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, **config) -> dict:
                    "limit": config["limit"], "seed": config["seed"],
                    "data_dir": str(config["data_dir"]) if config["data_dir"] else None,
                    "chunk_size": config["chunk_size"]},
-        "templates": {t.spec.template: t.template.hash for t in tasks},
+        "templates": _templates(tasks, strategies),
         "backend": settings.get("backend", type(backend).__name__), "engine": settings,
         "model_info": info, "versions": _versions(), "units": config["total"], "resumes": resumes,
     }
+
+
+def _templates(tasks, strategies) -> dict[str, str]:
+    """Every template the run uses (the tasks' own and the strategies' variants): name -> content hash."""
+    out = {t.spec.template: t.template.hash for t in tasks}
+    for t in tasks:
+        for s in strategies:
+            if "template" in s.params:
+                v = t.variant(s.params["template"])
+                out[v.spec.template] = v.template.hash
+    return out
 
 
 @contextmanager

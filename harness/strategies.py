@@ -4,14 +4,16 @@ reduce(task, example, completions) -> Prediction.
 Specs on the command line look like `name:key=value,...`:
 
     zero_shot
-    few_shot:k=5,selection=first|random|balanced,seed=0,as_chat=false
+    few_shot:k=5,selection=first|random|random_set|balanced,seed=0,order=given|shuffled,order_seed=0,as_chat=false
     cot                      zero-shot chain of thought ("Let's think step by step.")
     cot:k=8                  few-shot chain of thought (exemplars carry rationales)
     self_consistency:k=8,temperature=0.7,top_k=40,base=cot,shots=0
 
 Every strategy also takes decoding keys (temperature, top_p, top_k, seed, max_tokens, stop, beam_width),
-`guided=true|false` and `answer_mode=generate|choice|loglikelihood`. `stop` takes several strings
-separated by '|'. `seed` sets both the exemplar selection and the sampling seed.
+`guided=true|false`, `answer_mode=generate|choice|loglikelihood` and `template=NAME_OR_PATH` (a template
+variant). `stop` takes several strings separated by '|'. `seed` sets both the exemplar draw and the
+sampling seed; `sampling_seed` sets the sampling seed alone. Value lists (`k={1,3}`) expand into a grid
+before parsing (harness/grid.py). Every key, its default and an example: docs/strategies.md.
 
 Prompt layout (prefix-cache friendly): the shared parts come first and are byte-identical across
 examples (system: context; user: instructions, constraints, exemplars), then the item's input.
@@ -80,8 +82,18 @@ def _choice(*values: str):
 DECODING_KEYS = {
     "temperature": _temperature, "top_p": _top_p, "top_k": _nonneg_int, "seed": int,
     "max_tokens": _pos_int, "stop": lambda v: tuple(s for s in v.split("|") if s), "beam_width": _nonneg_int,
-    "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool,
+    "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool, "sampling_seed": int,
+    "template": lambda v: _template_value(v),
 }
+# keys of the strategies that show exemplars: which ones (selection, seed) and in what order
+SELECTIONS = ("first", "random", "random_set", "balanced")
+ORDER_KEYS = {"order": _choice("given", "shuffled"), "order_seed": int}
+
+
+def _template_value(v: str) -> str:
+    if not v.strip():
+        raise ValueError("give a template file or a variant name")
+    return v.strip()
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,7 @@ class Strategy:
         temperature = 0.0 if p.get("greedy") else p.get("temperature", 0.0)
         default_max = task.spec.cot_max_tokens if self.cot else task.spec.max_tokens
         return Sampling(temperature=temperature, top_p=p.get("top_p", 1.0), top_k=p.get("top_k", 0),
-                        seed=p.get("seed", run_seed), max_tokens=p.get("max_tokens", default_max),
+                        seed=p.get("sampling_seed", p.get("seed", run_seed)), max_tokens=p.get("max_tokens", default_max),
                         stop=tuple(p.get("stop", tuple(task.spec.stop))), n=1, beam_width=p.get("beam_width", 0))
 
     # -- expand -----------------------------------------------------------------------------
@@ -176,8 +188,9 @@ class FewShot(Strategy):
         return int(self.params.get("k", 5))
 
     def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
-        return select_exemplars(task, example, k=self.k, selection=self.params.get("selection", "first"),
-                                seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+        shots = select_exemplars(task, example, k=self.k, selection=selection(self.params),
+                                 seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+        return order_exemplars(shots, self.params)
 
 
 @dataclass(frozen=True)
@@ -207,8 +220,9 @@ class SelfConsistency(Strategy):
         shots = int(self.params.get("shots", 0))
         if not shots:
             return []
-        return select_exemplars(task, example, k=shots, selection=self.params.get("selection", "first"),
-                                seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+        chosen = select_exemplars(task, example, k=shots, selection=selection(self.params),
+                                  seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+        return order_exemplars(chosen, self.params)
 
     def sampling(self, task, *, run_seed: int) -> Sampling:
         base = super().sampling(task, run_seed=run_seed)
@@ -254,22 +268,44 @@ def vote(samples: Sequence[Sample]) -> tuple[str | None, dict[str, int], str]:
     return first, dict(counts), "first"
 
 
+def selection(params: dict) -> str:
+    """The exemplar selection: as given; else one random set per seed when `seed` is given (several
+    draws are what a user who varies `seed` asks for); else the first k of the pool."""
+    return params.get("selection", "random_set" if "seed" in params else "first")
+
+
+def order_exemplars(shots: list[Example], params: dict) -> list[Example]:
+    """`order=shuffled`: the chosen exemplars in an order drawn from `order_seed` (default 0), the same
+    permutation of positions for every item (so a fixed set keeps a byte-identical prefix)."""
+    if params.get("order", "given") != "shuffled" or len(shots) < 2:
+        return shots
+    out = list(shots)
+    random.Random(f"order:{params.get('order_seed', 0)}").shuffle(out)
+    return out
+
+
 def select_exemplars(task, example: Example, *, k: int, selection: str, seed: int,
                      need_rationale: bool = False) -> list[Example]:
-    """k exemplars from the task's pool, never the item itself (by id or identical input)."""
-    pool = [e for e in task.pool if e.id != example.id and dict(e.fields) != dict(example.fields)]
+    """k exemplars from the task's pool, never the item itself (by id or identical input).
+    first: the first k; random / balanced: drawn per item from (seed, item id); random_set: one set
+    drawn from `seed` for every item (k + 1 are drawn, and the item is skipped if it is among them)."""
+    full = list(task.pool)
     if need_rationale:
-        with_r = [e for e in pool if e.rationale]
+        with_r = [e for e in full if e.rationale]
         if not with_r and k:
             raise ConfigError("chain-of-thought exemplars need rationales, and the pool has none",
                               where=str(task.file), field="rationale_field",
                               fix="set rationale_field in the task, or use cot without k")
-        pool = with_r
+        full = with_r
+    pool = [e for e in full if e.id != example.id and dict(e.fields) != dict(example.fields)]
     if k > len(pool):
         raise ConfigError(f"k={k} is larger than the exemplar pool ({len(pool)} items)", where=str(task.file),
                           field="k", fix=f"use k <= {len(pool)}")
     if selection == "first":
         return pool[:k]
+    if selection == "random_set":
+        drawn = random.Random(f"set:{seed}").sample(full, min(len(full), k + 1))
+        return [e for e in drawn if e.id != example.id and dict(e.fields) != dict(example.fields)][:k]
     rng = random.Random(f"{seed}:{example.id}")
     if selection == "random":
         return rng.sample(pool, k)
@@ -352,12 +388,10 @@ def build_messages(task, example: Example, shots: Sequence[Example], *, cot: boo
 COMMON = set(DECODING_KEYS)
 STRATEGIES: dict[str, tuple[type[Strategy], dict[str, Any]]] = {
     "zero_shot": (Strategy, {}),
-    "few_shot": (FewShot, {"k": _pos_int, "selection": _choice("first", "random", "balanced"),
-                           "as_chat": _bool}),
-    "cot": (ChainOfThought, {"k": _nonneg_int, "selection": _choice("first", "random", "balanced"),
-                             "as_chat": _bool}),
+    "few_shot": (FewShot, {"k": _nonneg_int, "selection": _choice(*SELECTIONS), "as_chat": _bool, **ORDER_KEYS}),
+    "cot": (ChainOfThought, {"k": _nonneg_int, "selection": _choice(*SELECTIONS), "as_chat": _bool, **ORDER_KEYS}),
     "self_consistency": (SelfConsistency, {"k": _pos_int, "base": _choice("cot", "few_shot_cot", "zero_shot"),
-                                           "shots": _nonneg_int, "selection": _choice("first", "random", "balanced")}),
+                                           "shots": _nonneg_int, "selection": _choice(*SELECTIONS), **ORDER_KEYS}),
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, DataError, suggest
+from .errors import ConfigError, DataError, TemplateError, suggest
 from .records import Example, OutputType
 from .templates import Template, load_template
 
@@ -75,6 +75,7 @@ class TaskSpec(Strict):
     labels_field: str | None = None
     labels: list[str] | None = None
     template: str
+    templates: dict[str, str] = {}  # named template variants: name -> file (a strategy picks one with template=NAME)
     answer_type: Literal["number", "choice", "label", "text", "json"]
     extract_pattern: str | None = None
     scorer: Literal["exact", "json_fields"] | None = None
@@ -90,6 +91,14 @@ class TaskSpec(Strict):
     def safe_name(cls, v: str) -> str:
         if not SAFE_NAME.match(v):
             raise ValueError("use letters, digits, '_', '-' and '.' only")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def variant_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = next((name for name in v if not SAFE_NAME.match(name)), None)
+        if bad is not None:
+            raise ValueError(f"variant name '{bad}': use letters, digits, '_', '-' and '.' only")
         return v
 
     @field_validator("max_tokens", "cot_max_tokens")
@@ -138,6 +147,43 @@ class Task:
     @cached_property
     def template(self) -> Template:
         return load_template(self.spec.template, self.template_folders)
+
+    def variant(self, value: str) -> "Task":
+        """The same task and data with another template: a named variant from `templates:`, or a
+        template file (looked up in the task's template folders, then relative to the current folder).
+        Absolute paths, '..' and symbolic links are refused as for `template:`. Rows carry the
+        variant's name (`template`) and content hash (`template_hash`)."""
+        if value == self.spec.template:
+            return self
+        cached = self.__dict__.setdefault("_variants", {})
+        if value not in cached:
+            cached[value] = self._load_variant(value)
+        return cached[value]
+
+    def _load_variant(self, value: str) -> "Task":
+        import jinja2
+
+        from .templates import resolve_template
+
+        named = self.spec.templates.get(value)
+        folders = self.template_folders if named else self.template_folders + (Path.cwd().resolve(),)
+        name = named or value
+        try:
+            resolve_template(name, folders)  # absolute, '..' and symlinks raise TemplateError here
+        except jinja2.TemplateNotFound:
+            variants = ", ".join(sorted(self.spec.templates)) or "none"
+            raise TemplateError(f"template '{name}' not found (task {self.name}'s variants: {variants}; looked in "
+                                f"{', '.join(str(f) for f in folders)})", where=str(self.file) if named else value,
+                                field=f"templates.{value}" if named else "template",
+                                fix="give a template file relative to the current folder or prompts/, "
+                                    "or a variant name the task lists under 'templates'") from None
+        template = load_template(name, folders)
+        task = replace(self, spec=self.spec.model_copy(update={"template": value}))
+        task.__dict__["template"] = template  # cached_property slot: the variant's template
+        for shared in ("examples", "pool"):  # the data is loaded once and shared
+            if shared in self.__dict__:
+                task.__dict__[shared] = self.__dict__[shared]
+        return task
 
     @cached_property
     def json_schema(self) -> dict | None:
@@ -282,16 +328,17 @@ def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
 
 def _load_local(rel: str, task: Task, field: str) -> list[dict]:
     where = str(task.file)
-    if task.data_dir is None:
-        raise DataError(f"this task reads '{rel}' from a data folder", where=where, field=f"{field}.path",
-                        fix="pass --data-dir DIR (for example --data-dir ../shared/data)")
+    # without --data-dir, a path is relative to the task's YAML file (a user's data sits next to it)
+    base, name = (task.data_dir, "--data-dir") if task.data_dir is not None else (task.file.parent.resolve(),
+                                                                                  "the task file's folder")
     if os.path.isabs(rel) or ".." in Path(rel).parts:
-        raise DataError(f"data path '{rel}' must stay inside --data-dir", where=where, field=f"{field}.path",
-                        fix="give a path relative to --data-dir without '..'")
-    path = task.data_dir / rel
+        raise DataError(f"data path '{rel}' must stay inside {name}", where=where, field=f"{field}.path",
+                        fix=f"give a path relative to {name} without '..'")
+    path = base / rel
     if not path.is_file():
-        raise DataError(f"data file '{path}' not found", where=where, field=f"{field}.path",
-                        fix="check --data-dir and the task's source.path")
+        fix = ("check --data-dir and the task's source.path" if task.data_dir is not None else
+               "put the file next to the task file, or pass --data-dir DIR (for example --data-dir ../shared/data)")
+        raise DataError(f"data file '{path}' not found", where=where, field=f"{field}.path", fix=fix)
     kind = DATA_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"unsupported data file type '{path.suffix}'", where=str(path), field=f"{field}.path",

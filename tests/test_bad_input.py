@@ -89,7 +89,7 @@ CASES = [
     # strategy specs and decoding parameters
     ("strategy-unknown", None, None, None, ["--strategy", "few_shoot"], "did you mean 'few_shot'"),
     ("strategy-unknown-param", None, None, None, ["--strategy", "few_shot:kk=2"], "did you mean 'k'"),
-    ("strategy-k-zero", None, None, None, ["--strategy", "few_shot:k=0"], "positive"),
+    ("strategy-k-negative", None, None, None, ["--strategy", "few_shot:k=-1"], "0 or more"),
     ("strategy-negative-temperature", None, None, None, ["--strategy", "zero_shot:temperature=-0.5"], ">= 0"),
     ("strategy-top-p-high", None, None, None, ["--strategy", "zero_shot:top_p=1.5"], "(0, 1]"),
     ("strategy-top-p-zero", None, None, None, ["--strategy", "zero_shot:top_p=0"], "(0, 1]"),
