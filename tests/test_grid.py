@@ -236,3 +236,19 @@ def test_template_variants_get_paired_statistics(tmp_path, monkeypatch):
     assert row["p_holm"] < 0.05
     md = (tmp_path / "r" / "report.md").read_text()
     assert "zero_shot:template=prompts/coin_flip_terse.j2" in md
+
+
+def test_the_reference_page_lists_every_strategy_and_key():
+    from harness.strategies import DECODING_KEYS, STRATEGIES
+
+    doc = (ROOT / "docs" / "strategies.md").read_text()
+    keys = set(DECODING_KEYS) | {k for _, own in STRATEGIES.values() for k in own}
+    missing = sorted(k for k in set(STRATEGIES) | keys if f"`{k}`" not in doc)
+    assert not missing, f"document these in docs/strategies.md: {missing}"
+
+
+def test_every_readme_tour_run_is_bounded():
+    readme = (ROOT / "README.md").read_text()
+    tour = readme[readme.index("## Quick tour"):readme.index("From Python")]
+    runs = [line for line in tour.splitlines() if line.startswith("harness run")]
+    assert runs and all("--limit" in line for line in runs), [r for r in runs if "--limit" not in r]
