@@ -194,3 +194,30 @@ def test_report_section_escapes_model_names(tmp_path):
     section = section[: section.index("</section>")]
     assert "&lt;script&gt;" in section and "<script>" not in section
     assert "<script>" not in (out / "report.md").read_text()
+
+
+def test_report_section_in_chromium(tmp_path):
+    """The section in the real browser: no console error, the payload in the model name stays text."""
+    from test_report import Browser  # the DevTools-driven headless Chromium of the report tests
+
+    xss = "<img src=x onerror=\"window.__xss=2\">"
+    out = tmp_path / "r"
+    harness.run(["coin_flip"], ["few_shot:k=2,seed={0,1,2},order=shuffled,order_seed={0,1}"],
+                backend=ScriptedBackend(_prompt_hash_fn(), model_name=xss), limit=10, out=out, progress=False,
+                cache=False)
+    browser = Browser()
+    try:
+        browser.open(out / "report.html")
+        assert browser.console_errors() == []
+        facts = browser.evaluate("""JSON.stringify({xss: typeof window.__xss,
+          rows: Array.from(document.querySelectorAll('#variance tbody tr')).map(
+                r => Array.from(r.cells).map(c => c.textContent)),
+          head: document.querySelector('#variance h3').textContent,
+          injected: document.querySelectorAll('img[src="x"], img[onerror]').length})""")
+    finally:
+        browser.close()
+    import json
+    facts = json.loads(facts)
+    assert facts["xss"] == "undefined" and facts["injected"] == 0 and xss in facts["head"]
+    assert [r[0] for r in facts["rows"]] == ["item", "draw", "order", "sampling", "residual"]
+    assert facts["rows"][1][1] == "3" and facts["rows"][2][1] == "2" and facts["rows"][3][2] == "not varied"
