@@ -138,12 +138,12 @@ def decompose(y: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0) -> dict[str
     out = {}
     for name, v in point.items():
         vals = np.array([b[name] for b in boots])
-        shares = np.array([b[name] / s if (s := sum(b.values())) > 0 else np.nan for b in boots])
+        shares = np.array([b[name] / s for b in boots if (s := sum(b.values())) > 0])  # all 0: no share
         out[name] = {"variance": v, "share": v / total if total > 0 else np.nan,
                      "ci_low": float(np.quantile(vals, 0.025)) if len(vals) else np.nan,
                      "ci_high": float(np.quantile(vals, 0.975)) if len(vals) else np.nan,
-                     "share_ci_low": float(np.nanquantile(shares, 0.025)) if len(vals) else np.nan,
-                     "share_ci_high": float(np.nanquantile(shares, 0.975)) if len(vals) else np.nan}
+                     "share_ci_low": float(np.quantile(shares, 0.025)) if len(shares) else np.nan,
+                     "share_ci_high": float(np.quantile(shares, 0.975)) if len(shares) else np.nan}
     return out
 
 
@@ -217,6 +217,10 @@ def variance_table(preds: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0) 
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _pct(x: float, unit: str = " %") -> str:
+    return "–" if pd.isna(x) else f"{100 * x:.1f}{unit}"
+
+
 def format_variance(table: pd.DataFrame) -> str:
     """The split as printed after the run summary."""
     out = []
@@ -230,8 +234,8 @@ def format_variance(table: pd.DataFrame) -> str:
                 lines.append([r["component"], "1", "not varied", "", "", ""])
                 continue
             lv = "" if pd.isna(r["levels"]) else str(int(r["levels"]))
-            lines.append([r["component"], lv, f"{r['variance']:.4f}", f"{100 * r['share']:.1f} %",
-                          f"[{100 * r['share_ci_low']:.1f}, {100 * r['share_ci_high']:.1f}] %", f"{r['sd']:.3f}"])
+            lines.append([r["component"], lv, f"{r['variance']:.4f}", _pct(r["share"]),
+                          f"[{_pct(r['share_ci_low'], '')}, {_pct(r['share_ci_high'])}]", f"{r['sd']:.3f}"])
         df = pd.DataFrame(lines, columns=["source", "levels", "variance", "share", "share 95% CI", "sd"])
         out.append(df.to_string(index=False))
     return "\n".join(out)
@@ -259,7 +263,7 @@ def _display_rows(g: pd.DataFrame) -> list[list[str]]:
             continue
         lv = "–" if pd.isna(r["levels"]) else str(int(r["levels"]))
         rows.append([r["component"], lv, f"{r['variance']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]",
-                     f"{100 * r['share']:.1f} % [{100 * r['share_ci_low']:.1f}, {100 * r['share_ci_high']:.1f}]",
+                     f"{_pct(r['share'])} [{_pct(r['share_ci_low'], '')}, {_pct(r['share_ci_high'], '')}]",
                      f"{r['sd']:.3f}"])
     return rows
 
