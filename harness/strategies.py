@@ -289,7 +289,7 @@ def select_exemplars(task, example: Example, *, k: int, selection: str, seed: in
     """k exemplars from the task's pool, never the item itself (by id or identical input).
     first: the first k; random / balanced: drawn per item from (seed, item id); random_set: one set
     drawn from `seed` for every item (k + 1 are drawn, and the item is skipped if it is among them)."""
-    full = list(task.pool)
+    full = task.pool
     if need_rationale:
         with_r = [e for e in full if e.rationale]
         if not with_r and k:
