@@ -79,21 +79,21 @@ def _choice(*values: str):
     return parse
 
 
-DECODING_KEYS = {
-    "temperature": _temperature, "top_p": _top_p, "top_k": _nonneg_int, "seed": int,
-    "max_tokens": _pos_int, "stop": lambda v: tuple(s for s in v.split("|") if s), "beam_width": _nonneg_int,
-    "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool, "sampling_seed": int,
-    "template": lambda v: _template_value(v),
-}
-# keys of the strategies that show exemplars: which ones (selection, seed) and in what order
-SELECTIONS = ("first", "random", "random_set", "balanced")
-ORDER_KEYS = {"order": _choice("given", "shuffled"), "order_seed": int}
-
-
 def _template_value(v: str) -> str:
     if not v.strip():
         raise ValueError("give a template file or a variant name")
     return v.strip()
+
+
+DECODING_KEYS = {
+    "temperature": _temperature, "top_p": _top_p, "top_k": _nonneg_int, "seed": int,
+    "max_tokens": _pos_int, "stop": lambda v: tuple(s for s in v.split("|") if s), "beam_width": _nonneg_int,
+    "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool, "sampling_seed": int,
+    "template": _template_value,
+}
+# keys of the strategies that show exemplars: which ones (selection, seed) and in what order
+SELECTIONS = ("first", "random", "random_set", "balanced")
+ORDER_KEYS = {"order": _choice("given", "shuffled"), "order_seed": int}
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ class Strategy:
         temperature = 0.0 if p.get("greedy") else p.get("temperature", 0.0)
         default_max = task.spec.cot_max_tokens if self.cot else task.spec.max_tokens
         return Sampling(temperature=temperature, top_p=p.get("top_p", 1.0), top_k=p.get("top_k", 0),
-                        seed=p.get("sampling_seed", p.get("seed", run_seed)), max_tokens=p.get("max_tokens", default_max),
+                        seed=p.get("sampling_seed", p.get("seed", run_seed)),
+                        max_tokens=p.get("max_tokens", default_max),
                         stop=tuple(p.get("stop", tuple(task.spec.stop))), n=1, beam_width=p.get("beam_width", 0))
 
     # -- expand -----------------------------------------------------------------------------
