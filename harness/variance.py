@@ -241,65 +241,27 @@ def format_variance(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-SECTION = """<section id="variance"><h2>Variance by source</h2>
-<p class="muted">Strategies that differ only in their exemplar draw (<code>seed</code>), order
-(<code>order_seed</code>) or sampling seed form a family. Components of the variance of the 0/1 correctness:
-ANOVA estimates of a random-effects model (items crossed with draw &gt; order &gt; sampling), truncated at 0;
-residual = item × setting interactions and noise; 95 % CIs by bootstrap over items (1000 resamples), which do
-not include the uncertainty of having few draws, orders or seeds (see levels). sd = √variance.</p>
-{% for f in families %}<h3>{{ f.task }} · {{ f.family }} · {{ f.model }}</h3>
-<p class="muted">{{ f.n_items }} items × {{ f.n_settings }} settings, accuracy {{ f.accuracy }}</p>
-<table><thead><tr><th>source</th><th>levels</th><th>variance (95 % CI)</th><th>share (95 % CI)</th><th>sd</th></tr></thead>
-<tbody>{% for r in f.rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
-{% endfor %}</section>
-"""
+
+NOTE = ("Strategies that differ only in their exemplar draw (seed), order (order_seed) or sampling seed form a "
+        "family. Components of the variance of the 0/1 correctness: ANOVA estimates of a random-effects model "
+        "(items crossed with draw > order > sampling), truncated at 0; residual = item × setting interactions and "
+        "noise; 95 % CIs by bootstrap over items (1000 resamples), which do not include the uncertainty of having "
+        "few draws, orders or seeds (see levels). sd = √variance. See docs/strategies.md.")
+HEAD = ["task", "model", "family", "items × settings (accuracy)", "source", "levels", "variance (95 % CI)",
+        "share (95 % CI)", "sd"]
 
 
-def _display_rows(g: pd.DataFrame) -> list[list[str]]:
+def variance_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The report's table (harness.report's built-in 'Variance by source' section): header and text rows."""
     rows = []
-    for r in g.to_dict("records"):
+    for r in table.to_dict("records"):
+        fam = [str(r["task"]), str(r["model"]), str(r["family"]),
+               f"{int(r['n_items'])} × {int(r['n_settings'])} ({_pct(r['accuracy'])})"]
         if pd.isna(r["variance"]):
-            rows.append([r["component"], "1", "not varied", "–", "–"])
+            rows.append(fam + [r["component"], "1", "not varied", "–", "–"])
             continue
         lv = "–" if pd.isna(r["levels"]) else str(int(r["levels"]))
-        rows.append([r["component"], lv, f"{r['variance']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]",
-                     f"{_pct(r['share'])} [{_pct(r['share_ci_low'], '')}, {_pct(r['share_ci_high'], '')}]",
-                     f"{r['sd']:.3f}"])
-    return rows
-
-
-def _families(table: pd.DataFrame) -> list[dict]:
-    return [{"task": t, "model": m, "family": f, "n_items": int(g["n_items"].iloc[0]),
-             "n_settings": int(g["n_settings"].iloc[0]), "accuracy": f"{100 * g['accuracy'].iloc[0]:.1f} %",
-             "rows": _display_rows(g)} for (t, m, f), g in table.groupby(["task", "model", "family"], sort=False)]
-
-
-def variance_html(table: pd.DataFrame):
-    """The report's section (autoescaped: strategy specs and model names are text), or '' when empty."""
-    from jinja2 import Environment
-    from markupsafe import Markup
-
-    if table.empty:
-        return Markup("")
-    env = Environment(autoescape=True)
-    return Markup(env.from_string(SECTION).render(families=_families(table)))
-
-
-def variance_md(table: pd.DataFrame) -> list[str]:
-    """The report.md section as lines (empty when there is no family)."""
-    if table.empty:
-        return []
-    out = ["## Variance by source", "", "ANOVA components of the 0/1 correctness (items crossed with draw > order > "
-           "sampling), truncated at 0; 95 % CIs by bootstrap over items.", ""]
-    import html
-
-    def cell(x: str) -> str:  # model names and specs are text, never markup
-        return html.escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ").replace("*", "\\*")
-
-    for f in _families(table):
-        head = ["source", "levels", "variance (95 % CI)", "share (95 % CI)", "sd"]
-        out += [f"**{cell(f['task'])} · {cell(f['family'])} · {cell(f['model'])}** ({f['n_items']} items × "
-                f"{f['n_settings']} settings, accuracy {f['accuracy']})", "", "| " + " | ".join(head) + " |",
-                "|" + "---|" * len(head)]
-        out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in f["rows"]] + [""]
-    return out
+        rows.append(fam + [r["component"], lv, f"{r['variance']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]",
+                           f"{_pct(r['share'])} [{_pct(r['share_ci_low'], '')}, {_pct(r['share_ci_high'], '')}]",
+                           f"{r['sd']:.3f}"])
+    return HEAD, rows

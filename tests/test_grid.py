@@ -60,11 +60,11 @@ def test_a_grid_runs_one_row_group_per_point(tmp_path):
 
 
 def test_dry_run_prints_the_grid_and_the_request_count_and_starts_nothing(tmp_path, capsys, monkeypatch):
-    import harness.backends.vllm as vllm_backend
+    import harness.cli
 
     def tripwire(*a, **k):
-        raise AssertionError("--dry-run must not build an engine")
-    monkeypatch.setattr(vllm_backend, "VLLMBackend", tripwire)
+        raise AssertionError("--dry-run must not build a backend")
+    monkeypatch.setattr(harness.cli, "make_backend", tripwire)
     out = tmp_path / "never"
     code = main(["run", "--task", "coin_flip", "--strategy", "few_shot:k={0,1,3,5},seed={0,1,2}",
                  "--strategy", "self_consistency:k=4", "--limit", "5", "--dry-run", "--out", str(out)])
@@ -221,7 +221,7 @@ def test_template_variants_get_paired_statistics(tmp_path, monkeypatch):
         return f"The answer is {gold[question]}."
     strategies = ["zero_shot", "zero_shot:template=prompts/coin_flip_terse.j2", "cot"]
     df = harness.run(["coin_flip"], strategies, backend=ScriptedBackend(answer), limit=30, out=tmp_path / "r",
-                     progress=False, cache=False)
+                     progress=False, cache=False, report=True)
     pairs = pd.read_csv(tmp_path / "r" / "pairs.csv")
     assert len(pairs) == 3
     row = pairs[(pairs["strategy_b"] == strategies[1]) & (pairs["strategy_a"] == "zero_shot")].iloc[0]

@@ -131,7 +131,7 @@ def _prompt_hash_fn(wrong_share: int = 3):
 def test_variance_csv_and_summary_from_a_grid_run(tmp_path, capsys):
     out = tmp_path / "r"
     harness.run(["coin_flip"], ["few_shot:k={1,3},seed={0,1,2},order=shuffled,order_seed={0,1}", "zero_shot"],
-                backend=ScriptedBackend(_prompt_hash_fn()), limit=20, out=out, progress=False, cache=False)
+                backend=ScriptedBackend(_prompt_hash_fn()), limit=20, out=out, progress=False, cache=False, report=True)
     table = pd.read_csv(out / "variance.csv")
     assert set(table["family"]) == {"few_shot:k=1,order=shuffled", "few_shot:k=3,order=shuffled"}
     k3 = table[table["family"] == "few_shot:k=3,order=shuffled"].set_index("component")
@@ -188,7 +188,7 @@ def test_report_section_escapes_model_names(tmp_path):
     xss = "<script>window.__xss=1</script>"
     out = tmp_path / "r"
     harness.run(["coin_flip"], ["few_shot:k=2,seed={0,1}"], backend=ScriptedBackend(_prompt_hash_fn(), model_name=xss),
-                limit=6, out=out, progress=False, cache=False)
+                limit=6, out=out, progress=False, cache=False, report=True)
     html = (out / "report.html").read_text()
     section = html[html.index('<section id="variance">'):]
     section = section[: section.index("</section>")]
@@ -204,7 +204,7 @@ def test_report_section_in_chromium(tmp_path):
     out = tmp_path / "r"
     harness.run(["coin_flip"], ["few_shot:k=2,seed={0,1,2},order=shuffled,order_seed={0,1}"],
                 backend=ScriptedBackend(_prompt_hash_fn(), model_name=xss), limit=10, out=out, progress=False,
-                cache=False)
+                cache=False, report=True)
     browser = Browser()
     try:
         browser.open(out / "report.html")
@@ -212,12 +212,13 @@ def test_report_section_in_chromium(tmp_path):
         facts = browser.evaluate("""JSON.stringify({xss: typeof window.__xss,
           rows: Array.from(document.querySelectorAll('#variance tbody tr')).map(
                 r => Array.from(r.cells).map(c => c.textContent)),
-          head: document.querySelector('#variance h3').textContent,
+          nav: Array.from(document.querySelectorAll('nav a')).map(a => a.getAttribute('href')),
           injected: document.querySelectorAll('img[src="x"], img[onerror]').length})""")
     finally:
         browser.close()
     import json
     facts = json.loads(facts)
-    assert facts["xss"] == "undefined" and facts["injected"] == 0 and xss in facts["head"]
-    assert [r[0] for r in facts["rows"]] == ["item", "draw", "order", "sampling", "residual"]
-    assert facts["rows"][1][1] == "3" and facts["rows"][2][1] == "2" and facts["rows"][3][2] == "not varied"
+    assert facts["xss"] == "undefined" and facts["injected"] == 0 and "#variance" in facts["nav"]
+    assert all(r[1] == xss for r in facts["rows"])  # the model name is shown as text
+    assert [r[4] for r in facts["rows"]] == ["item", "draw", "order", "sampling", "residual"]
+    assert facts["rows"][1][5] == "3" and facts["rows"][2][5] == "2" and facts["rows"][3][6] == "not varied"
