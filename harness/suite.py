@@ -42,7 +42,7 @@ def _task(t: str | Task, data_dir) -> Task:
 
 
 def _strategies(specs: Sequence[str | Strategy]) -> tuple[Strategy, ...]:
-    objs = tuple(s if isinstance(s, Strategy) else parse_strategy(s) for s in specs)
+    objs = tuple(parse_strategies(specs))
     names = [s.spec for s in objs]
     if len(set(names)) != len(names):
         raise ConfigError("the same strategy is given twice", where=", ".join(names), field="--strategy",
@@ -57,3 +57,13 @@ def suite_config(plan, strategies) -> dict:
     if all(len(ss) == len(strategies) for _, ss in plan):
         return {}
     return {"suite": {t.name: [s.spec for s in ss] for t, ss in plan}}
+
+
+def parse_strategies(specs: Sequence[str | Strategy]) -> list[Strategy]:
+    """Grid specs (k={1,3}) expanded first (harness/grid.py), then each one parsed."""
+    from .grid import expand_grid
+
+    out: list[Strategy] = []
+    for s in specs:
+        out.extend([s] if isinstance(s, Strategy) else [parse_strategy(x) for x in expand_grid(s)])
+    return out

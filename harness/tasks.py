@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, DataError, suggest
+from .errors import ConfigError, DataError, TemplateError, suggest
 from .records import Example, OutputType
 from .task_data import DATA_SUFFIXES, load_rows  # noqa: F401 - DATA_SUFFIXES re-exported (its former home)
 from .task_file import one_line, read_yaml_mapping
@@ -90,6 +90,7 @@ class TaskSpec(Strict):
     labels_field: str | None = None
     labels: list[str] | None = None
     template: str
+    templates: dict[str, str] = {}  # named template variants: name -> file (a strategy picks one with template=NAME)
     answer_type: Literal["number", "choice", "label", "text", "json"]
     extract_pattern: str | None = None
     scorer: Literal["exact", "json_fields"] | None = None
@@ -105,6 +106,14 @@ class TaskSpec(Strict):
     def safe_name(cls, v: str) -> str:
         if not SAFE_NAME.match(v):
             raise ValueError("use letters, digits, '_', '-' and '.' only")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def variant_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = next((name for name in v if not SAFE_NAME.match(name)), None)
+        if bad is not None:
+            raise ValueError(f"variant name '{bad}': use letters, digits, '_', '-' and '.' only")
         return v
 
     @field_validator("max_tokens", "cot_max_tokens")
@@ -158,6 +167,43 @@ class Task:
     @cached_property
     def template(self) -> Template:
         return load_template(self.spec.template, self.template_folders)
+
+    def variant(self, value: str) -> "Task":
+        """The same task and data with another template: a named variant from `templates:`, or a
+        template file (looked up in the task's template folders, then relative to the current folder).
+        Absolute paths, '..' and symbolic links are refused as for `template:`. Rows carry the
+        variant's name (`template`) and content hash (`template_hash`)."""
+        if value == self.spec.template:
+            return self
+        cached = self.__dict__.setdefault("_variants", {})
+        if value not in cached:
+            cached[value] = self._load_variant(value)
+        return cached[value]
+
+    def _load_variant(self, value: str) -> "Task":
+        import jinja2
+
+        from .templates import resolve_template
+
+        named = self.spec.templates.get(value)
+        folders = self.template_folders if named else self.template_folders + (Path.cwd().resolve(),)
+        name = named or value
+        try:
+            resolve_template(name, folders)  # absolute, '..' and symlinks raise TemplateError here
+        except jinja2.TemplateNotFound:
+            variants = ", ".join(sorted(self.spec.templates)) or "none"
+            raise TemplateError(f"template '{name}' not found (task {self.name}'s variants: {variants}; looked in "
+                                f"{', '.join(str(f) for f in folders)})", where=str(self.file) if named else value,
+                                field=f"templates.{value}" if named else "template",
+                                fix="give a template file relative to the current folder or prompts/, "
+                                    "or a variant name the task lists under 'templates'") from None
+        template = load_template(name, folders)
+        task = replace(self, spec=self.spec.model_copy(update={"template": value}))
+        task.__dict__["template"] = template  # cached_property slot: the variant's template
+        for shared in ("examples", "pool"):  # the data is loaded once and shared
+            if shared in self.__dict__:
+                task.__dict__[shared] = self.__dict__[shared]
+        return task
 
     @cached_property
     def json_schema(self) -> dict | None:

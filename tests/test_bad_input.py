@@ -125,7 +125,7 @@ CASES = [
     # strategy specs and decoding parameters
     ("strategy-unknown", None, None, None, ["--strategy", "few_shoot"], "did you mean 'few_shot'"),
     ("strategy-unknown-param", None, None, None, ["--strategy", "few_shot:kk=2"], "did you mean 'k'"),
-    ("strategy-k-zero", None, None, None, ["--strategy", "few_shot:k=0"], "positive"),
+    ("strategy-k-negative", None, None, None, ["--strategy", "few_shot:k=-1"], "0 or more"),
     ("strategy-negative-temperature", None, None, None, ["--strategy", "zero_shot:temperature=-0.5"], ">= 0"),
     ("strategy-top-p-high", None, None, None, ["--strategy", "zero_shot:top_p=1.5"], "(0, 1]"),
     ("strategy-top-p-zero", None, None, None, ["--strategy", "zero_shot:top_p=0"], "(0, 1]"),
@@ -134,6 +134,17 @@ CASES = [
     ("strategy-sc-greedy", None, None, None, ["--strategy", "self_consistency:temperature=0"], "temperature"),
     ("strategy-duplicate", None, None, None, ["--strategy", "cot", "--strategy", "cot"], "twice"),
     ("strategy-negative-max-tokens", None, None, None, ["--strategy", "zero_shot:max_tokens=-3"], "positive"),
+    # template variants (template=NAME_OR_PATH) and grids
+    ("strategy-template-not-found", None, None, None, ["--strategy", "zero_shot:template=nope.j2"], "not found"),
+    ("strategy-template-absolute", None, None, None, ["--strategy", "zero_shot:template=/etc/passwd"], "absolute"),
+    ("strategy-template-escape", None, None, None, ["--strategy", "zero_shot:template=../tpl.j2"],
+     "leaves its folder"),
+    ("strategy-template-variant-missing", GOOD_TASK + "templates: {terse: absent.j2}\n", None, None,
+     ["--strategy", "zero_shot:template=terse"], "not found"),
+    ("yaml-bad-variant-name", GOOD_TASK + "templates: {'a/b': tpl.j2}\n", None, None, [], "variant name"),
+    ("strategy-grid-unclosed", None, None, None, ["--strategy", "few_shot:k={1,3"], "never closed"),
+    ("strategy-grid-empty", None, None, None, ["--strategy", "zero_shot:temperature={}"], "empty value"),
+    ("strategy-grid-bad-value", None, None, None, ["--strategy", "zero_shot:temperature={0,hot}"], "bad value 'hot'"),
     # data files
     ("data-missing-file", sub("data.jsonl", "absent.jsonl"), None, None, [], "not found"),
     ("data-empty", None, None, "", [], "empty"),
