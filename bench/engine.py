@@ -11,6 +11,9 @@ SPEC    n-gram speculative decoding / off on the same greedy items; identical ou
 B32     block_size=32 instead of the CPU default 128: P2 and P3 again (prefix reuse is per whole block)
 COMPILE compiled (torch.compile) / eager on the P1 prompts
 CTX     the context-length sweep (tasks needle_256 ... needle_1800), one length per engine call
+PROBE   default suite wall with the latency / throughput measures on / off (bench/measures.py)
+
+The harness runs of P1, P3 and CTX turn the latency probe off (they measure the batch path).
 
 Every measurement that could reuse an earlier one's KV blocks starts from an empty prefix cache
 (`LLM.reset_prefix_cache()`). Timed pairs alternate (a b, b a, ...) and keep the best of each side.
@@ -77,7 +80,7 @@ class EngineBench:
             fresh_prefix_cache(backend)
             clock, df = clocked(lambda: harness.run(list(P1_TASKS), list(P1_STRATEGIES), backend=backend,
                                                     limit=limit, out=self.out("p1"), progress=False,
-                                                    write_report=False, cache=False))
+                                                    write_report=False, cache=False, latency_probe=0))
             frames.append(df)
             return clock
 
@@ -94,7 +97,7 @@ class EngineBench:
         # the same run as the CLI does it by default: with the HTML/Markdown report
         fresh_prefix_cache(backend)
         t, _ = timed(lambda: harness.run(list(P1_TASKS), list(P1_STRATEGIES), backend=backend, limit=limit,
-                                         out=self.out("p1r"), progress=False, write_report=True, cache=False))
+                                         out=self.out("p1r"), progress=False, write_report=True, cache=False, latency_probe=0))
         rows.append(Row("P1r", "harness.run with write_report=True / raw LLM.chat, wall", ratio(t, best(tr).wall),
                         None, detail={"harness_report_s": t}, note=f"{t:.2f} s incl. the report with plots"))
         return rows
@@ -202,7 +205,7 @@ class EngineBench:
                 before = backend.stats()
                 clock, _ = clocked(lambda: harness.run([task], [strategy], backend=backend, limit=limit,
                                                        out=self.out("p3"), progress=False, write_report=False,
-                                                       cache=False))
+                                                       cache=False, latency_probe=0))
                 d = stats_delta(before, backend.stats())
                 clocks.append(clock)
                 q = d.get("prefix_cache_queries", 0)
@@ -325,11 +328,11 @@ class EngineBench:
         for n in (256, 512, 1024, 1800):
             fresh_prefix_cache(backend)
             t, df = timed(lambda: harness.run([f"needle_{n}"], ["zero_shot"], backend=backend, limit=20,
-                                              out=self.out("ctx"), progress=False, write_report=False, cache=False))
+                                              out=self.out("ctx"), progress=False, write_report=False, cache=False, latency_probe=0))
             base = base or t
             acc = float(df["correct"].fillna(False).astype(bool).mean())
             info = {"wall_s": t, "accuracy": acc, "prompt_tokens_mean": float(df["prompt_tokens"].mean()),
-                    "latency_median_s": float(df["latency_s"].median()), "ttft_median_s": float(df["ttft_s"].median()),
+                    "latency_median_s": float(df["batch_latency_s"].median()), "ttft_median_s": float(df["batch_ttft_s"].median()),
                     "completion_tokens_mean": float(df["completion_tokens"].mean())}
             rows.append(Row(f"CTX-{n}", f"needle_{n} zero_shot, 20 items alone: wall / wall at 256", t / base, None,
                             detail=info, note=f"acc {acc:.2f}; prompt {info['prompt_tokens_mean']:.0f} tok; "
@@ -391,6 +394,10 @@ def run(*, quick: bool, only: set[str], folder: Path, log=print) -> list[Row]:
         if want("CTX") and not quick:
             log("[bench] CTX")
             rows.extend(bench.ctx(backend))
+        if want("PROBE"):
+            from . import measures
+            log("[bench] PROBE")
+            rows.extend(measures.run(backend, quick=quick, out=bench.out))
 
     def guidance(backend: Any, _: float) -> None:
         rows.extend(bench.p4(backend, tag="P4-guidance"))
@@ -400,7 +407,7 @@ def run(*, quick: bool, only: set[str], folder: Path, log=print) -> list[Row]:
         bench.p3_run(backend, "b32")
         rows.extend(bench.p3_rows(on="b32", tag="B32-P3"))
 
-    if want("P1", "P2", "P3", "P4", "SPEC", "COMPILE", "CTX"):
+    if want("P1", "P2", "P3", "P4", "SPEC", "COMPILE", "CTX", "PROBE"):
         with_engine("default (eager, prefix caching on, block 128)", main_engine)
     if want("P3"):
         with_engine("prefix caching off", lambda b, _: bench.p3_run(b, "off"), enable_prefix_caching=False)

@@ -73,13 +73,18 @@ def _decoding_json(sampling: Sampling) -> str:
 
 
 def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str, backend: str,
-             cost_fn=None, flops_per_token: float | None = None) -> dict:
-    """Reduce a unit's completions to a prediction, score it, and lay it out as one row (+ sample rows)."""
+             cost_fn=None, flops_per_token: float | None = None, engine_s: float | None = None,
+             hourly_usd: float | None = None) -> dict:
+    """Reduce a unit's completions to a prediction, score it, and lay it out as one row (+ sample rows).
+    `engine_s` is the unit's equal share of its chunk's measured engine time (None when answered from
+    the request cache); with `hourly_usd` the row's cost is that share x the hourly price.
+    A row answered from the cache keeps no time: a replayed time is not a measurement of this run."""
     task, strat, ex = unit.task, unit.strategy, unit.example
     pred = strat.reduce(task, ex, comps)
     scored = score(task, ex, pred)
     c = comps[0]
     req = unit.requests[0]
+    cached = all(x.cached for x in comps)
     ptoks = c.prompt_tokens
     ctoks = sum(c.completion_tokens) if c.completion_tokens else (0 if c.error is None else None)
     row: dict[str, Any] = {
@@ -87,10 +92,11 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
         "example_id": ex.id, "template": task.spec.template, "template_hash": task.template.hash,
         "backend": backend, "answer_mode": strat.answer_mode(task), "guided": req.output_type is not None,
         "prompt_tokens": ptoks, "completion_tokens": ctoks, "cached_prompt_tokens": c.cached_prompt_tokens,
-        "latency_s": c.latency_s, "ttft_s": c.ttft_s, "itl_s": c.itl_s,
+        "batch_latency_s": None if cached else c.latency_s, "batch_ttft_s": None if cached else c.ttft_s,
+        "batch_itl_s": None if cached else c.itl_s, "engine_s_share": None if cached else engine_s,
         "finish_reason": c.finish_reasons[0] if c.finish_reasons else None,
         "output": pred.output, "answer": pred.answer, "parse_ok": pred.parse_ok, "error": c.error,
-        "cached": c.cached, "n_samples": len(c.texts) or None,
+        "cached": cached, "n_samples": len(c.texts) or None,
         "decoding": _decoding_json(req.sampling),
         "prompt": _encode_prompt([{"role": m.role, "content": m.content} for m in req.messages]),
     }
@@ -98,7 +104,9 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
     for k in ("votes", "agreement", "tie_rule"):
         if k in pred.extra:
             row[k] = pred.extra[k]
-    if cost_fn is not None and ptoks is not None:
+    if hourly_usd is not None:
+        row["cost_usd"] = None if engine_s is None or cached else engine_s * hourly_usd / 3600
+    elif cost_fn is not None and ptoks is not None:
         row["cost_usd"] = cost_fn(model, ptoks, c.cached_prompt_tokens or 0, ctoks or 0)
     if flops_per_token and ptoks is not None:
         row["flops"] = flops_per_token * (ptoks + (ctoks or 0))
@@ -111,10 +119,18 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
     return {"p": row, "s": samples}
 
 
-def _chunks(units: list[Unit], size: int):
-    chunk, n = [], 0
+def _chunks(units: list[Unit], size: int, *, by_group: bool = True):
+    """Chunks of at most `size` requests that never mix two (task, strategy) groups, so each engine call's
+    wall time belongs to one group (the throughput cost, docs/measures.md). Units arrive grouped.
+    by_group=False mixes groups in a chunk (the old behaviour, kept for the bench's on/off row)."""
+    chunk, n, key = [], 0, None
     for u in units:
+        k = (u.task.name, u.strategy.spec) if by_group else None
+        if chunk and k != key:
+            yield chunk
+            chunk, n = [], 0
         chunk.append(u)
+        key = k
         n += len(u.requests)
         if n >= size:
             yield chunk
@@ -128,9 +144,19 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         out: str | Path | None = None, run_id: str | None = None, chunk_size: int | None = None,
         engine_options: dict | None = None, price_table: dict | None = None, progress: bool = True,
         write_report: bool = True, cache: bool = True,
-        cache_dir: str | Path | None = None, retry_errors: bool = True) -> pd.DataFrame:
+        cache_dir: str | Path | None = None, retry_errors: bool = True, latency_probe: int | None = None,
+        probe_concurrency: int = 1, hourly_usd: float | None = None, split_groups: bool = True) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
-    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes."""
+    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes.
+    After the batch, `latency_probe` items per (task, strategy) are sent `probe_concurrency` at a time
+    (default DEFAULT_PROBE, one at a time; 0 = off): see harness/probe.py and docs/measures.md.
+    split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row)."""
+    from .pricing import check_hourly
+    from .probe import DEFAULT_PROBE, check_probe_args, run_probe
+
+    latency_probe = DEFAULT_PROBE if latency_probe is None else latency_probe
+    check_probe_args(latency_probe, probe_concurrency)
+    check_hourly(hourly_usd)
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
 
     task_objs = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir) for t in (tasks or DEFAULT_TASKS)]
@@ -152,7 +178,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                           fix="give a folder path")
     journal = Journal(run_dir / "journal.jsonl")
 
-    from .pricing import cost_function
+    from .pricing import cost_function, hourly_price
     cost_fn = cost_function(price_table) if price_table else None
     if backend is None:
         from .backends.vllm import VLLMBackend
@@ -161,6 +187,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         backend.start()  # an engine that cannot start fails here, before the run folder is touched
     stats_before = backend.stats() if hasattr(backend, "stats") else {}
     model_name = backend.model_name
+    hourly = hourly_price(price_table, model_name, hourly_usd)
     engine = backend
     if cache:
         from .cache import CachedBackend, RequestCache, model_identity
@@ -175,6 +202,10 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = _run_meta(run_dir, task_objs, strat_objs, engine, limit=limit, seed=seed, data_dir=data_dir,
                      chunk_size=chunk_size, model_spec=model, resumed=len(done), pending=len(pending), total=len(units))
+    meta["pricing"] = {"hourly_usd": hourly, "hourly_source": None if hourly is None else
+                       ("--hourly-usd" if hourly_usd is not None else "price table"),
+                       "token_prices": {k: v.model_dump() for k, v in (price_table or {}).items()
+                                        if k in (model_name, "*")}}
     write_json_atomic(run_dir / "run.json", meta)
     info = meta.get("model_info") or {}
     flops_per_token = 2 * info["active_params"] if info.get("active_params") else None
@@ -186,14 +217,18 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     # collection during the engine's calls walks all of them again.
     gc.freeze()
     try:
-        for chunk in _chunks(pending, max(1, chunk_size)):
+        for chunk in _chunks(pending, max(1, chunk_size), by_group=split_groups):
             reqs = [r for u in chunk for r in u.requests]
+            t_call = time.perf_counter()
             comps = backend.generate(reqs)
-            entries, i = [], 0
-            for u in chunk:
-                entries.append(make_row(u, comps[i:i + len(u.requests)], run_id=meta["run_id"], model=model_name,
-                                        backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token))
-                i += len(u.requests)
+            call_s = time.perf_counter() - t_call
+            bounds = list(_bounds(chunk))
+            fresh = sum(1 for a, b in bounds if not all(c.cached for c in comps[a:b]))
+            # the chunk's engine time, split equally over its units (one group's units when split_groups)
+            share = call_s / fresh if fresh and split_groups else None
+            entries = [make_row(u, comps[a:b], run_id=meta["run_id"], model=model_name, backend=meta["backend"],
+                                cost_fn=cost_fn, flops_per_token=flops_per_token, engine_s=share, hourly_usd=hourly)
+                       for u, (a, b) in zip(chunk, bounds)]
             journal.append(entries)
             written.extend(entries)
             if bar is not None:
@@ -205,6 +240,12 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         if bar is not None:
             bar.close()
     meta["wall_s"] = round(time.perf_counter() - t0, 3)
+    if latency_probe and not interrupted:
+        try:
+            meta["probe"] = run_probe(engine, units, latency_probe, concurrency=probe_concurrency,
+                                      journal=Journal(run_dir / "probe.jsonl"), run_id=meta["run_id"], model=model_name)
+        except KeyboardInterrupt:
+            interrupted = True
     meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
     if hasattr(engine, "stats"):
         meta["engine_stats"] = stats_delta(stats_before, engine.stats())
@@ -221,6 +262,14 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                   f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)
     preds.attrs["run_dir"] = str(run_dir)
     return preds
+
+
+def _bounds(chunk: list[Unit]):
+    """(start, end) of each unit's completions in its chunk's flat list."""
+    i = 0
+    for u in chunk:
+        yield i, i + len(u.requests)
+        i += len(u.requests)
 
 
 def stats_delta(before: dict, after: dict) -> dict:
@@ -250,7 +299,10 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
         preds, samples = frames_from_journal(entries)
     write_frame_atomic(preds, run_dir / "predictions.parquet")
     write_frame_atomic(samples, run_dir / "samples.parquet")
-    write_frame_atomic(summarize(preds), run_dir / "summary.csv")
+    from .results import probes_from_journal
+    probes = probes_from_journal(run_dir / "probe.jsonl")
+    write_frame_atomic(probes, run_dir / "probes.parquet")
+    write_frame_atomic(summarize(preds, probes), run_dir / "summary.csv")
     if not samples.empty:
         write_frame_atomic(majk_table(preds, samples), run_dir / "majk.csv")
     meta["status"] = "complete" if complete else "interrupted"
