@@ -86,6 +86,20 @@ def run_probe(engine: Any, units: Sequence[Any], n: int, *, concurrency: int = 1
     if not flat:
         return info
     t0 = time.perf_counter()
+    bars = getattr(engine, "use_tqdm", None)
+    if bars:
+        engine.use_tqdm = False  # no progress bar per one-request call
+    try:
+        _send(engine, flat, concurrency, journal, info, run_id=run_id, model=model)
+    finally:
+        if bars:
+            engine.use_tqdm = bars
+    info["wall_s"] = round(time.perf_counter() - t0, 3)
+    return info
+
+
+def _send(engine: Any, flat: list[Any], concurrency: int, journal: Any, info: dict, *, run_id: str,
+          model: str) -> None:
     engine.generate(list(flat[0].requests))  # warm-up, discarded
     # waves of `concurrency` units, in the interleaved order; each wave is one call (arriving together)
     for w, start in enumerate(range(0, len(flat), concurrency)):
@@ -103,5 +117,3 @@ def run_probe(engine: Any, units: Sequence[Any], n: int, *, concurrency: int = 1
         journal.append(rows)
         info["requests"] += len(reqs)
     _reset_prefix_cache(engine)
-    info["wall_s"] = round(time.perf_counter() - t0, 3)
-    return info
