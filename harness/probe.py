@@ -49,7 +49,8 @@ def probe_plan(units: Sequence[Any], n: int) -> list[list[Any]]:
 
 
 def _reset_prefix_cache(engine: Any) -> bool:
-    reset = getattr(engine, "reset_prefix_cache", None)
+    """BackendBase.reset_prefix_cache (False where the backend cannot: a server keeps its cache)."""
+    reset = getattr(engine, "reset_prefix_cache", None)  # a backend outside BackendBase may lack it
     return bool(reset()) if callable(reset) else False
 
 
@@ -81,8 +82,7 @@ def run_probe(engine: Any, units: Sequence[Any], n: int, *, concurrency: int = 1
     rounds = probe_plan(todo, n)
     flat = [u for r in rounds for u in r]
     info = {"items_per_group": n, "concurrency": concurrency, "order": "groups take turns, item by item",
-            "prefix_cache": "emptied before each call" if hasattr(engine, "reset_prefix_cache") else "as is",
-            "groups_already_probed": len(done), "requests": 0, "wall_s": 0.0}
+            "prefix_cache": "as is", "groups_already_probed": len(done), "requests": 0, "wall_s": 0.0}
     if not flat:
         return info
     t0 = time.perf_counter()
@@ -101,6 +101,8 @@ def run_probe(engine: Any, units: Sequence[Any], n: int, *, concurrency: int = 1
 def _send(engine: Any, flat: list[Any], concurrency: int, journal: Any, info: dict, *, run_id: str,
           model: str) -> None:
     engine.generate(list(flat[0].requests))  # warm-up, discarded
+    if _reset_prefix_cache(engine):
+        info["prefix_cache"] = "emptied before each call"
     # waves of `concurrency` units, in the interleaved order; each wave is one call (arriving together)
     for w, start in enumerate(range(0, len(flat), concurrency)):
         wave = flat[start:start + concurrency]

@@ -83,7 +83,7 @@ def test_probe_waves_at_a_concurrency_and_a_resumed_run_does_not_probe_again(tmp
 
 
 def test_cached_rows_are_flagged_and_in_no_time_figure(tmp_path):
-    kw = dict(limit=4, progress=False, cache_dir=tmp_path / "cache", latency_probe=0)
+    kw = dict(limit=4, progress=False, cache_dir=tmp_path / "cache", latency_probe=0, report=True)
     harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(_slow(0.01)), out=tmp_path / "a", **kw)
     harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(_slow(0.01)), out=tmp_path / "b", **kw)
     s = pd.read_csv(tmp_path / "b" / "summary.csv").iloc[0]
