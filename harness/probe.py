@@ -24,9 +24,11 @@ from typing import Any, Sequence
 from .errors import ConfigError
 from .records import Completion
 
-# Per (task, strategy). 3 gives a median that is not a single request and costs, on the default
-# suite on 2 CPU cores, well under the 25 % wall-time budget (bench row PROBE, docs/measures.md).
-DEFAULT_PROBE = 3
+# Per (task, strategy). Measured on 2 CPU cores (docs/measures.md): one probe item costs about as much as
+# its whole group's batched call (a decode step takes nearly the same time for 1 or 50 sequences), so
+# every item per group adds roughly 0.4-0.7x the batch's wall time. 1 is the smallest default that still
+# measures every strategy; raise N for a distribution (p95), or set 0 to turn it off.
+DEFAULT_PROBE = 1
 
 
 def check_probe_args(n: int, concurrency: int) -> None:

@@ -148,7 +148,7 @@ def _answering(correct_every: int = 2):
 def test_run_writes_the_three_files_with_the_columns(tmp_path):
     backend = ScriptedBackend(_answering(2))
     df = harness.run(["multistep_arithmetic"], ["zero_shot", "few_shot:k=2"], backend=backend, limit=10,
-                     out=tmp_path / "r", progress=False, write_report=False)
+                     out=tmp_path / "r", progress=False, write_report=False, latency_probe=3)
     # one batched call per (task, strategy) group, then the probe: a warm-up and 3 items per group, one at a time
     assert backend.calls == [10, 10] + [1] * 7
     run_dir = tmp_path / "r"
