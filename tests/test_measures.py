@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 import harness
-from harness.backends.vllm import to_chat_messages, to_sampling_params
+from harness.backends.chat import to_chat_messages
+from harness.backends.vllm import to_sampling_params
 from harness.runner import build_units
 from harness.strategies import parse_strategy
 from harness.tasks import load_task
