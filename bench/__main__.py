@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX", "P7")
+GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX", "PROBE", "P7")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             print("[bench] P5 (harness only, scripted backend)", flush=True)
             rows.extend(harness_only.run(quick=a.quick, baseline=_baseline(a.p5_before, tmp) if a.p5_before else None))
             save("running")
-        if only & {"P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX"}:
+        if only & {"P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX", "PROBE"}:
             from . import engine
             rows.extend(engine.run(quick=a.quick, only=only, folder=tmp,
                                    log=lambda m: print(m, file=sys.stderr, flush=True)))

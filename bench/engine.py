@@ -63,7 +63,7 @@ def p1(s: Settings, backend: Any) -> tuple[list[Row], RawBaseline]:
         fresh_prefix_cache(backend)
         clock, df = clocked(lambda: harness.run(list(P1_TASKS), list(P1_STRATEGIES), backend=backend,
                                                 limit=limit, out=s.out("p1"), progress=False,
-                                                report=False, cache=False))
+                                                report=False, cache=False, latency_probe=0))
         frames.append(df)
         return clock
 
@@ -80,7 +80,7 @@ def p1(s: Settings, backend: Any) -> tuple[list[Row], RawBaseline]:
     # the same run as the CLI does it by default: with the HTML/Markdown report
     fresh_prefix_cache(backend)
     t, _ = timed(lambda: harness.run(list(P1_TASKS), list(P1_STRATEGIES), backend=backend, limit=limit,
-                                     out=s.out("p1r"), progress=False, report=True, cache=False))
+                                     out=s.out("p1r"), progress=False, report=True, cache=False, latency_probe=0))
     rows.append(Row("P1r", "harness.run with report=True / raw LLM.chat, wall", ratio(t, best(tr).wall),
                     None, detail={"harness_report_s": t}, note=f"{t:.2f} s incl. the report with plots"))
     return rows, baseline
@@ -146,12 +146,16 @@ def run(*, quick: bool, only: set[str], folder: Path, log=print) -> list[Row]:
         if want("CTX") and not quick:
             log("[bench] CTX")
             rows.extend(engine_decode.ctx(s, backend))
+        if want("PROBE"):
+            from . import measures
+            log("[bench] PROBE")
+            rows.extend(measures.run(backend, quick=quick, out=s.out))
 
     def b32(backend: Any, _: float) -> None:
         rows.extend(engine_prefix.p2(s, backend, tag="B32-P2"))
         rows.extend(engine_prefix.p3_rows(s, engine_prefix.p3_run(s, backend), p3_off, tag="B32-P3"))
 
-    if want("P1", "P2", "P3", "P4", "SPEC", "COMPILE", "CTX"):
+    if want("P1", "P2", "P3", "P4", "SPEC", "COMPILE", "CTX", "PROBE"):
         with_engine("default (eager, prefix caching on, block 128)", main_engine)
     if want("P3"):
         with_engine("prefix caching off", lambda b, _: p3_off.update(engine_prefix.p3_run(s, b)),

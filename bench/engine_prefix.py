@@ -120,7 +120,7 @@ def p3_run(s: Settings, backend: Any) -> dict[str, Timed]:
             before = backend.stats()
             clock, _ = clocked(lambda: harness.run([task], [strategy], backend=backend, limit=limit,
                                                    out=s.out("p3"), progress=False, write_report=False,
-                                                   cache=False))
+                                                   cache=False, latency_probe=0))
             d = stats_delta(before, backend.stats())
             clocks.append(clock)
             q = d.get("prefix_cache_queries", 0)

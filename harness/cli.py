@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--chunk-size", type=_positive, default=None, help="requests per engine call (default 512)")
     r.add_argument("--prices", default=None, help="price table YAML ($ per 1M tokens per model)")
     r.add_argument("--price", action="append", default=[], help="MODEL=input,cached_input,output")
+    r.add_argument("--hourly-usd", type=float, default=None, metavar="X",
+                   help="$ per hour of the machine the model runs on: $ per example = engine s per example x X / 3600")
+    r.add_argument("--latency-probe", type=int, default=None, metavar="N",
+                   help="after the batch, send N items per task x strategy one at a time to measure single-request "
+                        "latency (default 1; 0 = off; see docs/measures.md)")
+    r.add_argument("--probe-concurrency", type=_positive, default=1, metavar="C",
+                   help="send the probe's items C at a time (latency under load; server backends)")
     r.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     r.add_argument("--check-determinism", action="store_true",
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
@@ -137,7 +144,8 @@ def cmd_run(a) -> int:
     kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
                   price_table=prices, progress=not a.quiet, cache=not a.no_cache, cache_dir=a.cache_dir,
-                  force=a.force)
+                  force=a.force, latency_probe=a.latency_probe, probe_concurrency=a.probe_concurrency,
+                  hourly_usd=a.hourly_usd)
     if a.chunk_size:
         kwargs["chunk_size"] = a.chunk_size
     if a.check_determinism:

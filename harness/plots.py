@@ -86,7 +86,7 @@ def accuracy_plot(summary: pd.DataFrame) -> list[Plot]:
                  _png(fig))]
 
 
-def tradeoff_plot(summary: pd.DataFrame, xcol: str, xlabel: str, *, pid: str, title: str) -> list[Plot]:
+def tradeoff_plot(summary: pd.DataFrame, xcol: str, xlabel: str, *, pid: str, title: str, how: str = "") -> list[Plot]:
     """Accuracy vs a cost (tokens, latency or $): the Pareto frontier (lower cost, higher accuracy)
     is joined by a line; dominated strategies are grey and labelled '(dominated)'."""
     x_all = _num(summary, xcol)
@@ -119,14 +119,17 @@ def tradeoff_plot(summary: pd.DataFrame, xcol: str, xlabel: str, *, pid: str, ti
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    return [Plot(pid, title, "Blue points are on the Pareto frontier (no other strategy is both cheaper and more "
-                 "accurate); grey points are dominated. Vertical bars: 95 % CIs. The frontier uses point "
-                 "estimates; see the significance table before trusting small gaps.", _png(fig))]
+    return [Plot(pid, title, (how + " " if how else "") + "Blue points are on the Pareto frontier (no other strategy "
+                 "is both cheaper and more accurate); grey points are dominated. Vertical bars: 95 % CIs. The frontier "
+                 "uses point estimates; see the significance table before trusting small gaps.", _png(fig))]
 
 
 # -- latency --------------------------------------------------------------------------------
-def latency_plot(preds: pd.DataFrame) -> list[Plot]:
-    lat = _num(preds, "latency_s")
+def latency_plot(preds: pd.DataFrame, col: str = "latency_s", *, xlabel: str = "single-request latency (s)",
+                 title: str = "Single-request latency (latency probe)", caption: str = "") -> list[Plot]:
+    """Distributions of a per-request time by strategy: the probe's latency, or (runs without a probe)
+    the request time in the batch, labelled as such."""
+    lat = _num(preds, col)
     p = preds.assign(_lat=lat)[lat.notna()]
     if p.empty or not (p["_lat"] > 0).any():
         return []
@@ -141,12 +144,11 @@ def latency_plot(preds: pd.DataFrame) -> list[Plot]:
         except TypeError:  # matplotlib < 3.10
             ax.boxplot(data, vert=False)
         ax.set_yticks(range(1, len(groups) + 1), [variant_label(s, m, multi) for (s, m), _ in groups])
-        ax.set_xlabel("latency per example (s)")
+        ax.set_xlabel(xlabel)
         ax.set_title(task)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return [Plot("plot-latency", "Latency distributions",
-                 "Per-example request latency (box: quartiles; whiskers: 1.5 IQR; points: outliers).", _png(fig))]
+    return [Plot("plot-latency", title, caption + " Box: quartiles; whiskers: 1.5 IQR; points: outliers.", _png(fig))]
 
 
 # -- self-consistency -----------------------------------------------------------------------
@@ -227,11 +229,11 @@ def context_plot(preds: pd.DataFrame) -> list[Plot]:
     if p["bucket"].nunique() < 2:
         return []
     p["_ok"] = p["correct"].fillna(False).astype(bool)
-    p["_lat"] = _num(p, "latency_s")
+    p["_lat"] = _num(p, "batch_latency_s")
     multi = _multi(p)
     has_lat = bool((p["_lat"] > 0).any())
     fig, axes = _grid(2 if has_lat else 1)
-    panels = [("accuracy", "_ok", "mean")] + ([("median latency (s)", "_lat", "median")] if has_lat else [])
+    panels = [("accuracy", "_ok", "mean")] + ([("median time in batch (s)", "_lat", "median")] if has_lat else [])
     for ax, (ylabel, col, how) in zip(axes, panels):
         for (s, m), g in p.groupby(["strategy", "model"]):
             pts = g.groupby("bucket")[col].agg(how)
@@ -246,19 +248,47 @@ def context_plot(preds: pd.DataFrame) -> list[Plot]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return [Plot("plot-context", "Context-length sweep (needle in a haystack)",
-                 "needle* rows bucketed by prompt length.", _png(fig))]
+                 "needle* rows bucketed by prompt length. Time in batch: arrival -> last token inside the run's "
+                 "batched engine call (queueing included; docs/measures.md).", _png(fig))]
 
 
-def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | None) -> list[Plot]:
+PROBE_HOW = ("Single-request latency, measured by the latency probe: the first items of each strategy sent "
+             "{conc} to the same engine after the batch, prefix cache emptied before each (docs/measures.md).")
+THROUGHPUT_HOW = ("Throughput cost, measured: the wall time of the strategy's own batched engine calls divided by its "
+                  "examples (cached rows left out).")
+BATCH_HOW = ("Request time in this batch: arrival -> last token inside the run's batched engine call, so it "
+             "includes queueing behind the batch mates; it is not single-request latency (no probe in this run).")
+
+
+def _probe_how(probes: pd.DataFrame | None) -> str:
+    conc = int(_num(probes, "probe_concurrency").max()) if probes is not None and len(probes) else 1
+    return PROBE_HOW.format(conc="one at a time" if conc <= 1 else f"{conc} at a time")
+
+
+def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | None,
+              probes: pd.DataFrame | None = None) -> list[Plot]:
     s = summary.copy()
     s["mean_total_tokens"] = _num(s, "mean_prompt_tokens").fillna(0) + _num(s, "mean_completion_tokens").fillna(0)
     s.loc[_num(s, "mean_prompt_tokens").isna() & _num(s, "mean_completion_tokens").isna(), "mean_total_tokens"] = np.nan
-    lat = "latency_p50_s" if "latency_p50_s" in s else "mean_latency_s"
+    has_probe = probes is not None and not probes.empty and _num(probes, "latency_s").notna().any()
+    if has_probe:
+        dist = latency_plot(probes, "latency_s", caption=_probe_how(probes))
+    else:
+        fresh = preds[~preds["cached"].fillna(False).astype(bool)] if "cached" in preds else preds
+        dist = latency_plot(fresh, "batch_latency_s", xlabel="request time in this batch (s)",
+                            title="Request time in this batch (not single-request latency)", caption=BATCH_HOW)
     return [
         *accuracy_plot(s),
         *tradeoff_plot(s, "mean_total_tokens", "mean prompt + completion tokens per example", pid="plot-tokens",
-                       title="Accuracy vs tokens"),
-        *tradeoff_plot(s, lat, "median latency per example (s)", pid="plot-latency-front", title="Accuracy vs latency"),
-        *tradeoff_plot(s, "cost_per_example_usd", "cost per example ($)", pid="plot-cost", title="Accuracy vs cost"),
-        *latency_plot(preds), *majk_plot(majk), *guided_plot(preds), *context_plot(preds),
+                       title="Accuracy vs tokens", how="Tokens: mean prompt + completion tokens per example."),
+        *tradeoff_plot(s, "probe_latency_p50_s", "single-request latency p50 (s), latency probe",
+                       pid="plot-latency-front", title="Accuracy vs single-request latency (probe p50)",
+                       how=_probe_how(probes)),
+        *tradeoff_plot(s, "engine_s_per_example", "engine seconds per example at full batch (measured)",
+                       pid="plot-throughput", title="Accuracy vs throughput cost (engine s per example)",
+                       how=THROUGHPUT_HOW),
+        *tradeoff_plot(s, "cost_per_example_usd", "cost per example ($)", pid="plot-cost", title="Accuracy vs cost ($)",
+                       how="$ per example: throughput cost x the hourly price for a self-hosted model with "
+                           "hourly_usd, else token counts x the token prices."),
+        *dist, *majk_plot(majk), *guided_plot(preds), *context_plot(preds),
     ]

@@ -1,9 +1,14 @@
-"""Price tables: $ per 1M input, cached-input and output tokens, per model.
+"""Price tables: $ per 1M input, cached-input and output tokens (API models), or $ per hour of the
+machine (self-hosted models), per model.
 
 YAML or JSON:
-    SmolLM2-135M-Instruct: {input: 0.02, cached_input: 0.01, output: 0.04}
+    gpt-4o-mini: {input: 0.15, cached_input: 0.075, output: 0.60}
+    SmolLM2-135M-Instruct: {hourly_usd: 2.50}   # a rented GPU: $ per example = engine s / 3600 x 2.50
     "*": {input: 0.1, output: 0.2}          # fallback for any model
-On the command line: --price MODEL=input,cached_input,output (numbers in $ per 1M tokens).
+On the command line: --price MODEL=input,cached_input,output (numbers in $ per 1M tokens), and
+--hourly-usd X for the run's model (wins over the table). With an hourly price, a row's `cost_usd` is its
+share of the group's measured engine time x the hourly price (docs/measures.md); token prices are not
+used for that model.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, suggest
 
@@ -21,16 +26,25 @@ DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "prices.yaml"  # used 
 
 class Price(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    input: float
-    output: float
+    input: float = 0.0
+    output: float = 0.0
     cached_input: float | None = None
+    hourly_usd: float | None = None  # self-hosted: $ per hour of the machine the engine runs on
 
-    @field_validator("input", "output", "cached_input")
+    @field_validator("input", "output", "cached_input", "hourly_usd")
     @classmethod
     def non_negative(cls, v):
-        if v is not None and (v < 0 or math.isnan(v)):
-            raise ValueError("must be a non-negative number of $ per 1M tokens")
+        if v is not None and (v < 0 or math.isnan(v) or math.isinf(v)):
+            raise ValueError("must be a non-negative number ($ per 1M tokens, or $ per hour)")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def some_price(cls, data):
+        if isinstance(data, dict) and set(data) <= set(cls.model_fields) \
+                and not ({"input", "output"} <= set(data) or "hourly_usd" in data):
+            raise ValueError("give input and output ($ per 1M tokens) or hourly_usd ($ per hour)")
+        return data
 
 
 def load_price_table(path: str | Path) -> dict[str, Price]:
@@ -60,8 +74,9 @@ def parse_price_table(raw, *, where: str) -> dict[str, Price]:
             errs = exc.errors()
             err = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])
             key = ".".join(str(x) for x in err["loc"])
-            fix = suggest(key, Price.model_fields) if err["type"] == "extra_forbidden" else "use $ per 1M tokens >= 0"
-            raise ConfigError(err["msg"], where=where, field=f"{model}.{key}", fix=fix) from None
+            fix = suggest(key, Price.model_fields) if err["type"] == "extra_forbidden" else (
+                "write {input: X, output: Y} or {hourly_usd: Z}" if not key else "use $ per 1M tokens (or $ per hour) >= 0")
+            raise ConfigError(err["msg"], where=where, field=f"{model}.{key}" if key else str(model), fix=fix) from None
     return out
 
 
@@ -80,6 +95,21 @@ def parse_price_flag(text: str) -> dict[str, Price]:
     if len(vals) == 3:
         entry["cached_input"] = vals[1]
     return parse_price_table({model: entry}, where="--price")
+
+
+def check_hourly(value: float | None) -> None:
+    if value is not None and (value < 0 or math.isnan(value) or math.isinf(value)):
+        raise ConfigError(f"bad hourly price {value}", where="command line", field="--hourly-usd",
+                          fix="give a non-negative number of $ per hour, e.g. --hourly-usd 2.50")
+
+
+def hourly_price(table: dict[str, Price] | None, model: str, override: float | None = None) -> float | None:
+    """$ per hour for a self-hosted model: --hourly-usd, else the table's entry (or "*"), else None."""
+    if override is not None:
+        check_hourly(override)
+        return float(override)
+    price = (table or {}).get(model) or (table or {}).get("*")
+    return price.hourly_usd if price is not None else None
 
 
 def cost_function(table: dict[str, Price]) -> Callable[[str, int, int, int], float | None]:

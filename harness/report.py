@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from .paired import pairs_table
-from .report_format import _col, _missing, _num, fnum, fp, fusd, pct, with_totals
+from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, pct, with_totals
 from .results import PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic, write_text_atomic
 from .stats import summarize
 
@@ -41,6 +41,7 @@ class Bundle:
     summary: pd.DataFrame
     majk: pd.DataFrame
     runs: list[dict] = field(default_factory=list)
+    probes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,20 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("acc_norm", "accuracy_norm", pct), ("schema valid", "schema_valid_rate", pct),
         ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
         ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
-        ("$ / example", "cost_per_example_usd", fusd), ("$ total", "total_cost_usd", fusd),
-        ("latency p50 (s)", "latency_p50_s", lambda v: fnum(v, 3)),
-        ("latency p95 (s)", "latency_p95_s", lambda v: fnum(v, 3)),
-        ("TTFT p50 (s)", "ttft_p50_s", lambda v: fnum(v, 3)), ("TTFT p95 (s)", "ttft_p95_s", lambda v: fnum(v, 3)),
+        ("cached rows", "cached_rows", lambda v: fnum(v, 0) if _num(v) > 0 else "–"),
+        ("probe latency p50 (s)", "probe_latency_p50_s", lambda v: fnum(v, 3)),
+        ("probe latency p95 (s)", "probe_latency_p95_s", lambda v: fnum(v, 3)),
+        ("probe TTFT p50 (s)", "probe_ttft_p50_s", lambda v: fnum(v, 3)),
+        ("probe TTFT p95 (s)", "probe_ttft_p95_s", lambda v: fnum(v, 3)),
+        ("engine s / example", "engine_s_per_example", lambda v: fnum(v, 3)),
+        ("tok/s (batch)", "tokens_per_s", lambda v: fnum(v, 0)),
+        ("$ / 1k examples", "cost_per_example_usd", lambda v: fusd(1000 * _num(v))), ("$ total", "total_cost_usd", fusd),
+        ("time in batch p50 (s)", "batch_latency_p50_s", lambda v: fnum(v, 3)),
+        ("time in batch p95 (s)", "batch_latency_p95_s", lambda v: fnum(v, 3)),
     ]
     core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
-    keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any())]
+    keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any()
+                                                 and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any()))]
     rows = []
     for r in summary.to_dict("records"):
         rows.append([fmt(r) if src is None else ("–" if _missing(r.get(src)) else fmt(r.get(src)))
@@ -119,13 +127,13 @@ def _cheapest_sentence(g: pd.DataFrame, pairs: pd.DataFrame, best: str, *, use_u
 def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
     """One plain-words verdict per task x model: best strategy, whether it beats the runner-up
     (Holm-adjusted exact McNemar), and the cheapest strategy not significantly worse than the best
-    (by $ per example when every strategy has a cost, else by mean prompt + completion tokens)."""
+    (by $ per example when any price is set, else by mean prompt + completion tokens)."""
     s = with_totals(summary)
     s = s[_col(s, "accuracy").notna()]
     out = []
     for (task, model), g in s.groupby(["task", "model"], sort=True):
-        use_usd = ("cost_per_example_usd" in g and g["cost_per_example_usd"].notna().all()
-                   and g["cost_per_example_usd"].gt(0).any())  # all-$0 (self-hosted): compare tokens
+        # $ whenever a price is set (token prices or an hourly price); all-$0 (self-hosted, unpriced): tokens
+        use_usd = bool(_col(g, "cost_per_example_usd").gt(0).any())
         g = g.assign(_cost=_col(g, "cost_per_example_usd" if use_usd else "mean_total_tokens"))
         g = g.sort_values(["accuracy", "_cost", "strategy"], ascending=[False, True, True])
         best = g.iloc[0]
@@ -213,19 +221,21 @@ def runs_side_by_side(runs: list[dict], preds: pd.DataFrame) -> tuple[list[str],
     settings = [{k: _val(v) for k, v in (r.get("engine") or {}).items()} for r in runs]
     keys = sorted({k for st in settings for k in st})
     differing = [k for k in keys if len({st.get(k) for st in settings}) > 1]
-    head = ["run", "rows", "wall (s)", "completion tok/s", "latency p50 (s)", "latency p95 (s)",
-            "prefix-cache hit rate"] + differing
+    head = ["run", "rows", "cached rows", "wall (s)", "completion tok/s", "time in batch p50 (s)",
+            "time in batch p95 (s)", "prefix-cache hit rate"] + differing
     rows = []
     for r, st in zip(runs, settings):
         rid = str(r.get("run_id", ""))
         g = preds[preds["run_id"].astype(str) == rid] if "run_id" in preds else preds
+        cached = g["cached"].fillna(False).astype(bool) if "cached" in g else pd.Series(False, index=g.index)
+        fresh = g[~cached]  # rows answered from the request cache took no engine time in this run
         wall = r.get("wall_s")
-        ctoks = pd.to_numeric(g.get("completion_tokens"), errors="coerce").sum() if len(g) else 0
-        lat = pd.to_numeric(g.get("latency_s"), errors="coerce").dropna() if len(g) else pd.Series(dtype=float)
+        ctoks = _col(fresh, "completion_tokens").sum()
+        lat = _col(fresh, "batch_latency_s").dropna()
         es = r.get("engine_stats") or {}
         hit = (es.get("prefix_cache_hits", 0) / es["prefix_cache_queries"]) if es.get("prefix_cache_queries") else None
-        rows.append([rid, str(len(g)), fnum(wall, 1) if wall else "–",
-                     fnum(ctoks / wall, 1) if wall else "–",
+        rows.append([rid, str(len(g)), str(int(cached.sum())), fnum(wall, 1) if wall else "–",
+                     fnum(ctoks / wall, 1) if wall and len(fresh) else "– (all cached)" if len(g) else "–",
                      fnum(lat.quantile(0.5), 2) if len(lat) else "–", fnum(lat.quantile(0.95), 2) if len(lat) else "–",
                      pct(hit) if hit is not None else "–"] + [st.get(k, "–") for k in differing])
     return head, rows
@@ -260,7 +270,8 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
     rhead, rrows = runs_side_by_side(b.runs, b.preds)
     return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
-            "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk),
+            "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk, b.probes),
+            "measures_note": MEASURES_NOTE,
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
             "alpha": ALPHA, "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)]}
 
@@ -294,7 +305,8 @@ def render_md(ctx: dict) -> str:
     parts = [f"# {_md_cell(ctx['title'])}", "", f"Generated {ctx['generated']}. Plots and examples are in "
              "report.html.", "", "## Verdict", ""]
     parts += [f"- {_md_cell(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
-    parts += ["", "## Summary", "", _md_table(ctx["summary_head"], ctx["summary_rows"]), "",
+    parts += ["", "## Summary", "", _md_cell(ctx["measures_note"]), "",
+              _md_table(ctx["summary_head"], ctx["summary_rows"]), "",
               "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error; "
               f"Holm-adjusted across the pairs of a task; significant at p < {ctx['alpha']}.", ""]
     parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else "No pairs.", ""]
@@ -345,17 +357,18 @@ def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = No
     data = load_run(run_dir)
     d = Path(run_dir)
     preds = _complete(data["predictions"])
-    summary = data["summary"] if not data["summary"].empty else summarize(preds)
+    summary = data["summary"] if not data["summary"].empty else summarize(preds, data["probes"])
     run = data["run"]
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
-    return _write(Bundle(title, preds, summary, _majk(d), [run]), d, sections)
+    return _write(Bundle(title, preds, summary, _majk(d), [run], data["probes"]), d, sections)
 
 
-def _relabel(frames: list[pd.DataFrame], run_ids: list[str]) -> list[pd.DataFrame]:
+def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataFrame] | None = None) -> list[pd.DataFrame]:
     """Where the same task x strategy x model is in several runs (two template versions, say), the
-    strategy becomes 'strategy@run_id' so the runs stay apart and are compared pairwise."""
+    strategy becomes 'strategy@run_id' so the runs stay apart and are compared pairwise. `like`: decide
+    which groups are shared from these frames instead (the probes follow the predictions)."""
     keys = [set(map(tuple, f[["task", "strategy", "model"]].astype(str).to_numpy())) if not f.empty else set()
-            for f in frames]
+            for f in (like if like is not None else frames)]
     counts: dict[tuple, int] = {}
     for ks in keys:
         for k in ks:
@@ -383,7 +396,10 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     ids = [rid if ids.count(rid) == 1 else f"{rid}#{i}" for i, rid in enumerate(ids)]
     preds = _complete(pd.concat(_relabel([_complete(x["predictions"]) for x in datas], ids), ignore_index=True))
     majk = pd.concat(_relabel([_majk(Path(x["dir"])) for x in datas], ids), ignore_index=True)
+    probes = pd.concat(_relabel([x["probes"] for x in datas], ids, like=[x["predictions"] for x in datas]),
+                       ignore_index=True)
     if out is None:
         out = RESULTS_DIR / new_run_id("compare-")
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
-    return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas]), Path(out), sections)
+    return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes), Path(out),
+                  sections)

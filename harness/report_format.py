@@ -51,3 +51,13 @@ def with_totals(summary: pd.DataFrame) -> pd.DataFrame:
     pt, ct = _col(s, "mean_prompt_tokens"), _col(s, "mean_completion_tokens")
     s["mean_total_tokens"] = (pt.fillna(0) + ct.fillna(0)).where(pt.notna() | ct.notna())
     return s
+
+
+MEASURES_NOTE = (  # the report's definitions of its time and cost columns (docs/measures.md)
+    "Probe latency / TTFT: single-request latency, measured by sending a few items of each strategy "
+    "one at a time to the engine (--latency-probe). Engine s / example: throughput cost, the measured "
+    "wall time of the strategy's own batched engine calls per example; tok/s is prompt + completion "
+    "tokens over that time. $ / 1k examples: engine s × the hourly price (self-hosted), else token "
+    "prices. Time in batch: arrival → last token inside the batch, queueing included (not a latency). "
+    "Cached rows (answered from the request cache) are in none of the time or cost figures. "
+    "See docs/measures.md.")

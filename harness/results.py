@@ -8,6 +8,8 @@ results/<run_id>/
   predictions.parquet   one row per task x strategy x model x example   (built from the journal)
   samples.parquet       one row per generated sample (self-consistency)  (built from the journal)
   summary.csv           one row per task x strategy x model
+  probe.jsonl           the latency probe's rows (flagged probe = true; never scored), appended per call
+  probes.parquet        the same, built from probe.jsonl (docs/measures.md)
   majk.csv              maj@k for every k when self-consistency ran
 
 A torn line (a crash mid-write) is ignored on read, so a journal is always readable; a line that is
@@ -32,13 +34,24 @@ from .errors import ConfigError
 
 PREDICTION_COLUMNS = [
     "run_id", "task", "strategy", "model", "example_id", "template", "template_hash", "backend",
-    "answer_mode", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "latency_s", "ttft_s", "itl_s",
+    "answer_mode", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+    "batch_latency_s", "batch_ttft_s", "batch_itl_s", "engine_s_share",
     "finish_reason", "output", "answer", "gold", "correct", "correct_norm", "parse_ok", "error", "cached",
     "n_samples", "votes", "agreement", "tie_rule", "json_valid", "schema_valid", "field_em", "field_f1",
     "cost_usd", "flops", "decoding", "prompt", "unit_id",
 ]
 SAMPLE_COLUMNS = ["run_id", "task", "strategy", "model", "example_id", "sample_idx", "output", "answer",
                   "parse_ok", "completion_tokens", "cumulative_logprob", "finish_reason"]
+PROBE_COLUMNS = [
+    "run_id", "task", "strategy", "model", "example_id", "probe", "probe_concurrency", "wave", "prompt_tokens",
+    "completion_tokens", "cached_prompt_tokens", "latency_s", "ttft_s", "tpot_s", "wall_s", "finish_reason",
+    "error",
+]
+# Columns renamed by issue 14: request times measured inside a batch are not latencies (docs/measures.md).
+RENAMED_PREDICTION_COLUMNS = {"latency_s": "batch_latency_s", "ttft_s": "batch_ttft_s", "itl_s": "batch_itl_s"}
+RENAMED_SUMMARY_COLUMNS = {"mean_latency_s": "batch_latency_mean_s", "latency_p50_s": "batch_latency_p50_s",
+                           "latency_p95_s": "batch_latency_p95_s", "ttft_p50_s": "batch_ttft_p50_s",
+                           "ttft_p95_s": "batch_ttft_p95_s"}
 KEY = ["task", "strategy", "model", "example_id"]
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 RESULTS_DIR = Path("results")  # relative to the working directory, as `harness run` prints it
@@ -171,8 +184,26 @@ def frames_from_journal(entries: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame
     return preds[PREDICTION_COLUMNS + extra], samples
 
 
+def upgrade_columns(df: pd.DataFrame, renamed: dict[str, str]) -> pd.DataFrame:
+    """A frame written before a column was renamed, with the new names (old run folders stay readable)."""
+    old = {k: v for k, v in renamed.items() if k in df.columns and v not in df.columns}
+    return df.rename(columns=old) if old else df
+
+
+def probes_from_journal(path: Path) -> pd.DataFrame:
+    rows = [e["p"] for e in Journal(path).read()] if path.exists() else []
+    df = pd.DataFrame(rows, columns=PROBE_COLUMNS if not rows else None)
+    for col in PROBE_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    if len(df):
+        df = df.sort_values(KEY, kind="stable").reset_index(drop=True)
+    return df
+
+
 def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """Read a run folder back: {'run': run.json, 'predictions': df, 'samples': df, 'summary': df}."""
+    """Read a run folder back: {'run': run.json, 'predictions': df, 'samples': df, 'summary': df,
+    'probes': df}. Frames of older runs get today's column names."""
     d = Path(run_dir)
     if not (d / "run.json").is_file():
         raise ConfigError("not a run folder (no run.json)", where=str(d), fix="pass a folder written by harness run")
@@ -182,8 +213,11 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         out[name] = pd.read_parquet(p) if p.exists() else pd.DataFrame()
     if out["predictions"].empty and (d / "journal.jsonl").exists():
         out["predictions"], out["samples"] = frames_from_journal(Journal(d / "journal.jsonl").read())
+    out["predictions"] = upgrade_columns(out["predictions"], RENAMED_PREDICTION_COLUMNS)
     s = d / "summary.csv"
-    out["summary"] = pd.read_csv(s) if s.exists() else pd.DataFrame()
+    out["summary"] = upgrade_columns(pd.read_csv(s) if s.exists() else pd.DataFrame(), RENAMED_SUMMARY_COLUMNS)
+    p = d / "probes.parquet"
+    out["probes"] = pd.read_parquet(p) if p.exists() else probes_from_journal(d / "probe.jsonl")
     return out
 
 

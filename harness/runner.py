@@ -12,26 +12,22 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from .backends.base import Backend, check_backend, stats_delta
-from .backends.chat import message_dicts
 from .errors import ConfigError
 from .identity import check_distinct, model_identity, plan_units
 from .procs import deferred
 from .provenance import templates_used, versions
-from .records import Completion, Example, Request, Sampling
 from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_from_journal, run_folder,
                       write_frame_atomic, write_json_atomic)
-from .scoring import score
 from .strategies import Strategy
 from .suite import parse_strategies, suite_config  # noqa: F401 - parse_strategies: its old home
+from .units import Unit, build_units, make_row  # noqa: F401 - build_units, make_row: their old home
 from .tasks import Task
 
 DEFAULT_CHUNK = 512  # requests per engine call; a run of up to this many requests is one batched call
@@ -39,83 +35,18 @@ __all__ = ["run", "build_units", "make_row", "finalize", "resume_args", "stats_d
            "DEFAULT_CHUNK", "RESULTS_DIR"]
 
 
-@dataclass(frozen=True)
-class Unit:
-    task: Task
-    strategy: Strategy
-    example: Example
-    requests: tuple[Request, ...]
-
-
-def build_units(tasks: Sequence[Task], strategies: Sequence[Strategy], *, limit: int | None,
-                seed: int) -> list[Unit]:
-    units = []
-    for task in tasks:
-        examples = task.examples[: (limit or task.spec.limit or len(task.examples))]
-        for strat in strategies:
-            variant = task.variant(strat.params["template"]) if "template" in strat.params else task
-            for ex in examples:
-                units.append(Unit(variant, strat, ex, tuple(strat.expand(variant, ex, run_seed=seed))))
-    return units
-
-
-_encode_prompt = json.JSONEncoder(ensure_ascii=False).encode  # = json.dumps(x, ensure_ascii=False), built once
-
-
-@lru_cache(maxsize=256)
-def _decoding_json(sampling: Sampling) -> str:
-    """The row's `decoding` column; a run has few distinct Sampling values, so it is serialized once each."""
-    return json.dumps(sampling.as_dict(), sort_keys=True)
-
-
-def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str, backend: str,
-             cost_fn=None, flops_per_token: float | None = None, identity: dict | None = None,
-             label: str | None = None) -> dict:
-    """Reduce a unit's completions to a prediction, score it, and lay it out as one row (+ sample rows)."""
-    task, strat, ex = unit.task, unit.strategy, unit.example
-    spec = label or strat.spec
-    pred = strat.reduce(task, ex, comps)
-    scored = score(task, ex, pred)
-    c = comps[0]
-    req = unit.requests[0]
-    ptoks = c.prompt_tokens
-    ctoks = sum(c.completion_tokens) if c.completion_tokens else (0 if c.error is None else None)
-    row: dict[str, Any] = {
-        "run_id": run_id, "task": task.name, "strategy": spec, "model": model,
-        "example_id": ex.id, "template": task.spec.template, "template_hash": task.template.hash,
-        "backend": backend, "answer_mode": strat.answer_mode(task), "guided": req.output_type is not None,
-        "prompt_tokens": ptoks, "completion_tokens": ctoks, "cached_prompt_tokens": c.cached_prompt_tokens,
-        "latency_s": c.latency_s, "ttft_s": c.ttft_s, "itl_s": c.itl_s,
-        "finish_reason": c.finish_reasons[0] if c.finish_reasons else None,
-        "output": pred.output, "answer": pred.answer, "parse_ok": pred.parse_ok, "error": c.error,
-        "cached": c.cached, "n_samples": len(c.texts) or None,
-        "decoding": _decoding_json(req.sampling),
-        "prompt": _encode_prompt(message_dicts(req.messages)),
-    }
-    row.update(scored)
-    for k in ("votes", "agreement", "tie_rule"):
-        if k in pred.extra:
-            row[k] = pred.extra[k]
-    if cost_fn is not None and ptoks is not None:
-        row["cost_usd"] = cost_fn(model, ptoks, c.cached_prompt_tokens or 0, ctoks or 0)
-    if flops_per_token and ptoks is not None:
-        row["flops"] = flops_per_token * (ptoks + (ctoks or 0))
-    samples = []
-    for s in pred.samples:  # only strategies that sample several answers (self-consistency) fill these
-        samples.append({"run_id": run_id, "task": task.name, "strategy": spec, "model": model,
-                        "example_id": ex.id, "sample_idx": s.idx, "output": s.output, "answer": s.answer,
-                        "parse_ok": s.parse_ok, "completion_tokens": s.completion_tokens,
-                        "cumulative_logprob": s.cumulative_logprob, "finish_reason": s.finish_reason})
-    if identity is None:
-        return {"p": row, "s": samples}
-    row["unit_id"] = identity["id"]
-    return {"p": row, "s": samples, "u": identity}
-
-
-def _chunks(units: list[Unit], size: int):
-    chunk, n = [], 0
+def _chunks(units: list[Unit], size: int, *, by_group: bool = True):
+    """Chunks of at most `size` requests that never mix two (task, strategy) groups, so each engine call's
+    wall time belongs to one group (the throughput cost, docs/measures.md). Units arrive grouped.
+    by_group=False mixes groups in a chunk (the old behaviour, kept for the bench's on/off row)."""
+    chunk, n, key = [], 0, None
     for u in units:
+        k = (u.task.name, u.strategy.spec) if by_group else None
+        if chunk and k != key:
+            yield chunk
+            chunk, n = [], 0
         chunk.append(u)
+        key = k
         n += len(u.requests)
         if n >= size:
             yield chunk
@@ -130,7 +61,9 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         data_dir: str | Path | None = None, out: str | Path | None = None, run_id: str | None = None,
         chunk_size: int | None = None, engine_options: dict | None = None, price_table: dict | None = None,
         progress: bool = True, cache: bool = True, cache_dir: str | Path | None = None,
-        retry_errors: bool = True, force: bool = False, model_name: str | None = None) -> pd.DataFrame:
+        retry_errors: bool = True, force: bool = False, model_name: str | None = None,
+        latency_probe: int | None = None, probe_concurrency: int = 1, hourly_usd: float | None = None,
+        split_groups: bool = True) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
     (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes: the units whose
     content-addressed identity (harness.identity) is in the journal are reused; a unit of the same
@@ -141,8 +74,17 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     `backend`: any object with the contract of harness.backends.base.Backend (the caller closes it);
     None builds the offline vLLM engine from `model` and `engine_options` (and closes it).
     `suite` ({task: [strategy, ...]}) gives each task its own strategies; no tasks, strategies or suite
-    runs the default suite (harness/defaults.py)."""
+    runs the default suite (harness/defaults.py).
+    After the batch, `latency_probe` items per (task, strategy) are sent `probe_concurrency` at a time
+    (default DEFAULT_PROBE, one at a time; 0 = off): see harness/probe.py and docs/measures.md.
+    split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row)."""
+    from .pricing import check_hourly
+    from .probe import DEFAULT_PROBE, check_probe_args, run_probe
     from .suite import plan_strategies, resolve_plan
+
+    latency_probe = DEFAULT_PROBE if latency_probe is None else latency_probe
+    check_probe_args(latency_probe, probe_concurrency)
+    check_hourly(hourly_usd)
 
     suite_plan = resolve_plan(tasks, strategies, suite, data_dir=data_dir)
     task_objs, strat_objs = [t for t, _ in suite_plan], plan_strategies(suite_plan)
@@ -159,7 +101,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     journal = Journal(run_dir / "journal.jsonl")
     previous = journal.read()  # refuses a journal line that is not a unit, before any engine starts
 
-    from .pricing import cost_function
+    from .pricing import cost_function, hourly_price
     cost_fn = cost_function(price_table) if price_table else None
     own_engine = backend is None
     if backend is None:
@@ -169,6 +111,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if model_name:
         engine.model_name = model_name
     model_name = engine.model_name
+    hourly = hourly_price(price_table, model_name, hourly_usd)
     plan = plan_units(units, previous, seed=seed, model=model_identity(engine), retry_errors=retry_errors)
     if plan.conflicts and not force:
         raise plan.refusal(run_dir)
@@ -199,6 +142,10 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                          data_dir=data_dir, chunk_size=chunk_size, model_spec=_model_spec(model, engine),
                          resumed=len(units) - len(pending), pending=len(pending), total=len(units))
         meta["engine_started"] = started
+        meta["pricing"] = {"hourly_usd": hourly, "hourly_source": None if hourly is None else
+                           ("--hourly-usd" if hourly_usd is not None else "price table"),
+                           "token_prices": {k: v.model_dump() for k, v in (price_table or {}).items()
+                                            if k in (model_name, "*")}}
         write_json_atomic(run_dir / "run.json", meta)
         info = meta.get("model_info") or {}
         flops_per_token = 2 * info["active_params"] if info.get("active_params") else None
@@ -210,16 +157,22 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         # collection during the engine's calls walks all of them again.
         gc.freeze()
         try:
-            for chunk in _chunks(pending, max(1, chunk_size)):
+            for chunk in _chunks(pending, max(1, chunk_size), by_group=split_groups):
                 reqs = [r for u in chunk for r in u.requests]
+                t_call = time.perf_counter()
                 comps = backend.generate(reqs)
-                entries, i = [], 0
-                for u in chunk:
+                call_s = time.perf_counter() - t_call
+                bounds = list(_bounds(chunk))
+                fresh = sum(1 for a, b in bounds if not all(c.cached for c in comps[a:b]))
+                # the chunk's engine time, split equally over its units (one group's units when split_groups)
+                share = call_s / fresh if fresh and split_groups else None
+                entries = []
+                for u, (a, b) in zip(chunk, bounds):
                     ident = plan.identity[id(u)]
-                    entries.append(make_row(u, comps[i:i + len(u.requests)], run_id=meta["run_id"], model=model_name,
+                    entries.append(make_row(u, comps[a:b], run_id=meta["run_id"], model=model_name,
                                             backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token,
-                                            identity=ident, label=plan.labels.get(ident["id"])))
-                    i += len(u.requests)
+                                            identity=ident, label=plan.labels.get(ident["id"]), engine_s=share,
+                                            hourly_usd=hourly))
                 journal.append(entries)
                 written.extend(entries)
                 if bar is not None:
@@ -230,8 +183,15 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             gc.unfreeze()
             if bar is not None:
                 bar.close()
+        meta["wall_s"] = round(time.perf_counter() - t0, 3)  # the batch; the probe below is apart
+        if latency_probe and started and not interrupted:
+            try:
+                meta["probe"] = run_probe(engine, units, latency_probe, concurrency=probe_concurrency,
+                                          journal=Journal(run_dir / "probe.jsonl"), run_id=meta["run_id"],
+                                          model=model_name)
+            except KeyboardInterrupt:
+                interrupted = True
         with deferred():  # from here a first signal waits until the engine is closed and the files written
-            meta["wall_s"] = round(time.perf_counter() - t0, 3)
             meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
             meta["engine_stats"] = stats_delta(stats_before, engine.stats())
             if own_engine:
@@ -273,6 +233,14 @@ def _needs_engine(pending: list[Unit], cached) -> bool:
     return len(cached.cache.get_many(keys)) < len(set(keys))
 
 
+def _bounds(chunk: list[Unit]):
+    """(start, end) of each unit's completions in its chunk's flat list."""
+    i = 0
+    for u in chunk:
+        yield i, i + len(u.requests)
+        i += len(u.requests)
+
+
 class RunInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path) -> None:
         super().__init__(str(run_dir))
@@ -291,7 +259,10 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
         preds, samples = frames_from_journal(entries)
     write_frame_atomic(preds, run_dir / "predictions.parquet")
     write_frame_atomic(samples, run_dir / "samples.parquet")
-    write_frame_atomic(summarize(preds), run_dir / "summary.csv")
+    from .results import probes_from_journal
+    probes = probes_from_journal(run_dir / "probe.jsonl")
+    write_frame_atomic(probes, run_dir / "probes.parquet")
+    write_frame_atomic(summarize(preds, probes), run_dir / "summary.csv")
     if not samples.empty:
         write_frame_atomic(majk_table(preds, samples), run_dir / "majk.csv")
     from .variance import variance_table

@@ -35,12 +35,49 @@ def _quantile(s: pd.Series, q: float) -> float | None:
     return float(s.quantile(q)) if len(s) else None
 
 
-def summarize(preds: pd.DataFrame) -> pd.DataFrame:
+def throughput(g: pd.DataFrame) -> dict:
+    """The group's throughput cost from its rows' shares of measured engine time (docs/measures.md):
+    rows answered from the request cache carry no share and are left out."""
+    share = pd.to_numeric(g["engine_s_share"], errors="coerce") if "engine_s_share" in g else None
+    if share is None or not share.notna().any():
+        return {}
+    m = share.notna()
+    total = float(share[m].sum())
+    ptoks = float(pd.to_numeric(g.loc[m, "prompt_tokens"], errors="coerce").fillna(0).sum())
+    ctoks = float(pd.to_numeric(g.loc[m, "completion_tokens"], errors="coerce").fillna(0).sum())
+    return {"engine_s_total": total, "engine_s_per_example": total / int(m.sum()),
+            "tokens_per_s": (ptoks + ctoks) / total if total > 0 else None,
+            "completion_tokens_per_s": ctoks / total if total > 0 else None}
+
+
+def probe_summary(probes: pd.DataFrame | None) -> dict[tuple, dict]:
+    """Per task x strategy x model: p50 / p95 of the probe's end-to-end latency, TTFT and time per output
+    token (requests that ended in an error are left out)."""
+    if probes is None or probes.empty:
+        return {}
+    ok = probes[probes["error"].isna() | (probes["error"].astype(str) == "")]
+    out = {}
+    for key, g in ok.groupby(GROUP, sort=True, dropna=False):
+        out[key] = {"probe_n": len(g), "probe_concurrency": int(pd.to_numeric(g["probe_concurrency"]).max()),
+                    "probe_latency_p50_s": _quantile(g["latency_s"], 0.5),
+                    "probe_latency_p95_s": _quantile(g["latency_s"], 0.95),
+                    "probe_ttft_p50_s": _quantile(g["ttft_s"], 0.5), "probe_ttft_p95_s": _quantile(g["ttft_s"], 0.95),
+                    "probe_tpot_p50_s": _quantile(g["tpot_s"], 0.5)}
+    return out
+
+
+def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per task x strategy x model. Accuracy is over rows without an error (an error is not
-    a wrong answer); errors are counted apart from parse failures."""
+    a wrong answer); errors are counted apart from parse failures. Throughput cost, probe latency and
+    the in-batch request times are described in docs/measures.md; cached rows are in none of them."""
     rows = []
     if preds.empty:
         return pd.DataFrame(columns=GROUP + ["n", "accuracy", "ci_low", "ci_high"])
+    from .results import RENAMED_PREDICTION_COLUMNS, upgrade_columns
+
+    preds = upgrade_columns(preds, RENAMED_PREDICTION_COLUMNS)
+    preds = preds.assign(**{c: None for c in ("batch_latency_s", "batch_ttft_s") if c not in preds.columns})
+    probed = probe_summary(probes)
     for key, g in preds.groupby(GROUP, sort=True, dropna=False):
         err = g["error"].notna() & (g["error"].astype(str) != "")
         ok = g[~err]
@@ -55,10 +92,19 @@ def summarize(preds: pd.DataFrame) -> pd.DataFrame:
             "parse_fail_rate": float((~ok["parse_ok"].fillna(False).astype(bool)).mean()) if n else None,
             "errors": int(err.sum()),
             "mean_prompt_tokens": _mean(g["prompt_tokens"]), "mean_completion_tokens": _mean(g["completion_tokens"]),
-            "mean_latency_s": _mean(g["latency_s"]), "total_tokens": int(pt.sum() + ct.sum()),
-            "latency_p50_s": _quantile(g["latency_s"], 0.5), "latency_p95_s": _quantile(g["latency_s"], 0.95),
-            "ttft_p50_s": _quantile(g["ttft_s"], 0.5), "ttft_p95_s": _quantile(g["ttft_s"], 0.95),
+            "total_tokens": int(pt.sum() + ct.sum()),
         })
+        # rows answered from the request cache: their times are replays of an earlier run, not measurements
+        # of this one, so every time and throughput figure leaves them out (old runs kept the replayed times)
+        fresh = g[~g["cached"].fillna(False).astype(bool)] if "cached" in g else g
+        row.update(throughput(fresh))
+        row.update(probed.get(key, {}))
+        # time in this batch (queueing behind the batch mates included)
+        row.update({"batch_latency_mean_s": _mean(fresh["batch_latency_s"]),
+                    "batch_latency_p50_s": _quantile(fresh["batch_latency_s"], 0.5),
+                    "batch_latency_p95_s": _quantile(fresh["batch_latency_s"], 0.95),
+                    "batch_ttft_p50_s": _quantile(fresh["batch_ttft_s"], 0.5),
+                    "batch_ttft_p95_s": _quantile(fresh["batch_ttft_s"], 0.95)})
         if "cost_usd" in g and g["cost_usd"].notna().any():
             cost = pd.to_numeric(g["cost_usd"], errors="coerce")
             row["total_cost_usd"] = float(cost.sum())

@@ -8,8 +8,9 @@ import pandas as pd
 COLUMNS = [("task", "task"), ("strategy", "strategy"), ("n", "n"), ("accuracy", "acc"), ("ci_low", "lo"),
            ("ci_high", "hi"), ("accuracy_norm", "acc_norm"), ("schema_valid_rate", "schema_ok"),
            ("parse_fail_rate", "parse_fail"), ("errors", "err"), ("mean_prompt_tokens", "prompt_tok"),
-           ("mean_completion_tokens", "compl_tok"), ("mean_latency_s", "latency_s"),
-           ("total_cost_usd", "cost_usd")]
+           ("mean_completion_tokens", "compl_tok"), ("cached_rows", "cached"),
+           ("probe_latency_p50_s", "probe_p50_s"), ("probe_ttft_p50_s", "probe_ttft_s"),
+           ("engine_s_per_example", "engine_s/ex"), ("cost_per_example_usd", "usd/ex")]
 
 
 def format_summary(summary: pd.DataFrame) -> str:

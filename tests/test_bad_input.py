@@ -162,6 +162,10 @@ CASES = [
     ("prices-negative", None, None, None, ["--price", "m=-1,2"], "non-negative"),
     ("prices-malformed-flag", None, None, None, ["--price", "m=cheap"], "MODEL=input"),
     ("prices-unknown-key", None, None, None, ["--prices", "@prices"], "did you mean 'output'"),
+    ("prices-no-price", None, None, None, ["--prices", "@prices"], "hourly_usd"),
+    ("prices-negative-hourly", None, None, None, ["--prices", "@prices"], "non-negative"),
+    ("flag-hourly-negative", None, None, None, ["--hourly-usd", "-2.5"], "non-negative"),
+    ("flag-latency-probe-negative", None, None, None, ["--latency-probe", "-1"], "--latency-probe"),
     # command-line flags
     ("flag-limit-zero", None, None, None, ["--limit", "0"], "positive"),
     ("flag-limit-text", None, None, None, ["--limit", "ten"], "not an integer"),
@@ -217,6 +221,10 @@ def test_bad_input(case, tmp_path, existing_run, bundled_run, capsys):
                      data if data is not None else '{"question": "1+1", "answer": "2"}\n')
     if "prices-unknown-key" == cid:
         (tmp_path / "prices.yaml").write_text("m: {input: 1, outptu: 2}\n")
+    if "prices-no-price" == cid:
+        (tmp_path / "prices.yaml").write_text("m: {cached_input: 1}\n")
+    if "prices-negative-hourly" == cid:
+        (tmp_path / "prices.yaml").write_text("m: {hourly_usd: -3}\n")
     extra = [str(tmp_path / "prices.yaml") if x == "@prices" else str(tmp_path) if x == "@tmp" else x for x in extra]
     extra = [str(special_folder(x, tmp_path, existing_run, bundled_run)) if x.startswith(("@notrun", "@runjson",
              "@journal", "@bundled")) else x for x in extra]

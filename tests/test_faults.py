@@ -94,7 +94,7 @@ def _run(proxy: FaultProxy, out: Path, *, timeout_s: float = 10, max_retries: in
                             backoff_base_s=0.05)
     t0 = time.perf_counter()
     df = harness.run(["coin_flip"], ["zero_shot"], backend=backend, limit=N, out=out, progress=False,
-                     write_report=False, cache=False, **kw)
+                     write_report=False, cache=False, latency_probe=0, **kw)
     return df, backend, time.perf_counter() - t0
 
 
@@ -104,7 +104,7 @@ def _assert_complete(df: pd.DataFrame) -> None:
     assert df["error"].isna().all(), df["error"].dropna().tolist()
     assert df["finish_reason"].notna().all() and (df["output"].str.len() > 0).all()
     assert df["correct"].notna().all() and (df["completion_tokens"] > 0).all()
-    assert df["ttft_s"].notna().all()  # streamed through the proxy: time to first token is still measured
+    assert df["batch_ttft_s"].notna().all()  # streamed through the proxy: time to first token is still measured
 
 
 def _summary(out: Path) -> dict:
@@ -120,7 +120,7 @@ def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-KEEP = ["example_id", "output", "answer", "latency_s", "ttft_s", "completion_tokens"]
+KEEP = ["example_id", "output", "answer", "batch_latency_s", "batch_ttft_s", "completion_tokens"]
 
 
 # --------------------------------------------------------------------------- the faults
@@ -197,7 +197,7 @@ def test_server_killed_mid_run_then_retry_errors_cli(proxy, tmp_path):
 
     proxy.set_mode("pass")                                  # the server is back
     since = time.monotonic()
-    proc = _cli("run", "--retry-errors", str(out), "--backend", "openai", "--base-url", proxy.url,
+    proc = _cli("run", "--retry-errors", str(out), "--latency-probe", "0", "--backend", "openai", "--base-url", proxy.url,
                 "--max-retries", "1", "--no-cache", "--no-report", "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
@@ -229,7 +229,7 @@ def test_unreachable_at_start_leaves_the_run_folder_untouched(proxy, tmp_path):
     proxy.set_mode("down")
     for args in (["--task", "coin_flip", "--strategy", "zero_shot", "--limit", "4", "--out", str(out)],
                  ["--retry-errors", str(out)]):
-        proc = _cli("run", "--backend", "openai", "--base-url", proxy.url, "--no-cache", *args)
+        proc = _cli("run", "--backend", "openai", "--base-url", proxy.url, "--no-cache", "--latency-probe", "0", *args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, proc.stderr
         assert len(lines) == 1 and lines[0].startswith("error:") and "cannot reach the server" in lines[0], lines

@@ -148,16 +148,27 @@ def _answering(correct_every: int = 2):
 def test_run_writes_the_three_files_with_the_columns(tmp_path):
     backend = ScriptedBackend(_answering(2))
     df = harness.run(["multistep_arithmetic"], ["zero_shot", "few_shot:k=2"], backend=backend, limit=10,
-                     out=tmp_path / "r", progress=False, write_report=False)
-    assert backend.calls == [20]  # one batched call for the whole run
+                     out=tmp_path / "r", progress=False, write_report=False, latency_probe=3)
+    # one batched call per (task, strategy) group, then the probe: a warm-up and 3 items per group, one at a time
+    assert backend.calls == [10, 10] + [1] * 7
     run_dir = tmp_path / "r"
     preds = pd.read_parquet(run_dir / "predictions.parquet")
     need = ["run_id", "task", "strategy", "model", "example_id", "template", "template_hash", "prompt_tokens",
-            "completion_tokens", "latency_s", "output", "answer", "gold", "correct", "parse_ok"]
+            "completion_tokens", "batch_latency_s", "engine_s_share", "output", "answer", "gold", "correct",
+            "parse_ok"]
     assert set(need) <= set(preds.columns) and len(preds) == 20 and len(df) == 20
+    probes = pd.read_parquet(run_dir / "probes.parquet")
+    assert len(probes) == 6 and probes["probe"].all() and "correct" not in probes
+    # the groups take turns, item by item
+    assert probes.sort_values("wave")["strategy"].tolist() == ["zero_shot", "few_shot:k=2"] * 3
     summary = pd.read_csv(run_dir / "summary.csv")
     assert set(["n", "accuracy", "ci_low", "ci_high", "parse_fail_rate", "mean_prompt_tokens",
-                "mean_completion_tokens", "mean_latency_s", "total_tokens"]) <= set(summary.columns)
+                "mean_completion_tokens", "batch_latency_mean_s", "total_tokens", "engine_s_per_example",
+                "tokens_per_s", "probe_latency_p50_s", "probe_latency_p95_s", "probe_ttft_p50_s",
+                "probe_ttft_p95_s"]) <= set(summary.columns)
+    # the group's engine time is the sum of its rows' shares
+    shares = preds.groupby("strategy")["engine_s_share"].sum()
+    assert summary.set_index("strategy")["engine_s_total"].to_dict() == pytest.approx(shares.to_dict())
     assert summary["accuracy"].tolist() == [0.5, 0.5]
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "complete" and meta["versions"]["python"]
@@ -166,10 +177,10 @@ def test_run_writes_the_three_files_with_the_columns(tmp_path):
 def test_resume_runs_only_the_rest_and_never_duplicates(tmp_path):
     out = tmp_path / "r"
     harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(lambda r: "The answer is yes."),
-                limit=6, out=out, progress=False, write_report=False)
+                limit=6, out=out, progress=False, write_report=False, latency_probe=0)
     backend = ScriptedBackend(lambda r: "The answer is no.")
     df = harness.run(["coin_flip"], ["zero_shot"], backend=backend, limit=10, out=out, progress=False,
-                     write_report=False)
+                     write_report=False, latency_probe=0)
     assert backend.calls == [4]
     assert len(df) == 10 and not df.duplicated(["task", "strategy", "model", "example_id"]).any()
     meta = json.loads((out / "run.json").read_text())
@@ -191,7 +202,7 @@ def test_self_consistency_one_request_with_n_and_samples_table(tmp_path):
     answers = itertools.cycle(["The answer is yes.", "The answer is no.", "The answer is yes.", "I am not sure."])
     backend = ScriptedBackend(lambda r: [next(answers) for _ in range(r.sampling.n)])
     harness.run(["coin_flip"], ["self_consistency:k=4"], backend=backend, limit=5, out=tmp_path / "r",
-                progress=False, write_report=False)
+                progress=False, write_report=False, latency_probe=0)
     assert backend.calls == [5]
     samples = pd.read_parquet(tmp_path / "r" / "samples.parquet")
     assert len(samples) == 20 and set(samples["sample_idx"]) == {0, 1, 2, 3}
@@ -206,7 +217,7 @@ def test_errors_are_not_wrong_answers():
     preds = pd.DataFrame({"task": "t", "strategy": "s", "model": "m", "example_id": ["1", "2", "3"],
                           "correct": [True, None, False], "parse_ok": [True, False, True],
                           "error": [None, "HTTP 500", None], "prompt_tokens": 5, "completion_tokens": 2,
-                          "latency_s": 0.1, "ttft_s": None})
+                          "batch_latency_s": 0.1, "batch_ttft_s": None})
     s = summarize(preds).iloc[0]
     assert s["n"] == 2 and s["accuracy"] == 0.5 and s["errors"] == 1 and s["parse_fail_rate"] == 0.0
 
@@ -227,13 +238,20 @@ def test_person_json_scoring_guided_and_free():
 def test_request_cache_answers_identical_requests_and_flags_them(tmp_path):
     first = ScriptedBackend(lambda r: "The answer is yes.")
     harness.run(["coin_flip"], ["zero_shot"], backend=first, limit=4, out=tmp_path / "a", progress=False,
-                write_report=False, cache_dir=tmp_path / "cache")
+                write_report=False, cache_dir=tmp_path / "cache", latency_probe=0)
     second = ScriptedBackend(lambda r: "The answer is no.")
     df = harness.run(["coin_flip"], ["zero_shot"], backend=second, limit=5, out=tmp_path / "b", progress=False,
-                     write_report=False, cache_dir=tmp_path / "cache")
+                     write_report=False, cache_dir=tmp_path / "cache", latency_probe=0)
     assert first.calls == [4] and second.calls == [1]
     assert df["cached"].sum() == 4 and set(df[df["cached"]]["output"]) == {"The answer is yes."}
+    # cached rows replay no time: they are in no latency or throughput figure of this run
+    hit = df[df["cached"]]
+    assert hit["batch_latency_s"].isna().all() and hit["engine_s_share"].isna().all()
+    assert df.loc[~df["cached"], "engine_s_share"].notna().all()
+    summary = pd.read_csv(tmp_path / "b" / "summary.csv").iloc[0]
+    assert summary["cached_rows"] == 4
+    assert summary["engine_s_per_example"] == pytest.approx(df.loc[~df["cached"], "engine_s_share"].iloc[0])
     third = ScriptedBackend(lambda r: "The answer is no.")
     harness.run(["coin_flip"], ["zero_shot"], backend=third, limit=5, out=tmp_path / "c", progress=False,
-                write_report=False, cache=False)
+                write_report=False, cache=False, latency_probe=0)
     assert third.calls == [5]

@@ -50,7 +50,8 @@ class Recorder(BackendBase):
 # -- the contract and the runner -------------------------------------------------------------------
 def test_runner_calls_the_declared_lifecycle(tmp_path):
     b = Recorder()
-    df = harness.run(["coin_flip"], ["zero_shot"], backend=b, limit=7, out=tmp_path / "r", progress=False, cache=False)
+    df = harness.run(["coin_flip"], ["zero_shot"], backend=b, limit=7, out=tmp_path / "r", progress=False, cache=False,
+                     latency_probe=0)
     assert b.calls == ["start", "stats", "stats"]  # the caller closes a backend it passed in
     assert b.batches == [3, 3, 1]                  # preferred_chunk_size is the chunk
     meta = harness.load_run(tmp_path / "r")["run"]

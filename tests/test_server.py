@@ -245,3 +245,30 @@ def test_two_endpoints_share_the_work(server, backend):
     assert all(c.error is None for c in out)
     assert set(both.last_attempts) == {r.key for r in requests} and set(both.last_attempts.values()) == {1}
     assert [c.texts for c in out] == [c.texts for c in reference]
+
+
+def test_latency_probe_on_the_server_at_a_concurrency(backend, tmp_path):
+    """The probe through the server: one at a time, and in waves of 4 that are in flight together
+    (their latencies add up to more than the wave's wall time); the concurrency is recorded."""
+    import json
+
+    import pandas as pd
+
+    import harness
+
+    for conc in (1, 4):
+        out = tmp_path / f"c{conc}"
+        harness.run(["multistep_arithmetic"], ["zero_shot"], backend=backend, limit=4, out=out, progress=False,
+                    write_report=False, cache=False, latency_probe=4, probe_concurrency=conc)
+        p = pd.read_parquet(out / "probes.parquet")
+        meta = json.loads((out / "run.json").read_text())
+        assert meta["probe"]["concurrency"] == conc and meta["probe"]["prefix_cache"] == "as is"
+        assert len(p) == 4 and (p["probe_concurrency"] == conc).all() and p["error"].isna().all()
+        assert (p["ttft_s"] > 0).all() and (p["ttft_s"] <= p["latency_s"]).all()
+        assert (p["latency_s"] <= p["wall_s"] + 1e-6).all()
+        if conc == 4:
+            assert p["wave"].nunique() == 1 and p["latency_s"].sum() > p["wall_s"].iloc[0]
+        else:
+            assert p["wave"].nunique() == 4
+        s = pd.read_csv(out / "summary.csv").iloc[0]
+        assert s["probe_concurrency"] == conc and s["probe_latency_p50_s"] > 0

@@ -55,6 +55,7 @@ class BackendBase:
     - `stats()`: cumulative engine counters; the runner records this run's `stats_delta`.
     - `engine_settings()`: what run.json records about the engine (never a secret).
     - `identity()`: what makes two backends answer a request the same way (the request cache key).
+    - `reset_prefix_cache()`: empty the engine's prefix cache, True if done (the latency probe calls it).
     - `preferred_chunk_size`: requests per journaled chunk (None: the runner's default, 512).
     - `model_path`: a local model folder or hub id, for the model facts in run.json (None: unknown).
     """
@@ -75,6 +76,9 @@ class BackendBase:
 
     def stats(self) -> dict[str, float]:
         return {}
+
+    def reset_prefix_cache(self) -> bool:
+        return False
 
     def engine_settings(self) -> dict[str, Any]:
         return {"backend": self.name}

@@ -192,6 +192,12 @@ class VLLMBackend(BackendBase):
         self._llm = None
         gc.collect()
 
+    def reset_prefix_cache(self) -> bool:
+        """Empty the prefix cache (the latency probe does, so each probe request pays its whole prompt)."""
+        if self._llm is None:
+            return False
+        return bool(self._llm.reset_prefix_cache())
+
     def stats(self) -> dict[str, float]:
         """Cumulative engine counters from `LLM.get_metrics()` ({} when stat logging is off)."""
         if self._llm is None or self._settings["disable_log_stats"]:
