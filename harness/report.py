@@ -21,6 +21,7 @@ import pandas as pd
 
 from .paired import pairs_table
 from .results import PREDICTION_COLUMNS, load_run, write_frame_atomic
+from .scorers import all_aggregates
 from .stats import summarize
 
 ALPHA = 0.05
@@ -154,7 +155,7 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("task", "task", str), ("model", "model", str), ("strategy", "strategy", str), ("n", "n", str),
         ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
          f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]"),
-        ("acc_norm", "accuracy_norm", pct), ("schema valid", "schema_valid_rate", pct),
+        *((a.header, a.column, pct if a.kind == "rate" else (lambda v: fnum(v, 3))) for a in all_aggregates()),
         ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
         ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
         ("$ / example", "cost_per_example_usd", fusd), ("$ total", "total_cost_usd", fusd),
