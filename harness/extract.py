@@ -17,7 +17,7 @@ Precedence (docs/design.md, "Answer extraction"):
      parentheses (`paren_letter`); else the text of exactly one option (`choice_text`); else the one
      lone capital letter that is not the article "A" (`lone_letter`; several different: `ambiguous`).
      An echo of the option list ("A. ...\nB. ...") with no statement is no answer (`option_list`);
-   - text: the last non-empty line (`last_line`).
+   - text: the last non-empty line that holds no answer cue (`last_line`).
    Strict mode stops after step 1: no explicit statement means no answer (`none`).
 
 Every cue word and label is matched on word boundaries ("so" never matches inside "also", "L" never
@@ -30,9 +30,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 MODES = ("flexible", "strict")
 
@@ -106,8 +105,7 @@ CUES = [  # (rule, tier, pattern); the answer is looked for right after the matc
 _BOXED_BODY = re.compile(r"((?:[^{}]|\{[^{}]*\})*)\}")
 
 
-@dataclass(frozen=True)
-class Extraction:
+class Extraction(NamedTuple):
     """An extracted answer (None: none could be extracted) and the rule that fired."""
 
     answer: str | None
@@ -140,6 +138,8 @@ def explicit_spans(text: str) -> list[tuple[str, str]]:
             line, _, after = rest.partition("\n")
             if not line.strip(" *_:`"):
                 line = next((ln for ln in after.splitlines() if ln.strip()), "")
+                if _has_cue(line):
+                    line = ""  # "The final answer is:\nThe answer is: X": the next statement says it
             scope = re.split(r"[.!?](?:\s|$)", line, maxsplit=1)[0]
         out.append((tier, start, rule, scope))
     return [(rule, scope) for _, _, rule, scope in sorted(out)]
@@ -266,13 +266,17 @@ def extract_text_rule(text: str, *, mode: str = "flexible") -> Extraction:
     for rule, scope in explicit_spans(t):
         quoted = _QUOTED.search(scope)
         ans = normalize_text(quoted.group(1) if quoted else scope)
-        if ans:
+        if ans and not _has_cue(ans):  # 'The answer is "The answer is "...': an echo, not an answer
             return Extraction(ans, rule)
     if mode == "strict":
         return NONE
-    lines = [line for line in t.strip().splitlines() if line.strip()]
+    lines = [line for line in t.strip().splitlines() if line.strip() and not _has_cue(line)]
     ans = normalize_text(lines[-1]) if lines else None
     return Extraction(ans, "last_line") if ans else NONE
+
+
+def _has_cue(text: str) -> bool:
+    return any(p.search(text) for _, _, p in CUES)
 
 
 def extract_json(text: str) -> tuple[Any, bool]:

@@ -118,8 +118,6 @@ def score_f1(x: ScoreInput) -> dict:
         if common:
             p, r = common / len(pred), common / len(gt)
             best = max(best, 2 * p * r / (p + r))
-        elif not pred and not gt:
-            best = 1.0
     return {"correct": em, "f1": best}
 
 
