@@ -92,8 +92,9 @@ def score_contains(x: ScoreInput) -> dict:
 
 
 def score_numeric(x: ScoreInput) -> dict:
-    """|answer - gold| <= max(abs_tol, rel_tol * |gold|) (default: equal as numbers, so 3.50 = 3.5).
-    Parse failure: no number in the answer (or, for non-number tasks, in the output)."""
+    """|answer - gold| <= abs_tol + rel_tol * |gold| (numpy.isclose's rule, gold as the reference; the
+    default 0 / 0 means equal as numbers, so 3.50 = 3.5). Parse failure: no number in the answer (or,
+    when nothing was extracted, in the output)."""
     got = normalize_number(x.answer) if x.answer is not None else None
     if got is None:
         got = extract_number_rule(x.answer if x.answer is not None else x.output).answer
@@ -101,8 +102,8 @@ def score_numeric(x: ScoreInput) -> dict:
     if got is None or gold is None:
         return {"correct": False, "parse_ok": got is not None, "abs_error": None}
     err = abs(float(got) - float(gold))
-    tol = max(float(x.params.get("abs_tol", 0.0)), float(x.params.get("rel_tol", 0.0)) * abs(float(gold)))
-    return {"correct": err <= tol or math.isclose(err, tol), "parse_ok": True, "abs_error": err}
+    tol = float(x.params.get("abs_tol", 0.0)) + float(x.params.get("rel_tol", 0.0)) * abs(float(gold))
+    return {"correct": err <= tol, "parse_ok": True, "abs_error": err}
 
 
 def score_f1(x: ScoreInput) -> dict:
