@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .paired import pairs_table
+from .paired import FAMILIES, base_strategy, pairs_table
 from .results import PREDICTION_COLUMNS, load_run, write_frame_atomic
 from .scorers import all_aggregates
 from .stats import summarize
@@ -61,9 +61,9 @@ intervals. Tokens are means per example.</p>{{ table(summary_head, summary_rows)
 {% else %}<p>No data to plot.</p>{% endfor %}</section>
 <section id="significance"><h2>Paired significance</h2>
 <p class="muted">For each pair of strategies on the same task and model: items both answered without an error
-(joined on example id), exact McNemar test, paired bootstrap 95 % CI of the accuracy difference (2000 resamples),
-p-values Holm-adjusted across the pairs of a task. Significant: p Holm &lt; {{ alpha }}.</p>
-{% if pairs_rows %}{{ table(pairs_head, pairs_rows) }}{% else %}<p>Only one strategy per task: no pairs.</p>{% endif %}
+(joined on example id), exact McNemar test, paired bootstrap 95 % CI of the accuracy difference (2000 resamples).
+{{ holm_text }} Significant: p Holm &lt; {{ alpha }}.</p>
+{% if pairs_rows %}{{ table(pairs_head, pairs_rows) }}{% else %}<p>{{ no_pairs_text }}</p>{% endif %}
 </section>
 <section id="examples"><h2>Examples</h2>
 <p class="muted">Up to five of each kind per strategy. Model output and dataset text are shown as plain text.</p>
@@ -100,6 +100,8 @@ class Bundle:
     summary: pd.DataFrame
     majk: pd.DataFrame
     runs: list[dict] = field(default_factory=list)
+    family: str = "all"  # the Holm family (paired.FAMILIES)
+    holm_key: str = "all"  # which sentence describes it (HOLM_TEXT)
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -174,10 +176,10 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     head = ["task", "model", "strategy A", "strategy B", "n", "acc A", "acc B", "A − B (95 % CI)",
-            "p McNemar", "p Holm", ""]
+            "p McNemar", "p Holm", "significance"]
     rows = [[r["task"], r["model"], r["strategy_a"], r["strategy_b"], str(r["n"]), pct(r["acc_a"]), pct(r["acc_b"]),
              f"{pct(r['diff'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]", fp(r["p_mcnemar"]), fp(r["p_holm"]),
-             "significant" if _num(r["p_holm"]) < ALPHA else ""] for r in pairs.to_dict("records")]
+             "significant" if _num(r["p_holm"]) < ALPHA else "not significant"] for r in pairs.to_dict("records")]
     return head, rows
 
 
@@ -207,10 +209,21 @@ def _cheapest_sentence(g: pd.DataFrame, pairs: pd.DataFrame, best: str, *, use_u
     return c["strategy"], f" The cheapest strategy not significantly worse than the best is {c['strategy']}{itself} ({unit})."
 
 
+def _names(xs: Sequence[str]) -> str:
+    xs = [str(x) for x in xs]
+    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
+
+
+def _n_text(g: pd.DataFrame) -> str:
+    ns = sorted({int(n) for n in g["n"]})
+    return f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
+
+
 def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
     """One plain-words verdict per task x model: best strategy, whether it beats the runner-up
     (Holm-adjusted exact McNemar), and the cheapest strategy not significantly worse than the best
-    (by $ per example when every strategy has a cost, else by mean prompt + completion tokens)."""
+    (by $ per example when every strategy has a cost, else by mean prompt + completion tokens).
+    When every strategy scored 0, or the top accuracy is shared, the verdict says so and names no best."""
     s = with_totals(summary)
     s = s[_col(s, "accuracy").notna()]
     out = []
@@ -220,8 +233,29 @@ def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
         g = g.assign(_cost=_col(g, "cost_per_example_usd" if use_usd else "mean_total_tokens"))
         g = g.sort_values(["accuracy", "_cost", "strategy"], ascending=[False, True, True])
         best = g.iloc[0]
+        top = _num(best["accuracy"])
+        tied = g[np.isclose(_col(g, "accuracy"), top, rtol=0, atol=1e-12)]
+        base = {"task": task, "model": model, "best": None, "significant": False, "cheapest": None}
+        if top == 0:
+            text = (f"On {task} ({model}), no strategy answered any item correctly ({_n_text(g)}); there is no "
+                    f"best strategy." if len(g) > 1 else f"On {task} ({model}), {best['strategy']} answered no item "
+                    f"correctly ({_n_text(g)}); it is the only strategy that ran.")
+            out.append({**base, "text": text})
+            continue
         lo, hi = 100 * _num(best.get("ci_low")), 100 * _num(best.get("ci_high"))
         ci = "CI unknown" if math.isnan(lo) or math.isnan(hi) else f"95 % CI {lo:.0f}–{hi:.0f} %"
+        if len(tied) > 1:
+            names = sorted(tied["strategy"])
+            text = (f"On {task} ({model}), tie between {_names(names)} at {pct(top)} ({_n_text(tied)}); "
+                    f"no strategy is best.")
+            cheap = tied[tied["_cost"].notna()].sort_values(["_cost", "strategy"])
+            if len(cheap):
+                c = cheap.iloc[0]
+                unit = f"{fusd(c['_cost'])} per example" if use_usd else f"{c['_cost']:,.0f} tokens per example"
+                text += f" The cheapest of the tied strategies is {c['strategy']} ({unit})."
+                base["cheapest"] = c["strategy"]
+            out.append({**base, "tie": names, "text": text})
+            continue
         text = f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} ({ci}, n = {best['n']})"
         significant = False
         if len(g) == 1:
@@ -231,16 +265,45 @@ def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
             pr = _pair(pairs, task, model, best["strategy"], runner)
             p = _num(pr["p_holm"]) if pr else float("nan")
             significant = p < ALPHA
-            if math.isnan(p):
+            if pr is None:
+                text += (f"; its comparison with the runner-up {runner} is not in the tested family "
+                         f"(harness compare --all-pairs tests it).")
+            elif math.isnan(p):
                 text += f"; it shares no items with the runner-up {runner}, so there is no paired test."
             elif significant:
                 text += f"; it is significantly better than the runner-up {runner} ({_p_text(p)}, Holm)."
             else:
                 text += f"; it is not significantly better than {runner} ({_p_text(p)}, Holm)."
         cheapest, sentence = _cheapest_sentence(g, pairs, best["strategy"], use_usd=use_usd)
-        out.append({"task": task, "model": model, "best": best["strategy"], "significant": significant,
-                    "cheapest": cheapest, "text": text + sentence})
+        out.append({**base, "best": best["strategy"], "significant": significant, "cheapest": cheapest,
+                    "text": text + sentence})
     return out
+
+
+def family_verdicts(pairs: pd.DataFrame) -> list[dict]:
+    """For `harness compare` (same-strategy family): one line per strategy compared with itself across runs."""
+    out = []
+    fam = pairs[pairs["holm_family"] == "same_strategy"] if "holm_family" in pairs else pairs.iloc[0:0]
+    for r in fam.to_dict("records"):
+        k = int((fam["task"] == r["task"]).sum())
+        p = _num(r["p_holm"])
+        sig = "significant" if p < ALPHA else "not significant"
+        out.append({"task": r["task"], "model": r["model"], "best": None, "significant": p < ALPHA, "cheapest": None,
+                    "text": f"On {r['task']} ({r['model']}), {base_strategy(r['strategy_a'])} across runs: "
+                            f"{r['strategy_a']} {pct(r['acc_a'])} vs {r['strategy_b']} {pct(r['acc_b'])} "
+                            f"(n = {r['n']}), {sig} ({_p_text(p) if not math.isnan(p) else 'no paired test'}, "
+                            f"Holm over the {k} same-strategy comparison{'s' if k != 1 else ''} of {r['task']})."})
+    return out
+
+
+HOLM_TEXT = {
+    "all": "p-values are Holm-adjusted across all pairs of strategies of a task (the family corrected).",
+    "same_strategy": ("Family corrected (Holm): the same strategy across runs, per task — the comparisons "
+                      "harness compare makes by default; pairs of different strategies are not tested "
+                      "(harness compare --all-pairs tests and corrects every pair)."),
+    "all_runs": ("Family corrected (Holm): all pairs of strategies and runs of a task "
+                 "(harness compare --all-pairs)."),
+}
 
 
 # -- examples -------------------------------------------------------------------------------
@@ -345,15 +408,18 @@ def run_facts(run: dict) -> dict:
 def build_context(b: Bundle) -> dict:
     from .plots import all_plots
 
-    pairs = pairs_table(b.preds)
+    pairs = pairs_table(b.preds, family=b.family)
     head, rows = summary_table(b.summary)
     phead, prows = pairs_rows(pairs)
     rhead, rrows = runs_side_by_side(b.runs, b.preds)
     return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
-            "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk),
+            "verdicts": verdicts(b.summary, pairs) + family_verdicts(pairs), "plots": all_plots(b.summary, b.preds, b.majk),
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
-            "alpha": ALPHA}
+            "alpha": ALPHA, "holm_text": HOLM_TEXT[b.holm_key],
+            "no_pairs_text": ("No strategy ran in more than one run: no same-strategy pairs (harness compare "
+                              "--all-pairs compares different strategies)." if b.family == "same_strategy"
+                              else "Only one strategy per task: no pairs.")}
 
 
 def _md_cell(x: Any) -> str:
@@ -373,9 +439,9 @@ def render_md(ctx: dict) -> str:
              "report.html.", "", "## Verdict", ""]
     parts += [f"- {_md_cell(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
     parts += ["", "## Summary", "", _md_table(ctx["summary_head"], ctx["summary_rows"]), "",
-              "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error; "
-              f"Holm-adjusted across the pairs of a task; significant at p < {ctx['alpha']}.", ""]
-    parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else "No pairs.", ""]
+              "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error. "
+              f"{ctx['holm_text']} Significant at p < {ctx['alpha']}.", ""]
+    parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else ctx["no_pairs_text"], ""]
     parts += ["## Runs side by side", "", _md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
     for r in ctx["runs"]:
         parts += [f"## Model and engine: {_md_cell(r['run_id'])}", ""]
@@ -450,8 +516,12 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str]) -> list[pd.DataFram
     return out
 
 
-def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> list[Path]:
-    """Join several run folders into one report (default folder results/compare-<timestamp>)."""
+def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
+                  all_pairs: bool = False) -> list[Path]:
+    """Join several run folders into one report (default folder results/compare-<timestamp>).
+
+    Significance tests and Holm's correction cover the comparisons asked for: by default the same
+    strategy across runs (cot@a vs cot@b), per task; with all_pairs, every pair of strategies and runs."""
     datas = [load_run(d) for d in run_dirs]
     ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
     ids = [rid if ids.count(rid) == 1 else f"{rid}#{i}" for i, rid in enumerate(ids)]
@@ -461,4 +531,6 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None)
         from .runner import RESULTS_DIR
         out = RESULTS_DIR / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')[:-3]}"
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
-    return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas]), Path(out))
+    family, key = ("all", "all_runs") if all_pairs else ("same_strategy", "same_strategy")
+    return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas], family=family,
+                         holm_key=key), Path(out))
