@@ -84,14 +84,14 @@ def holm(pvals: Sequence[float]) -> np.ndarray:
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the (cost, accuracy) points no other point dominates (lower or equal cost and
     higher or equal accuracy, one of them strictly), sorted by cost. Points with NaN are skipped;
-    of exact duplicates the first is kept."""
+    exact duplicates (a tie) are all on the frontier, since neither dominates the other."""
     pts = [(i, float(c), float(a)) for i, (c, a) in enumerate(points)]
     pts = [p for p in pts if not (np.isnan(p[1]) or np.isnan(p[2]))]
-    front, best = [], -np.inf
+    front, best, last = [], -np.inf, None
     for i, c, a in sorted(pts, key=lambda p: (p[1], -p[2], p[0])):
-        if a > best:
+        if a > best or (c, a) == last:
             front.append(i)
-            best = a
+            best, last = a, (c, a)
     return front
 
 

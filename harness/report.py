@@ -56,7 +56,7 @@ nav a{margin-right:.8rem}.muted{color:#666;font-size:.85rem}.grid{display:flex;f
 <p class="muted">Accuracy is over items answered without an error (errors are counted apart); 95 % Wilson
 intervals. Tokens are means per example.</p>{{ table(summary_head, summary_rows) }}</section>
 <section id="plots"><h2>Plots</h2>
-{% for p in plots %}<figure id="{{ p.id }}"><h3>{{ p.title }}</h3>
+{% for p in plots %}<figure id="{{ p.id }}" data-text-overlaps="{{ p.overlaps|length }}"><h3>{{ p.title }}</h3>
 <img alt="{{ p.title }}" src="data:image/png;base64,{{ p.png_b64 }}"><figcaption>{{ p.caption }}</figcaption></figure>
 {% else %}<p>No data to plot.</p>{% endfor %}</section>
 <section id="significance"><h2>Paired significance</h2>

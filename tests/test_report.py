@@ -450,6 +450,70 @@ def test_report_renders_in_chromium_without_running_the_payload(browser, symboli
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
 
 
+TEXT_BOXES = """JSON.stringify((() => {
+  const sel = 'h1,h2,h3,h4,p,li,th,td,figcaption,summary,code,a,.muted';
+  const boxes = [];
+  for (const el of document.querySelectorAll(sel)) {
+    if (!el.checkVisibility()) continue;  // e.g. inside a closed <details>
+    for (const node of el.childNodes) {
+      if (node.nodeType !== 3 || !node.textContent.trim()) continue;
+      const r = document.createRange(); r.selectNodeContents(node);
+      for (const b of r.getClientRects()) if (b.width > 0 && b.height > 0)
+        boxes.push({t: node.textContent.trim().slice(0, 40), x0: b.left, y0: b.top, x1: b.right, y1: b.bottom});
+    }
+  }
+  const bad = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i], b = boxes[j];
+    if (a.x0 + 1 < b.x1 && b.x0 + 1 < a.x1 && a.y0 + 1 < b.y1 && b.y0 + 1 < a.y1) bad.push(a.t + ' / ' + b.t);
+  }
+  const figs = Array.from(document.querySelectorAll('figure')).map(f => [f.id, f.dataset.textOverlaps]);
+  return {n: boxes.length, bad: bad.slice(0, 20), figs};
+})())"""
+
+
+def _no_overlapping_text(browser: Browser, html: Path) -> dict:
+    """In Chromium: no two text boxes of the page intersect, and every plot's text elements (checked on
+    the matplotlib figure that made the PNG: titles, tick and axis labels, point labels, legends) do not
+    intersect either (`data-text-overlaps` = 0)."""
+    browser.open(html)
+    res = json.loads(browser.evaluate(TEXT_BOXES))
+    assert res["n"] > 50 and res["bad"] == [], res["bad"]
+    assert res["figs"] and all(n == "0" for _, n in res["figs"]), res["figs"]
+    return res
+
+
+def test_report_text_and_plot_labels_never_overlap_in_chromium(browser, symbolic_run, tmp_path):
+    _no_overlapping_text(browser, symbolic_run / "report.html")
+    # ties: two strategies at the same cost and accuracy (the issue's "tied points are both grey")
+    tied = tmp_path / "tied"
+    harness.run(["coin_flip"], ["zero_shot", "zero_shot:seed=1", "few_shot:k=2"],
+                backend=ScriptedBackend(lambda r: "The answer is yes."), limit=20, out=tied, progress=False,
+                cache=False)
+    facts = _no_overlapping_text(browser, tied / "report.html")
+    assert {"plot-tokens", "plot-accuracy"} <= {f for f, _ in facts["figs"]}
+    md = (tied / "report.md").read_text()
+    assert "tie between few_shot:k=2, zero_shot and zero_shot:seed=1 at 55.0 %" in md and "best at" not in md
+
+
+def test_tradeoff_plot_checker_catches_overprinting_and_ties_are_distinct():
+    from harness.plots import _dodge, text_overlaps, tradeoff_plot
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    ax.annotate("cot (dominated)", (0.5, 0.5))
+    ax.annotate("few_shot (dominated)", (0.5, 0.5))
+    assert text_overlaps(fig), "the checker must see two labels printed on each other"
+    summary = pd.DataFrame([{"task": "t", "model": "m", "strategy": s, "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                             "mean_total_tokens": 100.0} for s in ("a", "b", "c")])
+    (plot,) = tradeoff_plot(summary, "mean_total_tokens", "tokens", pid="p", title="T")
+    assert plot.overlaps == ()
+    xs = _dodge(np.array([100.0, 100.0, 100.0, 200.0]), np.array([0.5, 0.5, 0.5, 0.5]))
+    assert len(set(xs[:3])) == 3 and xs[3] == 200.0
+    assert pareto_front([(100, 0.5), (100, 0.5), (200, 0.4)]) == [0, 1]  # a tie: neither dominates
+
+
 def test_compare_report_renders_in_chromium(browser, compare_dir):
     facts = _check_page(browser, compare_dir / "report.html")
     assert facts["xss"] == "undefined" and XSS in facts["text"]
