@@ -31,6 +31,7 @@ import json
 import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, NamedTuple, Sequence
 
 MODES = ("flexible", "strict")
@@ -44,43 +45,49 @@ NUMBER = re.compile(
 _RANGE_DASH = re.compile(r"\d\s?$")
 
 
+_PLAIN = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
 def _clean(text: str) -> str:
     """NFKC (full-width digits -> ASCII), a Unicode minus -> '-', and thousands spaces between digit
     groups dropped first (NFKC would turn them into plain spaces)."""
+    if text.isascii():
+        return text
     text = re.sub(r"(?<=\d)[\u00a0\u202f\u2009](?=\d{3}(?!\d))", "", text)
     return unicodedata.normalize("NFKC", text).replace("\u2212", "-")
 
 
 def normalize_number(text: Any) -> str | None:
     """'$1,234.50' -> '1234.5'; '18' -> '18'; '-3.0' -> '-3'; '18 dollars' -> '18'. None if not a number."""
-    if text is None:
+    if text is None or isinstance(text, bool):
         return None
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, (int, float, Decimal)):
-        s = str(text)
+    if isinstance(text, Decimal):
+        d = text
+    elif isinstance(text, (int, float)):
+        d = Decimal(repr(text)) if isinstance(text, float) else Decimal(text)
     else:
-        m = _numbers(_clean(str(text)).strip())
-        if len(m) != 1:
+        s = str(text).strip()
+        if not _PLAIN.fullmatch(s):  # the common case ('18', '-3.5') skips the full reading
+            m = _numbers(_clean(s))
+            if len(m) != 1:
+                return None
+            s = m[0]
+        try:
+            d = Decimal(s)
+        except InvalidOperation:
             return None
-        s = m[0]
-    try:
-        d = Decimal(s)
-    except InvalidOperation:
-        return None
     if not d.is_finite():
         return None
-    d = d.normalize()
     if d == d.to_integral_value():
         return str(int(d))
-    return format(d, "f")
+    return format(d.normalize(), "f")
 
 
 def _numbers(text: str) -> list[str]:
     """Every number in the text as a plain decimal string ('-1234.5'), in order."""
     out = []
     for m in NUMBER.finditer(text):
-        num = re.sub(_SEP, "", m.group("num"))
+        num = m.group("num").replace(",", "").replace("'", "")
         neg = m.group("sign") or m.group("sign2")
         if m.group("sign") and _RANGE_DASH.search(text[:m.start()]):
             neg = None  # "3-4" is a range, not 3 and -4
@@ -102,6 +109,9 @@ CUES = [  # (rule, tier, pattern); the answer is looked for right after the matc
                                 re.I)),
     ("answer_colon", 2, re.compile(r"\banswer\b\s*(?:\*\*|__)?\s*[:=]", re.I)),
 ]
+_ANY_CUE = re.compile("|".join(f"(?P<{rule}>{pat.pattern})" for rule, _, pat in CUES), re.I)  # one pass
+_TIER = {rule: tier for rule, tier, _ in CUES}
+_CUE_HINT = re.compile(r"answer|####|\\boxed", re.I)  # every cue contains one of these
 _BOXED_BODY = re.compile(r"((?:[^{}]|\{[^{}]*\})*)\}")
 
 
@@ -120,11 +130,9 @@ def explicit_spans(text: str) -> list[tuple[str, str]]:
     'final answer', 'correct answer'), then the others, each kind in text order. The scope is what
     the statement says: the body of \\boxed{}, else the rest of the line (or the next non-empty line
     when the cue ends its line), cut at the first sentence end."""
-    hits = []
-    for rule, tier, pat in CUES:
-        for m in pat.finditer(text):
-            hits.append((m.start(), m.end(), rule, tier))
-    hits.sort()
+    if not _CUE_HINT.search(text):
+        return []  # the common case of a reply with no statement: one cheap search
+    hits = [(m.start(), m.end(), m.lastgroup, _TIER[m.lastgroup]) for m in _ANY_CUE.finditer(text)]
     out, last_end = [], -1
     for start, end, rule, tier in hits:
         if start < last_end:
@@ -168,9 +176,11 @@ def extract_number_rule(text: str, *, mode: str = "flexible") -> Extraction:
     return Extraction(_num(nums[-1]), "last_number") if nums else NONE
 
 
-def _label_re(labels: Sequence[str]) -> re.Pattern:
+@lru_cache(maxsize=256)
+def _label_re(labels: tuple[str, ...]) -> tuple[re.Pattern, dict[str, str]]:
+    """The whole-word pattern of a label set (longest first) and lower-case -> canonical label."""
     alt = "|".join(re.escape(lb) for lb in sorted(labels, key=len, reverse=True))
-    return re.compile(rf"(?<![\w])({alt})(?![\w])", re.I)
+    return re.compile(rf"(?<![\w])({alt})(?![\w])", re.I), {lb.lower(): lb for lb in labels}
 
 
 _LONE_BEFORE = re.compile(r"(?:^|[.!?;:\n]|\*\*|__)[\s*_\"'`(\[]*$")
@@ -181,8 +191,7 @@ def extract_label_rule(text: str, labels: Sequence[str], *, mode: str = "flexibl
     if not labels:
         return NONE
     t = _clean(text)
-    word = _label_re(labels)
-    canon = {lb.lower(): lb for lb in labels}
+    word, canon = _label_re(tuple(labels))
     for rule, scope in explicit_spans(t):
         hit = word.search(scope)
         if hit:
@@ -276,7 +285,7 @@ def extract_text_rule(text: str, *, mode: str = "flexible") -> Extraction:
 
 
 def _has_cue(text: str) -> bool:
-    return any(p.search(text) for _, _, p in CUES)
+    return _CUE_HINT.search(text) is not None and _ANY_CUE.search(text) is not None
 
 
 def extract_json(text: str) -> tuple[Any, bool]:

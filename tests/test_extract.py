@@ -48,7 +48,8 @@ def test_no_cue_word_or_label_matches_inside_another_word(seed):
     ("$1,234.50", "1234.5"), ("\u22123", "-3"), ("-3", "-3"), ("3", "3"), ("3.50", "3.5"), ("3.0", "3"),
     ("18 dollars", "18"), ("1\u202f234", "1234"), ("1\u00a0234\u00a0567", "1234567"), ("\u20ac5", "5"),
     ("\uff14\uff12", "42"), ("50%", "50"), ("-$4", "-4"), ("007", "7"), (".5", "0.5"), ("12 and 13", None),
-    ("abc", None), (None, None), (3, "3"), (2.50, "2.5"), (True, None),
+    ("abc", None), (None, None), (3, "3"), (2.50, "2.5"), (True, None), ("1e5", "100000"), (1e20, "1" + "0" * 20),
+    (0.1, "0.1"), (float("nan"), None),
 ])
 def test_normalize_number(text, want):
     assert normalize_number(text) == want
