@@ -164,3 +164,14 @@ def test_extraction_both_reports_strict_and_flexible(tmp_path):
     assert df["extract_rule"].tolist() == ["answer_is", "last_number"]
     s = summarize(df).iloc[0]
     assert s["accuracy"] == 1.0 and s["accuracy_strict"] == 0.5
+
+
+def test_self_consistency_votes_strict_answers_apart_and_records_the_winner_rule(tmp_path):
+    path = _task_file(tmp_path, answer_type="number", extraction="both")
+    (tmp_path / "data" / "capitals.jsonl").write_text('{"q": "1", "a": 7}\n')
+    samples = ["So 3 + 4 = 7", "So 3 + 4 = 7", "The answer is 8.", "so 7"]
+    df = harness.run([str(path)], ["self_consistency:k=4"], backend=ScriptedBackend(lambda r: list(samples)),
+                     data_dir=tmp_path / "data", out=tmp_path / "r", progress=False, write_report=False)
+    row = df.iloc[0]
+    assert row["answer"] == "7" and row["extract_rule"] == "last_number" and row["correct"]
+    assert row["answer_strict"] == "8" and row["extract_rule_strict"] == "answer_is" and not row["correct_strict"]
