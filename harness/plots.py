@@ -22,6 +22,7 @@ from .paired import pareto_front
 
 DPI = 80
 FRONT_COLOR, DOMINATED_COLOR = "#1f77b4", "#9a9a9a"
+MARKERS = "osD^vP*Xh<>p"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def _texts(fig: Figure, renderer) -> list[tuple[str, object, object]]:
     for t in fig.texts:
         if t.get_visible() and str(t.get_text()).strip():
             out.append((f"figure: '{t.get_text()}'", t.get_window_extent(renderer), fig))
+    for legend in fig.legends:
+        out.append(("figure: legend", legend.get_window_extent(renderer), fig))
     return out
 
 
@@ -117,9 +120,14 @@ def _num(df: pd.DataFrame, col: str) -> pd.Series:
 
 # -- accuracy -------------------------------------------------------------------------------
 def accuracy_plot(summary: pd.DataFrame) -> list[Plot]:
+    """Accuracy with its CI per strategy, plus every rate the scorer table aggregates for these rows
+    (acc_norm, acc strict, JSON valid, ...) as hollow markers named in one legend below the panels."""
     s = summary[_num(summary, "accuracy").notna()]
     if s.empty:
         return []
+    from .scorers import all_aggregates
+
+    extra = [a for a in all_aggregates() if a.kind == "rate" and _num(s, a.column).notna().any()]
     multi, tasks = _multi(s), sorted(s["task"].unique())
     fig, axes = _grid(len(tasks), row_h=0.6 + 0.45 * s.groupby("task").size().max())
     for ax, task in zip(axes, tasks):
@@ -128,18 +136,23 @@ def accuracy_plot(summary: pd.DataFrame) -> list[Plot]:
         lo, hi = _num(g, "ci_low").to_numpy(float), _num(g, "ci_high").to_numpy(float)
         err = np.nan_to_num(np.vstack([acc - lo, hi - acc]), nan=0.0).clip(min=0)
         y = np.arange(len(g))
-        ax.errorbar(acc, y, xerr=err, fmt="o", color=FRONT_COLOR, capsize=3)
+        ax.errorbar(acc, y, xerr=err, fmt="o", color=FRONT_COLOR, capsize=3, label="accuracy (95 % Wilson CI)")
+        for k, a in enumerate(extra):
+            ax.plot(_num(g, a.column).to_numpy(float), y, MARKERS[(k + 1) % len(MARKERS)], color=f"C{k + 1}",
+                    markerfacecolor="none", markersize=7, label=a.header)
         ax.set_yticks(y, [variant_label(r.strategy, r.model, multi) for r in g.itertuples()])
         ax.set_xlim(-0.02, 1.02)
-        ax.set_xlabel("accuracy (95 % Wilson CI)")
+        ax.set_xlabel("rate over items without an error" if extra else "accuracy (95 % Wilson CI)")
         ax.set_title(task)
         ax.grid(axis="x", alpha=0.3)
+    if extra:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=8,
+                   frameon=False)
     fig.tight_layout()
     return [_plot("plot-accuracy", "Accuracy by strategy",
-                 "Points are accuracy over the items answered without an error; bars are 95 % Wilson intervals.", fig)]
-
-
-MARKERS = "osD^vP*Xh<>p"
+                  "Points are accuracy over the items answered without an error; bars are 95 % Wilson intervals."
+                  + (" Hollow markers: the other rates of the scorer table." if extra else ""), fig)]
 
 
 def _dodge(x: np.ndarray, y: np.ndarray) -> np.ndarray:

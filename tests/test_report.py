@@ -514,6 +514,18 @@ def test_tradeoff_plot_checker_catches_overprinting_and_ties_are_distinct():
     assert pareto_front([(100, 0.5), (100, 0.5), (200, 0.4)]) == [0, 1]  # a tie: neither dominates
 
 
+
+def test_accuracy_plot_shows_every_rate_of_the_scorer_table_present():
+    from harness.plots import accuracy_plot
+
+    base = {"task": "t", "model": "m", "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+    (plain,) = accuracy_plot(pd.DataFrame([{**base, "strategy": "a"}]))
+    (both,) = accuracy_plot(pd.DataFrame([{**base, "strategy": "a", "accuracy_strict": 0.3},
+                                          {**base, "strategy": "b", "accuracy_strict": 0.5}]))
+    assert "Hollow markers" not in plain.caption and "Hollow markers" in both.caption
+    assert both.overlaps == () and plain.overlaps == ()
+
+
 def test_compare_report_renders_in_chromium(browser, compare_dir):
     facts = _check_page(browser, compare_dir / "report.html")
     assert facts["xss"] == "undefined" and XSS in facts["text"]
