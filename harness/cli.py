@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from .backends import BACKENDS, backend_class
 from .errors import ConfigError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -49,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run tasks x strategies on a model and write a run folder")
     r.add_argument("--task", action="append", default=[], help="task name or path to a task YAML (repeatable)")
-    r.add_argument("--strategy", action="append", default=[], help="strategy spec, e.g. few_shot:k=4 (repeatable)")
+    r.add_argument("--strategy", action="append", default=[],
+                   help="strategy spec, e.g. few_shot:k=4 or a grid few_shot:k={1,3},seed={0,1} (repeatable; "
+                        "docs/strategies.md)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the expanded strategies and the request count, then exit without starting an engine")
     r.add_argument("--model", default=None, help="bundled (default), a local HF model folder, or a hub id")
     r.add_argument("--limit", type=_positive, default=None, help="examples per task")
     r.add_argument("--seed", type=int, default=0)
@@ -68,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check-determinism", action="store_true",
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--force", action="store_true",
+                   help="into an --out that holds results of another configuration: run the changed units "
+                        "next to the old ones, their strategy labelled SPEC@CONFIG")
+    r.add_argument("--verbose", action="store_true", help="show the engine's INFO logs (on stderr)")
     b = r.add_argument_group("backend")
-    b.add_argument("--backend", choices=["vllm", "openai", "langchain"], default="vllm")
+    b.add_argument("--backend", choices=list(BACKENDS), default="vllm")
     b.add_argument("--base-url", action="append", default=[],
                    help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (repeat for data parallel)")
     b.add_argument("--api-key-env", default=None, metavar="NAME", help="environment variable holding the API key")
@@ -118,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(a) -> int:
+    from .api import write_report_safely
     from .runner import RunInterrupted, run
     from .summary import print_summary
 
@@ -126,75 +136,60 @@ def cmd_run(a) -> int:
         load_price_table(DEFAULT_PRICES) if DEFAULT_PRICES.is_file() else {})
     for flag in a.price:
         prices.update(parse_price_flag(flag))
-    backend = make_backend(a)
-    kwargs = dict(backend=backend, tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
+    kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
-                  price_table=prices, progress=not a.quiet, write_report=not a.no_report,
-                  cache=not a.no_cache, cache_dir=a.cache_dir)
+                  price_table=prices, progress=not a.quiet, cache=not a.no_cache, cache_dir=a.cache_dir,
+                  force=a.force)
     if a.chunk_size:
         kwargs["chunk_size"] = a.chunk_size
     if a.check_determinism:
         return _check_determinism(a)
     if a.resume or a.retry_errors:
         from .runner import resume_args
-        kwargs.update(resume_args(a.resume or a.retry_errors, explicit=kwargs))
+        kwargs.update(resume_args(a.resume or a.retry_errors, explicit={**kwargs, "backend_kind": a.backend}))
     elif not a.task and a.limit is None:
         from .defaults import DEFAULT_LIMIT
         kwargs["limit"] = DEFAULT_LIMIT
+    if a.dry_run:
+        return _dry_run(kwargs)
+    backend = kwargs["backend"] = make_backend(a, model=kwargs["model"])
     try:
         preds = run(**kwargs)
     except RunInterrupted as exc:
-        print(f"\ninterrupted: what was done is kept. Resume with:\n  harness run --resume {exc.run_dir}",
-              file=sys.stderr)
+        from .procs import exit_code, signal_name
+        print(f"\ninterrupted ({signal_name()}): what was done is kept. Resume with:\n"
+              f"  harness run --resume {exc.run_dir}", file=sys.stderr)
         print(exc.run_dir)
-        return 130
+        return exit_code()
+    finally:
+        backend.close()  # a clean engine shutdown (no "engine core exited unexpectedly" warning)
     run_dir = Path(preds.attrs["run_dir"])
+    if not a.no_report:
+        write_report_safely(run_dir)
     print_summary(run_dir)
     print(run_dir)
     return 0
 
 
-def make_backend(a):
-    """The backend the flags ask for (None = the offline vLLM engine, built by the runner)."""
-    if a.backend == "openai":
-        if not a.base_url:
-            raise ConfigError("--backend openai needs a server", field="--base-url",
-                              fix="pass --base-url http://127.0.0.1:PORT/v1 (start one with `harness serve`)")
-        from .backends.openai import OpenAIBackend
-        kw = {"model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency or 8,
-              "endpoint": a.endpoint, "structured": a.structured}
-        if a.request_timeout:
-            kw["timeout_s"] = a.request_timeout
-        if a.max_retries is not None:
-            kw["max_retries"] = a.max_retries
-        return OpenAIBackend(a.base_url, **kw)
-    if a.backend == "langchain":
-        from .backends.langchain import LangChainBackend
-        if a.langchain_model:
-            return LangChainBackend(a.langchain_model, concurrency=a.concurrency or 4)
-        if a.base_url:  # langchain-openai's ChatOpenAI against an OpenAI-compatible server
-            return LangChainBackend(_chat_openai(a), concurrency=a.concurrency or 4)
-        raise ConfigError("--backend langchain needs a model", field="--langchain-model",
-                          fix="pass --langchain-model package.module:chat_model, or --base-url URL for ChatOpenAI")
-    if a.base_url or a.langchain_model:
+def _dry_run(kw: dict) -> int:
+    """Load the tasks, expand the grids, render every prompt (so bad input fails here too), count."""
+    from .grid import format_plan, plan
+    from .runner import build_units
+    from .suite import plan_strategies, resolve_plan
+
+    suite_plan = resolve_plan(kw["tasks"], kw["strategies"], kw.get("suite"), data_dir=kw["data_dir"])
+    strategies = plan_strategies(suite_plan)
+    units = [u for t, ss in suite_plan for u in build_units([t], ss, limit=kw["limit"], seed=kw["seed"])]
+    print(format_plan(plan(units), len(strategies)))
+    return 0
+
+
+def make_backend(a, *, model: str | None = None):
+    """The backend the flags ask for, built by its entry in harness.backends.BACKENDS."""
+    if a.backend == "vllm" and (a.base_url or a.langchain_model):
         raise ConfigError("--base-url / --langchain-model need --backend openai / langchain", field="--backend",
                           fix="add --backend openai (or langchain)")
-    return None
-
-
-def _chat_openai(a):
-    """ChatOpenAI on --base-url (the first one), model --model or the server's first model."""
-    try:
-        from langchain_openai import ChatOpenAI
-    except ImportError:
-        raise ConfigError("langchain-openai is not installed", field="--backend",
-                          fix="pip install langchain-openai (or 'harness[test]')") from None
-    from .backends.openai import OpenAIBackend
-
-    probe = OpenAIBackend(a.base_url[:1], model=a.model, api_key_env=a.api_key_env)  # reachability + model name
-    key = os.environ.get(a.api_key_env, "") if a.api_key_env else "EMPTY"
-    return ChatOpenAI(base_url=a.base_url[0], api_key=key or "EMPTY", model=probe.model_name, temperature=0,
-                      max_retries=2)
+    return backend_class(a.backend).from_cli(a, model=model, engine_options=_engine_options(a))
 
 
 def cmd_serve(a) -> int:
@@ -204,11 +199,10 @@ def cmd_serve(a) -> int:
 
 
 def _check_determinism(a) -> int:
-    from .backends.vllm import VLLMBackend
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
     from .determinism import check_determinism
 
-    backend = make_backend(a) or VLLMBackend(a.model, **_engine_options(a))
+    backend = make_backend(a, model=a.model)
     df = check_determinism(a.task or DEFAULT_TASKS, a.strategy or DEFAULT_STRATEGIES, backend=backend,
                            limit=a.limit or 5, seed=a.seed, data_dir=a.data_dir)
     same = int(df["identical"].sum())
@@ -258,20 +252,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The engine's logs go to stderr (stdout is the summary table and, last, the run folder), quieter.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     parser = build_parser()
     try:
         a = parser.parse_args(argv)
         if not a.cmd:
             parser.print_help()
             return EXIT_BAD_INPUT
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if getattr(a, "verbose", False) else "WARNING")
+        if a.cmd in ("run", "serve"):
+            from .procs import guard, handle_signals
+            # SIGTERM / SIGHUP act like Ctrl-C, also in a background job that inherited SIGINT ignored
+            handle_signals()
+            guard()  # no engine or server process outlives this one, whatever ends it (docs/faults.md)
         return COMMANDS[a.cmd](a)
     except HarnessError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        from .procs import exit_code, signal_name
+        print(f"\ninterrupted ({signal_name()})", file=sys.stderr)
+        return exit_code()
 
 
 if __name__ == "__main__":

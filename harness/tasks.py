@@ -2,30 +2,38 @@
 
 A task names its data source (a built-in generator, a local file under --data-dir, or a hub id),
 its field mapping, template, answer type, extraction, scorer and optional output type.
-See docs/tasks.md for every field.
+See docs/tasks.md for every field. Here: the schema (TaskSpec) and the Task; reading the data is in
+task_data.py, reading the YAML file and turning validation errors into one line is in task_file.py.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, DataError, suggest
+from .errors import ConfigError, DataError, TemplateError, suggest
 from .records import Example, OutputType
+from .task_data import DATA_SUFFIXES, load_rows  # noqa: F401 - DATA_SUFFIXES re-exported (its former home)
+from .task_file import one_line, read_yaml_mapping
 from .templates import Template, load_template
 
 ROOT = Path(os.environ.get("HARNESS_HOME", Path(__file__).resolve().parent.parent))
 TASKS_DIR = ROOT / "tasks"
 PROMPTS_DIR = ROOT / "prompts"
-DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _compile(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
 
 
 class Strict(BaseModel):
@@ -61,6 +69,13 @@ class OutputTypeSpec(Strict):
             raise ValueError("give exactly one of 'json_schema', 'pydantic', 'choice' or 'regex'")
         return self
 
+    @field_validator("regex")
+    @classmethod
+    def valid_regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            _compile(v)
+        return v
+
 
 class TaskSpec(Strict):
     name: str
@@ -75,6 +90,7 @@ class TaskSpec(Strict):
     labels_field: str | None = None
     labels: list[str] | None = None
     template: str
+    templates: dict[str, str] = {}  # named template variants: name -> file (a strategy picks one with template=NAME)
     answer_type: Literal["number", "choice", "label", "text", "json"]
     extract_pattern: str | None = None
     scorer: str | None = None
@@ -94,6 +110,14 @@ class TaskSpec(Strict):
             raise ValueError("use letters, digits, '_', '-' and '.' only")
         return v
 
+    @field_validator("templates")
+    @classmethod
+    def variant_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = next((name for name in v if not SAFE_NAME.match(name)), None)
+        if bad is not None:
+            raise ValueError(f"variant name '{bad}': use letters, digits, '_', '-' and '.' only")
+        return v
+
     @field_validator("max_tokens", "cot_max_tokens")
     @classmethod
     def positive(cls, v: int) -> int:
@@ -105,10 +129,15 @@ class TaskSpec(Strict):
     @classmethod
     def valid_regex(cls, v: str | None) -> str | None:
         if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            if _compile(v).groups < 1:
+                raise ValueError("the pattern has no group: the answer is what its first (...) group matches")
+        return v
+
+    @field_validator("limit")
+    @classmethod
+    def positive_limit(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be a positive number of examples")
         return v
 
     @model_validator(mode="after")
@@ -145,6 +174,43 @@ class Task:
     def template(self) -> Template:
         return load_template(self.spec.template, self.template_folders)
 
+    def variant(self, value: str) -> "Task":
+        """The same task and data with another template: a named variant from `templates:`, or a
+        template file (looked up in the task's template folders, then relative to the current folder).
+        Absolute paths, '..' and symbolic links are refused as for `template:`. Rows carry the
+        variant's name (`template`) and content hash (`template_hash`)."""
+        if value == self.spec.template:
+            return self
+        cached = self.__dict__.setdefault("_variants", {})
+        if value not in cached:
+            cached[value] = self._load_variant(value)
+        return cached[value]
+
+    def _load_variant(self, value: str) -> "Task":
+        import jinja2
+
+        from .templates import resolve_template
+
+        named = self.spec.templates.get(value)
+        folders = self.template_folders if named else self.template_folders + (Path.cwd().resolve(),)
+        name = named or value
+        try:
+            resolve_template(name, folders)  # absolute, '..' and symlinks raise TemplateError here
+        except jinja2.TemplateNotFound:
+            variants = ", ".join(sorted(self.spec.templates)) or "none"
+            raise TemplateError(f"template '{name}' not found (task {self.name}'s variants: {variants}; looked in "
+                                f"{', '.join(str(f) for f in folders)})", where=str(self.file) if named else value,
+                                field=f"templates.{value}" if named else "template",
+                                fix="give a template file relative to the current folder or prompts/, "
+                                    "or a variant name the task lists under 'templates'") from None
+        template = load_template(name, folders)
+        task = replace(self, spec=self.spec.model_copy(update={"template": value}))
+        task.__dict__["template"] = template  # cached_property slot: the variant's template
+        for shared in ("examples", "pool"):  # the data is loaded once and shared
+            if shared in self.__dict__:
+                task.__dict__[shared] = self.__dict__[shared]
+        return task
+
     @cached_property
     def json_schema(self) -> dict | None:
         ot = self.spec.output_type
@@ -171,7 +237,15 @@ class Task:
     @cached_property
     def examples(self) -> tuple[Example, ...]:
         rows = load_rows(self.spec.source, self, role="source")
-        return tuple(self._to_example(r, i, "source") for i, r in enumerate(rows))
+        examples = tuple(self._to_example(r, i, "source") for i, r in enumerate(rows))
+        seen: dict[str, int] = {}
+        for i, ex in enumerate(examples):
+            if ex.id in seen:
+                raise DataError(f"item id '{ex.id}' is used by rows {seen[ex.id] + 1} and {i + 1}: results are "
+                                f"kept per id", where=f"{self.file} (source data)", field=self.spec.id_field or "id",
+                                fix="give every row a unique id (or set id_field to a unique column)")
+            seen[ex.id] = i
+        return examples
 
     @cached_property
     def pool(self) -> tuple[Example, ...]:
@@ -195,21 +269,43 @@ class Task:
         variables = {var: get(col, f"fields.{var}") for var, col in s.fields.items()}
         gold = get(s.gold_field, "gold_field")
         ex_id = str(get(s.id_field, "id_field")) if s.id_field else str(row.get("id", f"{role}-{i:05d}"))
+        if _empty(gold):
+            raise DataError(f"row {i + 1} (id '{ex_id}') has an empty gold answer", where=where, field="gold_field",
+                            fix="fill in the gold answer, or drop the row")
         choices: tuple[str, ...] = ()
         labels: tuple[str, ...] = tuple(s.labels or ())
         if s.choices_field:
             choices = tuple(str(c) for c in get(s.choices_field, "choices_field"))
             if not s.labels_field and not s.labels:
-                labels = tuple("ABCDEFGHIJ"[: len(choices)])
+                if len(choices) > len(DEFAULT_LABELS):
+                    raise DataError(f"row {i + 1} (id '{ex_id}') has {len(choices)} choices; the default labels "
+                                    f"{DEFAULT_LABELS[0]}-{DEFAULT_LABELS[-1]} name only {len(DEFAULT_LABELS)}",
+                                    where=where, field="choices_field", fix="give the labels (labels or labels_field)")
+                labels = tuple(DEFAULT_LABELS[: len(choices)])
         if s.labels_field:
             labels = tuple(str(x) for x in get(s.labels_field, "labels_field"))
-        if s.answer_type == "label":
+        if s.answer_type in ("label", "choice"):
             gold = _canonical_label(gold, labels)
+            if gold not in labels:
+                raise DataError(f"row {i + 1} (id '{ex_id}'): gold '{gold}' is not one of the labels "
+                                f"({', '.join(labels)})", where=where, field="gold_field",
+                                fix="make the gold answer one of the labels, or fix the labels")
         rationale = str(row[s.rationale_field]) if s.rationale_field and row.get(s.rationale_field) else None
         variables.setdefault("choices", list(choices))
         variables.setdefault("labels", list(labels))
         variables.setdefault("options", "\n".join(f"{lb}. {c}" for lb, c in zip(labels, choices)))
         return Example(id=ex_id, fields=variables, gold=gold, choices=choices, labels=labels, rationale=rationale)
+
+
+DEFAULT_LABELS = "ABCDEFGHIJ"
+
+
+def _empty(gold: Any) -> bool:
+    if gold is None:
+        return True
+    if isinstance(gold, float) and gold != gold:  # NaN: an empty CSV cell
+        return True
+    return isinstance(gold, str) and not gold.strip()
 
 
 def _canonical_label(gold: Any, labels: tuple[str, ...]) -> Any:
@@ -300,106 +396,6 @@ def pydantic_schema(import_path: str, task: Task) -> dict:
                           fix="check the module is importable and the class exists") from None
 
 
-def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
-    where = f"{task.file}"
-    field = role
-    if src.generator:
-        from .generators import GENERATORS
-
-        if src.generator not in GENERATORS:
-            raise ConfigError(f"unknown generator '{src.generator}'", where=where, field=f"{field}.generator",
-                              fix=suggest(src.generator, GENERATORS))
-        try:
-            rows = GENERATORS[src.generator](**src.params)
-        except TypeError as exc:
-            raise ConfigError(f"bad generator parameters: {exc}", where=where, field=f"{field}.params",
-                              fix="check the generator's parameters in docs/tasks.md") from None
-    elif src.path:
-        rows = _load_local(src.path, task, field)
-    else:
-        rows = _load_hub(src, where, field)
-    if not rows:
-        raise DataError("the dataset is empty", where=where, field=field, fix="point the task at a file with rows")
-    return rows
-
-
-def _load_local(rel: str, task: Task, field: str) -> list[dict]:
-    where = str(task.file)
-    if task.data_dir is None:
-        raise DataError(f"this task reads '{rel}' from a data folder", where=where, field=f"{field}.path",
-                        fix="pass --data-dir DIR (for example --data-dir ../shared/data)")
-    if os.path.isabs(rel) or ".." in Path(rel).parts:
-        raise DataError(f"data path '{rel}' must stay inside --data-dir", where=where, field=f"{field}.path",
-                        fix="give a path relative to --data-dir without '..'")
-    path = task.data_dir / rel
-    if not path.is_file():
-        raise DataError(f"data file '{path}' not found", where=where, field=f"{field}.path",
-                        fix="check --data-dir and the task's source.path")
-    kind = DATA_SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"unsupported data file type '{path.suffix}'", where=str(path), field=f"{field}.path",
-                        fix="use .json, .jsonl, .csv or .parquet")
-    if kind != "parquet":
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"file is not UTF-8 (byte {exc.start})", where=str(path), field=f"{field}.path",
-                            fix="re-encode the file as UTF-8") from None
-        if not text.strip():
-            raise DataError("the data file is empty", where=str(path), field=f"{field}.path",
-                            fix="point the task at a file with rows")
-        if kind == "json":
-            _check_json(text, path, field)
-    return _read_with_datasets(kind, path)
-
-
-def _check_json(text: str, path: Path, field: str) -> None:
-    """Find a JSON syntax error ourselves, so the message names the line (datasets' does not)."""
-    try:
-        json.loads(text)
-        return
-    except json.JSONDecodeError:
-        pass
-    for no, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON at line {no}: {exc.msg}", where=str(path), field=f"{field}.path",
-                                fix="fix that line (JSON Lines: one object per line)") from None
-
-
-def _read_with_datasets(kind: str, path: Path) -> list[dict]:
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train",
-                                   cache_dir=str(_datasets_cache()))
-    except Exception as exc:  # datasets raises many types for malformed files
-        raise DataError(f"cannot read data file: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                        where=str(path), fix="check the file is valid " + kind) from None
-    return [dict(r) for r in ds]
-
-
-def _datasets_cache() -> Path:
-    from .models import cache_dir
-
-    return cache_dir() / "datasets"
-
-
-def _load_hub(src: SourceSpec, where: str, field: str) -> list[dict]:
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(src.hub, src.config, split=src.split)
-    except Exception as exc:
-        raise DataError(f"cannot load hub dataset '{src.hub}': {str(exc).splitlines()[0][:200]}", where=where,
-                        field=f"{field}.hub", fix="check network access, or use source.path with --data-dir") from None
-    return [dict(r) for r in ds]
-
-
 def task_files() -> dict[str, Path]:
     return {p.stem: p for p in sorted(TASKS_DIR.glob("*.yaml"))}
 
@@ -431,37 +427,8 @@ def load_task(name_or_path: str | Path, *, data_dir: str | Path | None = None) -
 
 
 def parse_task_file(path: Path) -> TaskSpec:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError("task file is not UTF-8", where=str(path), fix="re-encode the file as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"malformed YAML{line}: {getattr(exc, 'problem', exc)}", where=str(path),
-                          fix="fix the YAML syntax") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("a task file must be a YAML mapping", where=str(path), fix="see tasks/coin_flip.yaml")
+    raw = read_yaml_mapping(path)
     try:
         return TaskSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _one_line(exc, path, raw) from None
-
-
-def _one_line(exc: ValidationError, path: Path, raw: dict) -> ConfigError:
-    errs = exc.errors()
-    err = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])  # a typo explains "missing"
-    loc = ".".join(str(x) for x in err["loc"])
-    if err["type"] == "extra_forbidden":
-        key = str(err["loc"][-1])
-        model: type[BaseModel] = TaskSpec
-        for part in err["loc"][:-1]:
-            ann = model.model_fields.get(str(part))
-            inner = ann and next((a for a in getattr(ann.annotation, "__args__", (ann.annotation,))
-                                  if isinstance(a, type) and issubclass(a, BaseModel)), None)
-            if inner:
-                model = inner
-        return ConfigError(f"unknown key '{key}'", where=str(path), field=loc, fix=suggest(key, model.model_fields))
-    if err["type"] == "missing":
-        return ConfigError("required field is missing", where=str(path), field=loc, fix=f"add '{loc}'")
-    return ConfigError(err["msg"], where=str(path), field=loc or None, fix="see docs/tasks.md")
+        raise one_line(exc, path, raw, TaskSpec) from None

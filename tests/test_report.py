@@ -209,11 +209,11 @@ def _needle_task(folder: Path, tokens: int) -> str:
 @pytest.fixture(scope="module")
 def symbolic_run(tmp_path_factory) -> Path:
     """The done-when run: coin_flip and last_letter_concat x zero_shot, cot, few_shot:k=4, limit 40
-    (the runner writes the report at the end)."""
+    (harness.run(..., report=True) writes the report at the end)."""
     out = tmp_path_factory.mktemp("runs") / "symbolic"
     harness.run(["coin_flip", "last_letter_concat"], ["zero_shot", "cot", "few_shot:k=4"],
                 backend=ScriptedBackend(symbolic_fn(), model_name="Scripted-135M"), limit=40, out=out,
-                progress=False, cache=False)
+                progress=False, cache=False, report=True)
     return out
 
 
@@ -489,7 +489,7 @@ def test_report_text_and_plot_labels_never_overlap_in_chromium(browser, symbolic
     tied = tmp_path / "tied"
     harness.run(["coin_flip"], ["zero_shot", "zero_shot:seed=1", "few_shot:k=2"],
                 backend=ScriptedBackend(lambda r: "The answer is yes."), limit=20, out=tied, progress=False,
-                cache=False)
+                cache=False, report=True)
     facts = _no_overlapping_text(browser, tied / "report.html")
     assert {"plot-tokens", "plot-accuracy"} <= {f for f, _ in facts["figs"]}
     md = (tied / "report.md").read_text()

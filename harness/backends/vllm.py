@@ -27,48 +27,20 @@ import os
 import time
 from typing import Any, Sequence
 
-from ..errors import ConfigError, EngineStartError, missing_extra
+from ..errors import EngineStartError, missing_extra
+from ..guided import structured_outputs
 from ..models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
+from .base import BackendBase
+from .chat import cut_at_stop, to_chat_messages
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
+SHUTDOWN_GRACE_S = 20  # seconds a closing engine waits for its worker before killing it
 
 
 # --------------------------------------------------------------------------- pure translation
 
-def to_chat_messages(request: Request) -> list[dict[str, str]]:
-    """Request -> OpenAI-style messages for `LLM.chat` and `apply_chat_template`."""
-    return [{"role": m.role, "content": m.content} for m in request.messages]
-
-
-def constraint_for(output_type: OutputType) -> dict[str, Any]:
-    """OutputType -> keyword arguments of vLLM's `StructuredOutputsParams`.
-
-    Outlines' vLLM-offline type adapter does the translation (JSON schema -> {"json": dict};
-    regex and choice lists -> {"regex": ...}); if Outlines is missing or refuses the type, the
-    arguments are built directly (json= / choice= / regex=).
-
-    >>> constraint_for(OutputType("regex", r"\\d+"))
-    {'regex': '(\\\\d+)'}
-    """
-    value = output_type.value
-    if output_type.kind not in ("json", "choice", "regex"):
-        raise ConfigError(f"unknown output type kind '{output_type.kind}'", field="output_type",
-                          fix="use 'json', 'choice' or 'regex'")
-    try:
-        from typing import Literal
-
-        from outlines.models.vllm_offline import VLLMOfflineTypeAdapter
-        from outlines.types import JsonSchema, Regex
-
-        term = {"json": lambda: JsonSchema(value), "regex": lambda: Regex(value),
-                "choice": lambda: Literal[tuple(value)]}[output_type.kind]()
-        kwargs = VLLMOfflineTypeAdapter().format_output_type(term)
-        if kwargs:
-            return kwargs
-    except (ImportError, TypeError, ValueError):
-        pass
-    return {output_type.kind: value}
+constraint_for = structured_outputs  # the former name (harness.guided is the one place)
 
 
 def to_sampling_params(sampling: Sampling, output_type: OutputType | None = None) -> dict[str, Any]:
@@ -95,7 +67,7 @@ def to_sampling_params(sampling: Sampling, output_type: OutputType | None = None
     if sampling.n > 1 or sampling.logprobs:
         kwargs["logprobs"] = 0
     if output_type is not None:
-        kwargs["structured_outputs"] = constraint_for(output_type)
+        kwargs["structured_outputs"] = structured_outputs(output_type)
     return kwargs
 
 
@@ -115,14 +87,9 @@ def _timing(metrics: Any) -> tuple[float | None, float | None]:
     return ttft + max(0.0, metrics.last_token_ts - metrics.first_token_ts), ttft
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    cuts = [text.find(s) for s in stop if s and s in text]
-    return (text[:min(cuts)], True) if cuts else (text, False)
-
-
 # --------------------------------------------------------------------------- the backend
 
-class VLLMBackend:
+class VLLMBackend(BackendBase):
     """A local vLLM engine (built on first use).
 
     >>> backend = VLLMBackend()                    # the bundled SmolLM2-135M-Instruct  # doctest: +SKIP
@@ -176,6 +143,10 @@ class VLLMBackend:
         self._llm: Any = None
 
     # ---- engine lifecycle
+    @classmethod
+    def from_cli(cls, args: Any, *, model: str | None, engine_options: dict[str, Any]) -> "VLLMBackend":
+        return cls(model, **engine_options)
+
     def engine_settings(self) -> dict[str, Any]:
         """Everything passed to `vllm.LLM(...)` (for run.json)."""
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._settings.items()}
@@ -183,6 +154,9 @@ class VLLMBackend:
     @property
     def llm(self) -> Any:
         if self._llm is None:
+            os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
+            # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
+            os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
             try:
                 from vllm import LLM
             except ImportError as exc:
@@ -211,7 +185,10 @@ class VLLMBackend:
             return
         core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            try:
+                core.shutdown(timeout=SHUTDOWN_GRACE_S + 10)  # the engine core first waits for its worker
+            except TypeError:  # a vLLM whose shutdown takes no timeout
+                core.shutdown()
         self._llm = None
         gc.collect()
 
@@ -329,7 +306,7 @@ class VLLMBackend:
             groups.setdefault(key, []).append((i, ids))
         tok = self.tokenizer if groups else None
         for (width, max_tokens, temperature, output_type), members in groups.items():
-            so = StructuredOutputsParams(**constraint_for(output_type)) if output_type else None
+            so = StructuredOutputsParams(**structured_outputs(output_type)) if output_type else None
             params = BeamSearchParams(beam_width=width, max_tokens=max_tokens,
                                       temperature=temperature, structured_outputs=so)
             start = time.perf_counter()
@@ -341,7 +318,7 @@ class VLLMBackend:
                 best = out.sequences[0]
                 new = best.tokens[len(ids):]
                 text = tok.decode(new, skip_special_tokens=True)
-                text, stopped = _cut_at_stop(text, requests[i].sampling.stop)
+                text, stopped = cut_at_stop(text, requests[i].sampling.stop)
                 finish = "stop" if stopped or (new and new[-1] == tok.eos_token_id) else "length"
                 done.append((i, len(ids), len(new), text, finish, best.cum_logprob))
             shares = apportion(wall, [p + c for _, p, c, *_ in done])
