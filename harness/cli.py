@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="compare several run folders in one report")
     cmp_.add_argument("run_dirs", nargs="+")
     cmp_.add_argument("--out", default=None)
+    cmp_.add_argument("--all-pairs", action="store_true",
+                      help="test (and Holm-correct) every pair of strategies and runs, not only each strategy across runs")
     return p
 
 
@@ -246,7 +248,7 @@ def cmd_report(a) -> int:
 def cmd_compare(a) -> int:
     from .report import write_compare
 
-    for path in write_compare(a.run_dirs, out=a.out):
+    for path in write_compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs):
         print(path)
     return 0
 

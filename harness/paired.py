@@ -18,7 +18,17 @@ import numpy as np
 import pandas as pd
 
 PAIR_COLUMNS = ["task", "model", "strategy_a", "strategy_b", "n", "acc_a", "acc_b", "diff", "ci_low", "ci_high",
-                "p_mcnemar", "p_holm"]
+                "p_mcnemar", "p_holm", "holm_family"]
+# Holm families: which comparisons are corrected together (always within one task)
+FAMILIES = {
+    "all": "all pairs of strategies of the task",
+    "same_strategy": "the same strategy across runs, per task",
+}
+
+
+def base_strategy(label: str) -> str:
+    """'cot@run-2' -> 'cot' (the report tells apart one strategy from several runs as strategy@run_id)."""
+    return str(label).rsplit("@", 1)[0]
 
 
 def _bools(x) -> np.ndarray:
@@ -74,14 +84,14 @@ def holm(pvals: Sequence[float]) -> np.ndarray:
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the (cost, accuracy) points no other point dominates (lower or equal cost and
     higher or equal accuracy, one of them strictly), sorted by cost. Points with NaN are skipped;
-    of exact duplicates the first is kept."""
+    exact duplicates (a tie) are all on the frontier, since neither dominates the other."""
     pts = [(i, float(c), float(a)) for i, (c, a) in enumerate(points)]
     pts = [p for p in pts if not (np.isnan(p[1]) or np.isnan(p[2]))]
-    front, best = [], -np.inf
+    front, best, last = [], -np.inf, None
     for i, c, a in sorted(pts, key=lambda p: (p[1], -p[2], p[0])):
-        if a > best:
+        if a > best or (c, a) == last:
             front.append(i)
-            best = a
+            best, last = a, (c, a)
     return front
 
 
@@ -90,11 +100,16 @@ def _ok_rows(preds: pd.DataFrame) -> pd.DataFrame:
     return preds[~err] if isinstance(err, pd.Series) else preds
 
 
-def pairs_table(preds: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Every pair of strategies on the same task and model, over the items both answered without an
+def pairs_table(preds: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, family: str = "all") -> pd.DataFrame:
+    """Pairs of strategies on the same task and model, over the items both answered without an
     error (inner join on example_id). Within a pair, strategy_a is the one with the higher accuracy
     over all its items (ties: by name), so `diff = acc_a - acc_b` is usually >= 0.
-    p_holm adjusts p_mcnemar across all the pairs of a task (every model of that task together)."""
+
+    `family` says which pairs are compared and corrected together: "all" (every pair of a task) or
+    "same_strategy" (only one strategy against itself in other runs: 'cot@a' vs 'cot@b'). p_holm adjusts
+    p_mcnemar across the family's pairs of a task (every model of that task together)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown Holm family {family!r}")
     if preds.empty:
         return pd.DataFrame(columns=PAIR_COLUMNS)
     ok = _ok_rows(preds).copy()
@@ -105,6 +120,8 @@ def pairs_table(preds: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd
                for s, d in g.groupby("strategy", sort=True)}
         order = sorted(per, key=lambda s: (-per[s].mean(), s))
         for sa, sb in combinations(order, 2):
+            if family == "same_strategy" and base_strategy(sa) != base_strategy(sb):
+                continue
             joined = pd.concat([per[sa].rename("a"), per[sb].rename("b")], axis=1, join="inner")
             a, b = joined["a"].to_numpy(bool), joined["b"].to_numpy(bool)
             lo, hi = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed)
@@ -112,7 +129,7 @@ def pairs_table(preds: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd
             rows.append({"task": task, "model": model, "strategy_a": sa, "strategy_b": sb, "n": n,
                          "acc_a": a.mean() if n else np.nan, "acc_b": b.mean() if n else np.nan,
                          "diff": (a.mean() - b.mean()) if n else np.nan, "ci_low": lo, "ci_high": hi,
-                         "p_mcnemar": mcnemar_exact(a, b)})
+                         "p_mcnemar": mcnemar_exact(a, b), "holm_family": family})
     out = pd.DataFrame(rows, columns=PAIR_COLUMNS)
     for _, idx in out.groupby("task").groups.items():
         out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_mcnemar"].to_numpy())

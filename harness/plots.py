@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from .paired import pareto_front
 
 DPI = 80
 FRONT_COLOR, DOMINATED_COLOR = "#1f77b4", "#9a9a9a"
+MARKERS = "osD^vP*Xh<>p"
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,69 @@ class Plot:
     title: str
     caption: str
     png_b64: str
+    overlaps: tuple[str, ...] = ()  # pairs of text elements (or a text and a legend) whose boxes intersect
 
 
-def _png(fig: Figure) -> str:
+def _texts(fig: Figure, renderer) -> list[tuple[str, object, object]]:
+    """(name, window bbox, owner) of every visible, non-empty text and every legend frame of the figure."""
+    out = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        legend = ax.get_legend()
+        skip = set(map(id, legend.get_texts())) if legend else set()
+        shown_ticks = []
+        for axis in (ax.xaxis, ax.yaxis):  # tick labels outside the view limits exist but are not drawn
+            lo, hi = sorted(axis.get_view_interval())
+            pad = 1e-9 * max(1.0, abs(hi - lo))
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                labels = (tick.label1, tick.label2)
+                skip.update(map(id, labels))
+                if lo - pad <= tick.get_loc() <= hi + pad:
+                    shown_ticks.extend(lb for lb in labels if lb.get_visible())
+        texts = [t for t in ax.findobj(Text) if id(t) not in skip] + shown_ticks
+        for t in texts:
+            if t.get_visible() and str(t.get_text()).strip():
+                out.append((f"{ax.get_title() or 'axes'}: '{t.get_text()}'", t.get_window_extent(renderer), ax))
+        if legend is not None and legend.get_visible():
+            out.append((f"{ax.get_title() or 'axes'}: legend", legend.get_window_extent(renderer), ax))
+    for t in fig.texts:
+        if t.get_visible() and str(t.get_text()).strip():
+            out.append((f"figure: '{t.get_text()}'", t.get_window_extent(renderer), fig))
+    for legend in fig.legends:
+        out.append(("figure: legend", legend.get_window_extent(renderer), fig))
+    return out
+
+
+def text_overlaps(fig: Figure) -> list[str]:
+    """Every pair of text elements (titles, axis and tick labels, point labels) and legends whose
+    rendered bounding boxes intersect (a pixel of tolerance). Empty = readable."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    items = _texts(fig, canvas.get_renderer())
+    bad = []
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            (na, a, _), (nb, b, _) = items[i], items[j]
+            if a.width <= 0 or b.width <= 0:
+                continue
+            if a.x0 + 1 < b.x1 and b.x0 + 1 < a.x1 and a.y0 + 1 < b.y1 and b.y0 + 1 < a.y1:
+                bad.append(f"{na} overlaps {nb}")
+    return bad
+
+
+def _png(fig: Figure) -> tuple[str, tuple[str, ...]]:
     FigureCanvasAgg(fig)
+    overlaps = tuple(text_overlaps(fig))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     fig.clear()  # release the artists now (the Figure is not registered with pyplot)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(buf.getvalue()).decode("ascii"), overlaps
+
+
+def _plot(pid: str, title: str, caption: str, fig: Figure) -> Plot:
+    png, overlaps = _png(fig)
+    return Plot(pid, title, caption, png, overlaps)
 
 
 def _grid(n: int, *, width: float = 10.0, row_h: float = 3.6, ncols: int = 2):
@@ -63,9 +120,14 @@ def _num(df: pd.DataFrame, col: str) -> pd.Series:
 
 # -- accuracy -------------------------------------------------------------------------------
 def accuracy_plot(summary: pd.DataFrame) -> list[Plot]:
+    """Accuracy with its CI per strategy, plus every rate the scorer table aggregates for these rows
+    (acc_norm, acc strict, JSON valid, ...) as hollow markers named in one legend below the panels."""
     s = summary[_num(summary, "accuracy").notna()]
     if s.empty:
         return []
+    from .scorers import all_aggregates
+
+    extra = [a for a in all_aggregates() if a.kind == "rate" and _num(s, a.column).notna().any()]
     multi, tasks = _multi(s), sorted(s["task"].unique())
     fig, axes = _grid(len(tasks), row_h=0.6 + 0.45 * s.groupby("task").size().max())
     for ax, task in zip(axes, tasks):
@@ -74,54 +136,79 @@ def accuracy_plot(summary: pd.DataFrame) -> list[Plot]:
         lo, hi = _num(g, "ci_low").to_numpy(float), _num(g, "ci_high").to_numpy(float)
         err = np.nan_to_num(np.vstack([acc - lo, hi - acc]), nan=0.0).clip(min=0)
         y = np.arange(len(g))
-        ax.errorbar(acc, y, xerr=err, fmt="o", color=FRONT_COLOR, capsize=3)
+        ax.errorbar(acc, y, xerr=err, fmt="o", color=FRONT_COLOR, capsize=3, label="accuracy (95 % Wilson CI)")
+        for k, a in enumerate(extra):
+            ax.plot(_num(g, a.column).to_numpy(float), y, MARKERS[(k + 1) % len(MARKERS)], color=f"C{k + 1}",
+                    markerfacecolor="none", markersize=7, label=a.header)
         ax.set_yticks(y, [variant_label(r.strategy, r.model, multi) for r in g.itertuples()])
         ax.set_xlim(-0.02, 1.02)
-        ax.set_xlabel("accuracy (95 % Wilson CI)")
+        ax.set_xlabel("rate over items without an error" if extra else "accuracy (95 % Wilson CI)")
         ax.set_title(task)
         ax.grid(axis="x", alpha=0.3)
+    if extra:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=8,
+                   frameon=False)
     fig.tight_layout()
-    return [Plot("plot-accuracy", "Accuracy by strategy",
-                 "Points are accuracy over the items answered without an error; bars are 95 % Wilson intervals.",
-                 _png(fig))]
+    return [_plot("plot-accuracy", "Accuracy by strategy",
+                  "Points are accuracy over the items answered without an error; bars are 95 % Wilson intervals."
+                  + (" Hollow markers: the other rates of the scorer table." if extra else ""), fig)]
+
+
+def _dodge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Points at the same (x, y) (a tie) are spread sideways by 1.5 % of the x range so each stays visible."""
+    span = (np.nanmax(x) - np.nanmin(x)) if len(x) > 1 else 0.0
+    step = 0.015 * (span if span > 0 else max(abs(float(np.nanmax(x))), 1.0))
+    out = x.astype(float).copy()
+    groups: dict[tuple[float, float], list[int]] = {}
+    for i, key in enumerate(zip(np.round(x, 9), np.round(y, 9))):
+        groups.setdefault(key, []).append(i)
+    for idx in groups.values():
+        for k, i in enumerate(idx):
+            out[i] += (k - (len(idx) - 1) / 2) * step
+    return out
 
 
 def tradeoff_plot(summary: pd.DataFrame, xcol: str, xlabel: str, *, pid: str, title: str, how: str = "") -> list[Plot]:
     """Accuracy vs a cost (tokens, latency or $): the Pareto frontier (lower cost, higher accuracy)
-    is joined by a line; dominated strategies are grey and labelled '(dominated)'."""
+    is joined by a line. Each strategy has its own marker and colour and is named in a legend outside
+    the axes (no label is drawn among the points, so none can overprint another or the legend);
+    dominated strategies are hollow and say '(dominated)'; tied points are spread sideways."""
     x_all = _num(summary, xcol)
     s = summary[x_all.notna() & _num(summary, "accuracy").notna()].copy()
     if s.empty or not (_num(s, xcol) > 0).any():
         return []
     s["_x"] = _num(s, xcol)
     multi, tasks = _multi(s), sorted(s["task"].unique())
-    fig, axes = _grid(len(tasks))
+    fig, axes = _grid(len(tasks), ncols=1, width=9.0, row_h=3.4)
     for ax, task in zip(axes, tasks):
-        g = s[s["task"] == task].reset_index(drop=True)
+        g = s[s["task"] == task].sort_values(["strategy", "model"]).reset_index(drop=True)
         front = pareto_front(list(zip(g["_x"], g["accuracy"])))
         lo, hi = _num(g, "ci_low").to_numpy(float), _num(g, "ci_high").to_numpy(float)
         acc = g["accuracy"].to_numpy(float)
         err = np.nan_to_num(np.vstack([acc - lo, hi - acc]), nan=0.0).clip(min=0)
+        xs = _dodge(g["_x"].to_numpy(float), acc)
         for i, r in g.iterrows():
             on = i in front
-            color = FRONT_COLOR if on else DOMINATED_COLOR
-            ax.errorbar(r["_x"], acc[i], yerr=err[:, i:i + 1], fmt="o", color=color, capsize=2, alpha=0.9)
+            color = f"C{i % 10}"
             name = variant_label(r["strategy"], r["model"], multi) + ("" if on else " (dominated)")
-            ax.annotate(name, (r["_x"], acc[i]), textcoords="offset points", xytext=(5, 4), fontsize=8,
-                        color="black" if on else "#666666")
-        fx, fy = g.loc[front, "_x"].to_numpy(float), acc[front]
-        ax.step(fx, fy, where="post", color=FRONT_COLOR, lw=1.2, label="Pareto frontier")
+            ax.errorbar(xs[i], acc[i], yerr=err[:, i:i + 1], fmt=MARKERS[i % len(MARKERS)], color=color, capsize=2,
+                        markersize=7, markerfacecolor=color if on else "white", markeredgewidth=1.5, label=name)
+        order = sorted(front, key=lambda i: (g.loc[i, "_x"], -acc[i]))
+        ax.step(g.loc[order, "_x"].to_numpy(float), acc[order], where="post", color=FRONT_COLOR, lw=1.2,
+                alpha=0.6, label="Pareto frontier", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.05)
-        ax.margins(x=0.15)
+        ax.margins(x=0.1)
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
     fig.tight_layout()
-    return [Plot(pid, title, (how + " " if how else "") + "Blue points are on the Pareto frontier (no other strategy "
-                 "is both cheaper and more accurate); grey points are dominated. Vertical bars: 95 % CIs. The frontier "
-                 "uses point estimates; see the significance table before trusting small gaps.", _png(fig))]
+    return [_plot(pid, title, (how + " " if how else "") + "Filled markers are on the Pareto frontier (no other "
+                  "strategy is both cheaper and more accurate); hollow markers are dominated. Vertical bars: 95 % CIs; "
+                  "strategies at the same point are spread sideways. The frontier uses point estimates; see the "
+                  "significance table before trusting small gaps.", fig)]
 
 
 # -- latency --------------------------------------------------------------------------------
@@ -148,7 +235,7 @@ def latency_plot(preds: pd.DataFrame, col: str = "latency_s", *, xlabel: str = "
         ax.set_title(task)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return [Plot("plot-latency", title, caption + " Box: quartiles; whiskers: 1.5 IQR; points: outliers.", _png(fig))]
+    return [_plot("plot-latency", title, caption + " Box: quartiles; whiskers: 1.5 IQR; points: outliers.", fig)]
 
 
 # -- self-consistency -----------------------------------------------------------------------
@@ -170,9 +257,9 @@ def majk_plot(majk: pd.DataFrame) -> list[Plot]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return [Plot("plot-majk", "Self-consistency: maj@k",
+    return [_plot("plot-majk", "Self-consistency: maj@k",
                  "Expected majority-vote accuracy over all k-subsets of the samples, with a bootstrap 95 % CI "
-                 "over examples.", _png(fig))]
+                 "over examples.", fig)]
 
 
 # -- guided vs free -------------------------------------------------------------------------
@@ -211,9 +298,9 @@ def guided_plot(preds: pd.DataFrame) -> list[Plot]:
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return [Plot("plot-guided", "Guided vs free decoding",
+    return [_plot("plot-guided", "Guided vs free decoding",
                  "Valid output: schema-valid JSON for JSON tasks, otherwise an extractable answer. "
-                 "Accuracy: correct answers over items without an error.", _png(fig))]
+                 "Accuracy: correct answers over items without an error.", fig)]
 
 
 # -- context-length sweep -------------------------------------------------------------------
@@ -247,9 +334,9 @@ def context_plot(preds: pd.DataFrame) -> list[Plot]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return [Plot("plot-context", "Context-length sweep (needle in a haystack)",
-                 "needle* rows bucketed by prompt length. Time in batch: arrival -> last token inside the run's "
-                 "batched engine call (queueing included; docs/measures.md).", _png(fig))]
+    return [_plot("plot-context", "Context-length sweep (needle in a haystack)",
+                  "needle* rows bucketed by prompt length. Time in batch: arrival -> last token inside the run's "
+                  "batched engine call (queueing included; docs/measures.md).", fig)]
 
 
 PROBE_HOW = ("Single-request latency, measured by the latency probe: the first items of each strategy sent "

@@ -20,8 +20,10 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from .paired import pairs_table
-from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, pct, with_totals
+from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, pct
 from .results import PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic, write_text_atomic
+from .scorers import all_aggregates
+from .verdicts import HOLM_TEXT, family_verdicts, verdicts  # noqa: F401 - verdicts: their old home
 from .stats import summarize
 
 ALPHA = 0.05
@@ -42,6 +44,8 @@ class Bundle:
     majk: pd.DataFrame
     runs: list[dict] = field(default_factory=list)
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    family: str = "all"  # the Holm family (paired.FAMILIES)
+    holm_key: str = "all"  # which sentence describes it (HOLM_TEXT)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("task", "task", str), ("model", "model", str), ("strategy", "strategy", str), ("n", "n", str),
         ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
          f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]"),
-        ("acc_norm", "accuracy_norm", pct), ("schema valid", "schema_valid_rate", pct),
+        *((a.header, a.column, pct if a.kind == "rate" else (lambda v: fnum(v, 3))) for a in all_aggregates()),
         ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
         ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
         ("cached rows", "cached_rows", lambda v: fnum(v, 0) if _num(v) > 0 else "–"),
@@ -91,76 +95,14 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     head = ["task", "model", "strategy A", "strategy B", "n", "acc A", "acc B", "A − B (95 % CI)",
-            "p McNemar", "p Holm", ""]
+            "p McNemar", "p Holm", "significance"]
     rows = [[r["task"], r["model"], r["strategy_a"], r["strategy_b"], str(r["n"]), pct(r["acc_a"]), pct(r["acc_b"]),
              f"{pct(r['diff'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]", fp(r["p_mcnemar"]), fp(r["p_holm"]),
-             "significant" if _num(r["p_holm"]) < ALPHA else ""] for r in pairs.to_dict("records")]
+             "significant" if _num(r["p_holm"]) < ALPHA else "not significant"] for r in pairs.to_dict("records")]
     return head, rows
 
 
 # -- verdicts -------------------------------------------------------------------------------
-def _pair(pairs: pd.DataFrame, task: str, model: str, a: str, b: str) -> dict | None:
-    m = pairs[(pairs["task"] == task) & (pairs["model"] == model)
-              & (((pairs["strategy_a"] == a) & (pairs["strategy_b"] == b))
-                 | ((pairs["strategy_a"] == b) & (pairs["strategy_b"] == a)))]
-    return m.iloc[0].to_dict() if len(m) else None
-
-
-def _p_text(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {fp(p)}"
-
-
-def _cheapest_sentence(g: pd.DataFrame, pairs: pd.DataFrame, best: str, *, use_usd: bool) -> tuple[str | None, str]:
-    """The cheapest strategy whose accuracy is not significantly below the best's (Holm p >= ALPHA)."""
-    task, model = g["task"].iloc[0], g["model"].iloc[0]
-    ok = [best] + [s for s in g["strategy"].iloc[1:]
-                   if (pr := _pair(pairs, task, model, best, s)) and _num(pr["p_holm"]) >= ALPHA]
-    cand = g[g["strategy"].isin(ok) & g["_cost"].notna()].sort_values(["_cost", "accuracy"], ascending=[True, False])
-    if cand.empty or len(g) == 1:
-        return None, ""
-    c = cand.iloc[0]
-    unit = f"{fusd(c['_cost'])} per example" if use_usd else f"{c['_cost']:,.0f} tokens per example"
-    itself = " itself" if c["strategy"] == best else ""
-    return c["strategy"], f" The cheapest strategy not significantly worse than the best is {c['strategy']}{itself} ({unit})."
-
-
-def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
-    """One plain-words verdict per task x model: best strategy, whether it beats the runner-up
-    (Holm-adjusted exact McNemar), and the cheapest strategy not significantly worse than the best
-    (by $ per example when any price is set, else by mean prompt + completion tokens)."""
-    s = with_totals(summary)
-    s = s[_col(s, "accuracy").notna()]
-    out = []
-    for (task, model), g in s.groupby(["task", "model"], sort=True):
-        # $ whenever a price is set (token prices or an hourly price); all-$0 (self-hosted, unpriced): tokens
-        use_usd = bool(_col(g, "cost_per_example_usd").gt(0).any())
-        g = g.assign(_cost=_col(g, "cost_per_example_usd" if use_usd else "mean_total_tokens"))
-        g = g.sort_values(["accuracy", "_cost", "strategy"], ascending=[False, True, True])
-        best = g.iloc[0]
-        lo, hi = 100 * _num(best.get("ci_low")), 100 * _num(best.get("ci_high"))
-        ci = "CI unknown" if math.isnan(lo) or math.isnan(hi) else f"95 % CI {lo:.0f}–{hi:.0f} %"
-        text = f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} ({ci}, n = {best['n']})"
-        significant = False
-        if len(g) == 1:
-            text += "; it is the only strategy that ran."
-        else:
-            runner = g.iloc[1]["strategy"]
-            pr = _pair(pairs, task, model, best["strategy"], runner)
-            p = _num(pr["p_holm"]) if pr else float("nan")
-            significant = p < ALPHA
-            if math.isnan(p):
-                text += f"; it shares no items with the runner-up {runner}, so there is no paired test."
-            elif significant:
-                text += f"; it is significantly better than the runner-up {runner} ({_p_text(p)}, Holm)."
-            else:
-                text += f"; it is not significantly better than {runner} ({_p_text(p)}, Holm)."
-        cheapest, sentence = _cheapest_sentence(g, pairs, best["strategy"], use_usd=use_usd)
-        out.append({"task": task, "model": model, "best": best["strategy"], "significant": significant,
-                    "cheapest": cheapest, "text": text + sentence})
-    return out
-
-
-# -- examples -------------------------------------------------------------------------------
 def _clip(text: Any) -> str:
     t = "" if _missing(text) else str(text)
     return t if len(t) <= MAX_TEXT else t[:MAX_TEXT] + f"\n… [{len(t) - MAX_TEXT} more characters]"
@@ -264,16 +206,20 @@ def run_facts(run: dict) -> dict:
 def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
     from .plots import all_plots
 
-    pairs = pairs_table(b.preds)
+    pairs = pairs_table(b.preds, family=b.family)
     head, rows = summary_table(b.summary)
     phead, prows = pairs_rows(pairs)
     rhead, rrows = runs_side_by_side(b.runs, b.preds)
     return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
-            "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk, b.probes),
-            "measures_note": MEASURES_NOTE,
+            "verdicts": verdicts(b.summary, pairs) + family_verdicts(pairs),
+            "plots": all_plots(b.summary, b.preds, b.majk, b.probes), "measures_note": MEASURES_NOTE,
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
-            "alpha": ALPHA, "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)]}
+            "alpha": ALPHA, "holm_text": HOLM_TEXT[b.holm_key],
+            "no_pairs_text": ("No strategy ran in more than one run: no same-strategy pairs (harness compare "
+                              "--all-pairs compares different strategies)." if b.family == "same_strategy"
+                              else "Only one strategy per task: no pairs."),
+            "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)]}
 
 
 def _section(sec: Section, b: Bundle) -> dict:
@@ -307,9 +253,9 @@ def render_md(ctx: dict) -> str:
     parts += [f"- {_md_cell(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
     parts += ["", "## Summary", "", _md_cell(ctx["measures_note"]), "",
               _md_table(ctx["summary_head"], ctx["summary_rows"]), "",
-              "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error; "
-              f"Holm-adjusted across the pairs of a task; significant at p < {ctx['alpha']}.", ""]
-    parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else "No pairs.", ""]
+              "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error. "
+              f"{ctx['holm_text']} Significant at p < {ctx['alpha']}.", ""]
+    parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else ctx["no_pairs_text"], ""]
     for sec in ctx.get("sections", ()):
         parts += [f"## {_md_cell(sec['title'])}", "", *([_md_cell(sec["note"]), ""] if sec["note"] else []),
                   _md_table(sec["head"], sec["rows"]), ""]
@@ -389,8 +335,11 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataF
 
 
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
-                  sections: Sequence[Section] | None = None) -> list[Path]:
-    """Join several run folders into one report (default folder results/compare-<timestamp>)."""
+                  sections: Sequence[Section] | None = None, all_pairs: bool = False) -> list[Path]:
+    """Join several run folders into one report (default folder results/compare-<timestamp>).
+
+    Significance tests and Holm's correction cover the comparisons asked for: by default the same
+    strategy across runs (cot@a vs cot@b), per task; with all_pairs, every pair of strategies and runs."""
     datas = [load_run(d) for d in run_dirs]
     ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
     ids = [rid if ids.count(rid) == 1 else f"{rid}#{i}" for i, rid in enumerate(ids)]
@@ -401,5 +350,6 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     if out is None:
         out = RESULTS_DIR / new_run_id("compare-")
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
-    return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes), Path(out),
-                  sections)
+    family, key = ("all", "all_runs") if all_pairs else ("same_strategy", "same_strategy")
+    return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes,
+                         family=family, holm_key=key), Path(out), sections)

@@ -31,6 +31,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .errors import ConfigError
+from .scorers import row_columns
 
 PREDICTION_COLUMNS = [
     "run_id", "task", "strategy", "model", "example_id", "template", "template_hash", "backend",
@@ -40,6 +41,7 @@ PREDICTION_COLUMNS = [
     "n_samples", "votes", "agreement", "tie_rule", "json_valid", "schema_valid", "field_em", "field_f1",
     "cost_usd", "flops", "decoding", "prompt", "unit_id",
 ]
+PREDICTION_COLUMNS += [c for c in row_columns() if c not in PREDICTION_COLUMNS]  # the scorer table's columns
 SAMPLE_COLUMNS = ["run_id", "task", "strategy", "model", "example_id", "sample_idx", "output", "answer",
                   "parse_ok", "completion_tokens", "cumulative_logprob", "finish_reason"]
 PROBE_COLUMNS = [

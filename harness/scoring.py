@@ -1,62 +1,36 @@
-"""Scorers: (task, example, prediction) -> the scored columns of one row. Pure functions."""
+"""Scoring: (task, example, prediction) -> the scored columns of one row, through the task's entry in
+the scorer table (harness/scorers.py). Pure functions."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from .extract import extract_json, normalize_gold
+from .extract import normalize_gold
 from .records import Example, Prediction
+from .scorers import SCORERS, ScoreInput, flatten, score_json  # noqa: F401  (flatten, score_json: public names)
 
 
 def score(task, example: Example, pred: Prediction) -> dict[str, Any]:
     """Returns gold, correct (None when the request errored: an error is never a wrong answer),
-    and the extra metrics of the task's scorer."""
+    extract_rule, and the columns of the task's scorer. With `extraction: both` the strict answer is
+    scored too (correct_strict)."""
     gold = normalize_gold(task.spec.answer_type, example.gold)
     row: dict[str, Any] = {"gold": gold}
     if pred.extra.get("error"):
         row["correct"] = None
         return row
-    if task.scorer == "json_fields":
-        row.update(score_json(pred.output, example.gold, task.json_schema))
-        row["correct"] = bool(row["field_em"])
-        return row
-    row["correct"] = pred.answer is not None and pred.answer == gold
+    scorer = SCORERS[task.scorer]
+    params = task.scorer_params
+    schema = task.json_schema if task.scorer == "json_fields" else None
+    rule = pred.extra.get("extract_rule")
+    row["extract_rule"] = rule
+    res = scorer.fn(ScoreInput(pred.answer, pred.output, example.gold, gold, rule, params, schema))
+    row.update(res)
+    row["correct"] = bool(res["correct"])
+    if "answer_strict" in pred.extra:
+        strict = pred.extra["answer_strict"]
+        rule_s = pred.extra.get("extract_rule_strict")
+        res_s = scorer.fn(ScoreInput(strict, pred.output, example.gold, gold, rule_s, params, schema))
+        row.update(answer_strict=strict, extract_rule_strict=rule_s, correct_strict=bool(res_s["correct"]))
     if "answer_norm" in pred.extra:
         row["correct_norm"] = pred.extra["answer_norm"] == gold
     return row
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}"""
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: obj}
-
-
-def _norm(v: Any) -> str:
-    return str(v).strip().lower()
-
-
-def score_json(output: str, gold: Any, schema: dict | None) -> dict[str, Any]:
-    """json_valid, schema_valid, field_em (all fields match), field_f1 (over flattened fields)."""
-    obj, ok = extract_json(output)
-    res: dict[str, Any] = {"json_valid": ok, "schema_valid": False, "field_em": False, "field_f1": 0.0}
-    if not ok:
-        return res
-    if schema is not None:
-        from jsonschema import Draft202012Validator
-        res["schema_valid"] = Draft202012Validator(schema).is_valid(obj)
-    else:
-        res["schema_valid"] = isinstance(obj, dict)
-    gold_obj = json.loads(gold) if isinstance(gold, str) else gold
-    g = {k: _norm(v) for k, v in flatten(gold_obj).items()}
-    p = {k: _norm(v) for k, v in flatten(obj).items()} if isinstance(obj, dict) else {}
-    match = sum(1 for k, v in p.items() if g.get(k) == v)
-    prec = match / len(p) if p else 0.0
-    rec = match / len(g) if g else 0.0
-    res["field_f1"] = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    res["field_em"] = p == g
-    return res

@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .scorers import all_aggregates
+
 GROUP = ["task", "strategy", "model"]
 
 
@@ -111,11 +113,11 @@ def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.Dat
             row["cost_per_example_usd"] = float(cost.mean())
         if "flops" in g and g["flops"].notna().any():
             row["total_flops"] = float(pd.to_numeric(g["flops"], errors="coerce").sum())
-        if "correct_norm" in g and g["correct_norm"].notna().any():
-            row["accuracy_norm"] = float(ok["correct_norm"].fillna(False).astype(bool).mean()) if n else None
-        if "json_valid" in g and g["json_valid"].notna().any():
-            for col in ("json_valid", "schema_valid", "field_em", "field_f1"):
-                row[f"{col}_rate" if col != "field_f1" else "field_f1_mean"] = _mean(ok[col].astype(float))
+        for agg in all_aggregates():  # the scorer table's summary columns, where the rows have them
+            if agg.source in g and ok[agg.source].notna().any():
+                vals = ok[agg.source]
+                row[agg.column] = (float(vals.fillna(False).astype(bool).mean()) if agg.kind == "rate"
+                                   else _mean(vals))
         if "cached" in g:
             row["cached_rows"] = int(g["cached"].fillna(False).astype(bool).sum())
         rows.append(row)

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from .errors import ConfigError, suggest
 from .exemplars import order_exemplars, select_exemplars, selection  # noqa: F401 - select_exemplars re-exported
-from .extract import extract
+from .extract import Extraction, extract_with_rule
 from .records import Completion, Example, Message, OutputType, Prediction, Request, Sample, Sampling
 
 COT_TRIGGER = "Let's think step by step."
@@ -160,8 +160,12 @@ class Strategy:
         if c.continuation_logprobs:
             return reduce_loglikelihood(task, example, c)
         text = c.texts[0] if c.texts else ""
-        answer = extract_answer(task, example, text)
-        return Prediction(output=text, answer=answer, parse_ok=answer is not None)
+        got = extract_answer(task, example, text)
+        extra = {"extract_rule": got.rule}
+        if task.spec.extraction == "both":
+            strict = extract_answer(task, example, text, mode="strict")
+            extra.update(answer_strict=strict.answer, extract_rule_strict=strict.rule)
+        return Prediction(output=text, answer=got.answer, parse_ok=got.answer is not None, extra=extra)
 
 
 def failed_prediction(c: Completion) -> Prediction:
@@ -169,8 +173,12 @@ def failed_prediction(c: Completion) -> Prediction:
     return Prediction(output="", answer=None, parse_ok=False, extra={"error": c.error})
 
 
-def extract_answer(task, example: Example, text: str) -> str | None:
-    return extract(task.spec.answer_type, text, labels=example.labels, pattern=task.spec.extract_pattern)
+def extract_answer(task, example: Example, text: str, *, mode: str | None = None) -> Extraction:
+    """The answer and the rule that fired, in the task's extraction mode (`both` answers flexible)."""
+    if mode is None:
+        mode = "strict" if task.spec.extraction == "strict" else "flexible"
+    return extract_with_rule(task.spec.answer_type, text, labels=example.labels, choices=example.choices,
+                             pattern=task.spec.extract_pattern, mode=mode)
 
 
 def reduce_loglikelihood(task, example: Example, c: Completion) -> Prediction:
@@ -183,7 +191,7 @@ def reduce_loglikelihood(task, example: Example, c: Completion) -> Prediction:
     norm = [lp[i] / max(1, len(conts[i].encode("utf-8"))) for i in range(len(lp))]
     best_norm = max(range(len(norm)), key=lambda i: norm[i])
     return Prediction(output=json.dumps({n: round(v, 4) for n, v in zip(names, lp)}), answer=names[best],
-                      parse_ok=True, extra={"answer_norm": names[best_norm]})
+                      parse_ok=True, extra={"answer_norm": names[best_norm], "extract_rule": "loglikelihood"})
 
 
 @dataclass(frozen=True)
@@ -238,9 +246,13 @@ class SelfConsistency(Strategy):
         c = completions[0]
         if c.error:
             return failed_prediction(c)
-        samples = []
+        samples, rules, strict = [], [], []
         for i, text in enumerate(c.texts):
-            ans = extract_answer(task, example, text)
+            got = extract_answer(task, example, text)
+            ans = got.answer
+            rules.append(got.rule)
+            if task.spec.extraction == "both":
+                strict.append(extract_answer(task, example, text, mode="strict"))
             toks = c.completion_tokens[i] if i < len(c.completion_tokens) else None
             lp = c.cumulative_logprobs[i] if i < len(c.cumulative_logprobs) else None
             fr = c.finish_reasons[i] if i < len(c.finish_reasons) else None
@@ -249,8 +261,20 @@ class SelfConsistency(Strategy):
         answer, votes, rule = vote(samples)
         winner_text = next((s.output for s in samples if s.answer == answer), samples[0].output if samples else "")
         agreement = (votes[answer] / sum(votes.values())) if answer is not None else 0.0
+        extra = {"votes": json.dumps(votes, sort_keys=True), "agreement": agreement, "tie_rule": rule,
+                 "extract_rule": _winner_rule(samples, rules, answer)}
+        if strict:
+            s_samples = [replace(s, answer=e.answer, parse_ok=e.answer is not None) for s, e in zip(samples, strict)]
+            s_answer = vote(s_samples)[0]
+            extra.update(answer_strict=s_answer, extract_rule_strict=_winner_rule(s_samples, [e.rule for e in strict],
+                                                                                  s_answer))
         return Prediction(output=winner_text, answer=answer, parse_ok=answer is not None, samples=tuple(samples),
-                          extra={"votes": json.dumps(votes, sort_keys=True), "agreement": agreement, "tie_rule": rule})
+                          extra=extra)
+
+
+def _winner_rule(samples: Sequence[Sample], rules: Sequence[str], answer: str | None) -> str:
+    """The extraction rule of the first sample that gave the winning answer ('none' when no sample had one)."""
+    return next((r for s, r in zip(samples, rules) if s.answer == answer and answer is not None), "none")
 
 
 def vote(samples: Sequence[Sample]) -> tuple[str | None, dict[str, int], str]:

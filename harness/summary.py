@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .scorers import all_aggregates
+
 COLUMNS = [("task", "task"), ("strategy", "strategy"), ("n", "n"), ("accuracy", "acc"), ("ci_low", "lo"),
-           ("ci_high", "hi"), ("accuracy_norm", "acc_norm"), ("schema_valid_rate", "schema_ok"),
+           ("ci_high", "hi"), *((a.column, a.short) for a in all_aggregates()),
            ("parse_fail_rate", "parse_fail"), ("errors", "err"), ("mean_prompt_tokens", "prompt_tok"),
            ("mean_completion_tokens", "compl_tok"), ("cached_rows", "cached"),
            ("probe_latency_p50_s", "probe_p50_s"), ("probe_ttft_p50_s", "probe_ttft_s"),

@@ -93,7 +93,9 @@ class TaskSpec(Strict):
     templates: dict[str, str] = {}  # named template variants: name -> file (a strategy picks one with template=NAME)
     answer_type: Literal["number", "choice", "label", "text", "json"]
     extract_pattern: str | None = None
-    scorer: Literal["exact", "json_fields"] | None = None
+    scorer: str | None = None
+    scorer_params: dict[str, Any] = {}
+    extraction: Literal["flexible", "strict", "both"] = "flexible"
     output_type: OutputTypeSpec | None = None
     answer_mode: Literal["generate", "choice", "loglikelihood"] = "generate"
     max_tokens: int = 48
@@ -163,6 +165,10 @@ class Task:
     @property
     def scorer(self) -> str:
         return self.spec.scorer or ("json_fields" if self.spec.answer_type == "json" else "exact")
+
+    @cached_property
+    def scorer_params(self) -> dict[str, Any]:
+        return check_scorer(self.spec, self.file)
 
     @cached_property
     def template(self) -> Template:
@@ -311,6 +317,43 @@ def _canonical_label(gold: Any, labels: tuple[str, ...]) -> Any:
     return str(gold)
 
 
+def check_scorer(spec: TaskSpec, path: Path) -> dict[str, Any]:
+    """The task's scorer exists, suits its answer type, and its scorer_params are valid (a user
+    scorer's function is imported here, so a typo fails before the engine starts)."""
+    from .scorers import SCORERS, check_params, load_user_function
+
+    name = spec.scorer or ("json_fields" if spec.answer_type == "json" else "exact")
+    where = str(path)
+    if name not in SCORERS:
+        raise ConfigError(f"unknown scorer '{name}'", where=where, field="scorer", fix=suggest(name, SCORERS))
+    types = SCORERS[name].answer_types
+    if types and spec.answer_type not in types:
+        raise ConfigError(f"scorer '{name}' needs answer_type {' or '.join(types)}", where=where, field="scorer",
+                          fix=f"use another scorer, or answer_type {types[0]}")
+    try:
+        params = check_params(name, spec.scorer_params)
+    except KeyError as exc:
+        key = exc.args[0]
+        allowed = SCORERS[name].params
+        if key in allowed:
+            raise ConfigError(f"scorer '{name}' needs scorer_params.{key}", where=where, field=f"scorer_params.{key}",
+                              fix=f"add {key}: package.module:function") from None
+        raise ConfigError(f"unknown scorer parameter '{key}' for scorer '{name}'", where=where,
+                          field=f"scorer_params.{key}",
+                          fix=suggest(key, allowed) if allowed else f"scorer '{name}' takes no parameters") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"bad scorer parameter: {exc}", where=where, field="scorer_params",
+                          fix="see docs/tasks.md (scorers)") from None
+    if name == "user":
+        try:
+            load_user_function(params["function"])
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot import scorer '{params['function']}': {exc}", where=where,
+                              field="scorer_params.function",
+                              fix="check the module is importable and the function exists") from None
+    return params
+
+
 def load_schema(value: dict | str, task: Task) -> dict:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
@@ -373,6 +416,7 @@ def load_task(name_or_path: str | Path, *, data_dir: str | Path | None = None) -
                               fix="use a task name from `harness tasks` or a path to a .yaml file")
         raise ConfigError(f"unknown task '{text}'", where=text, field="--task", fix=suggest(text, files))
     spec = parse_task_file(path)
+    check_scorer(spec, path)
     folders = (path.parent.resolve(), (path.parent / ".." / "prompts").resolve(), PROMPTS_DIR.resolve())
     folders = tuple(dict.fromkeys(folders))
     dd = Path(data_dir).resolve() if data_dir else None

@@ -37,7 +37,7 @@ XSS = "<script>window.__xss=1;document.title='pwned'</script>"
 XSS_IMG = "<img src=x onerror=\"window.__xss=2;document.title='pwned'\">"
 SECTIONS = ["summary", "plots", "significance", "verdict", "examples", "model"]
 PAIR_CSV_COLUMNS = ["task", "model", "strategy_a", "strategy_b", "n", "acc_a", "acc_b", "diff", "ci_low",
-                    "ci_high", "p_mcnemar", "p_holm"]
+                    "ci_high", "p_mcnemar", "p_holm", "holm_family"]
 
 
 # -- statistics against scipy / statsmodels -------------------------------------------------
@@ -121,6 +121,23 @@ def test_verdict_wording():
     (v,) = verdicts(summary, pairs)
     assert "significantly better than the runner-up few_shot:k=4 (p = 0.003, Holm)" in v["text"]
     assert v["significant"] and v["cheapest"] == "cot"
+
+
+def test_verdict_says_tie_or_nothing_correct_instead_of_naming_a_best():
+    def row(strategy, acc, tokens):
+        return {"task": "t", "model": "M", "strategy": strategy, "n": 20, "accuracy": acc, "ci_low": 0.0,
+                "ci_high": 0.2, "mean_prompt_tokens": tokens, "mean_completion_tokens": 0.0}
+    pairs = pd.DataFrame([{"task": "t", "model": "M", "strategy_a": "cot", "strategy_b": "zero_shot", "p_holm": 1.0}])
+    (v,) = verdicts(pd.DataFrame([row("cot", 0.0, 90.0), row("zero_shot", 0.0, 50.0)]), pairs)
+    assert v["text"] == "On t (M), no strategy answered any item correctly (n = 20); there is no best strategy."
+    assert v["best"] is None and "best at" not in v["text"]
+    (v,) = verdicts(pd.DataFrame([row("cot", 0.0, 90.0)]), pairs)
+    assert v["text"] == "On t (M), cot answered no item correctly (n = 20); it is the only strategy that ran."
+    assert v["best"] is None
+    (v,) = verdicts(pd.DataFrame([row("cot", 0.3, 90.0), row("zero_shot", 0.3, 50.0), row("few", 0.1, 60.0)]), pairs)
+    assert v["text"].startswith("On t (M), tie between cot and zero_shot at 30.0 % (n = 20); no strategy is best.")
+    assert v["text"].endswith("The cheapest of the tied strategies is zero_shot (50 tokens per example).")
+    assert v["best"] is None and v["cheapest"] == "zero_shot" and v["tie"] == ["cot", "zero_shot"]
 
 
 # -- scripted runs --------------------------------------------------------------------------
@@ -210,7 +227,7 @@ def compare_dir(tmp_path_factory, symbolic_run) -> Path:
     harness.run(tasks, ["zero_shot", "self_consistency:k=3"], backend=ScriptedBackend(feature_fn), limit=8,
                 out=needle, progress=False, write_report=False, cache=False)
     out = base / "compare"
-    paths = write_compare([symbolic_run, person, needle], out=out)
+    paths = write_compare([symbolic_run, person, needle], out=out, all_pairs=True)
     assert [p.name for p in paths] == ["report.html", "report.md", "pairs.csv"]
     return out
 
@@ -243,9 +260,49 @@ def test_compare_report_has_every_plot_and_keeps_runs_apart(compare_dir, tmp_pat
     pairs = pd.read_csv(compare_dir / "pairs.csv")
     assert list(pairs.columns) == PAIR_CSV_COLUMNS
     # the same run twice (two template versions, say): strategies are kept apart as strategy@run_id
-    write_compare([symbolic_run, symbolic_run], out=tmp_path / "twice")
+    write_compare([symbolic_run, symbolic_run], out=tmp_path / "twice", all_pairs=True)
     twice = pd.read_csv(tmp_path / "twice" / "pairs.csv")
     assert twice["strategy_a"].str.contains("@").all() and len(twice) == 2 * 15
+    assert "all pairs of strategies and runs" in (tmp_path / "twice" / "report.md").read_text()
+
+
+def _two_runs(tmp_path, rates_a: dict, rates_b: dict, n: int = 60) -> list[Path]:
+    """Two scripted runs of coin_flip whose strategies answer item i correctly when i < rate * n."""
+    dirs = []
+    for name, rates in (("a", rates_a), ("b", rates_b)):
+        def fn(req, rates=rates):
+            strat = "cot" if "step by step" in req.messages[-1].content else "zero_shot"
+            i = int(req.key.rsplit("-", 1)[1])
+            gold = harness.load_task("coin_flip").examples[i].gold
+            right = i < rates[strat] * n
+            return f"The answer is {gold if right else ('no' if gold == 'yes' else 'yes')}."
+        out = tmp_path / name
+        harness.run(["coin_flip"], ["zero_shot", "cot"], backend=ScriptedBackend(fn), limit=n, out=out,
+                    progress=False, write_report=False, cache=False)
+        dirs.append(out)
+    return dirs
+
+
+def test_compare_corrects_within_the_family_asked_for(tmp_path):
+    """Default: the same strategy across runs (2 comparisons), Holm over those 2 only; --all-pairs: all
+    6 pairs of strategies and runs, Holm over the 6 (the issue's p 0.03 -> 0.19 came from the latter)."""
+    dirs = _two_runs(tmp_path, {"zero_shot": 0.5, "cot": 0.6}, {"zero_shot": 0.5, "cot": 0.8})
+    write_compare(dirs, out=tmp_path / "fam")
+    fam = pd.read_csv(tmp_path / "fam" / "pairs.csv")
+    assert len(fam) == 2 and (fam["holm_family"] == "same_strategy").all()
+    assert sorted(fam["strategy_a"].str.split("@").str[0]) == ["cot", "zero_shot"]
+    assert (fam["strategy_a"].str.split("@").str[0] == fam["strategy_b"].str.split("@").str[0]).all()
+    np.testing.assert_allclose(fam["p_holm"], multipletests(fam["p_mcnemar"], method="holm")[1])
+    md = (tmp_path / "fam" / "report.md").read_text()
+    assert "Family corrected (Holm): the same strategy across runs" in md
+    assert "cot across runs: cot@b 80.0 % vs cot@a 60.0 % (n = 60), significant (p &lt; 0.001, Holm over the 2" in md
+    write_compare(dirs, out=tmp_path / "all", all_pairs=True)
+    every = pd.read_csv(tmp_path / "all" / "pairs.csv")
+    assert len(every) == 6
+    np.testing.assert_allclose(every["p_holm"], multipletests(every["p_mcnemar"], method="holm")[1])
+    cot = lambda df: df[df["strategy_a"].str.startswith("cot@") & df["strategy_b"].str.startswith("cot@")]
+    assert cot(every)["p_mcnemar"].iloc[0] == pytest.approx(cot(fam)["p_mcnemar"].iloc[0])
+    assert cot(every)["p_holm"].iloc[0] > cot(fam)["p_holm"].iloc[0]  # a larger family costs power
 
 
 # -- the HTML in real headless Chromium -----------------------------------------------------
@@ -391,6 +448,82 @@ def test_report_renders_in_chromium_without_running_the_payload(browser, symboli
     assert "&lt;script&gt;window.__xss=1" in html and not re.search(r"(src|href)=\"?(https?:)?//", html)
     browser.screenshot(ARTIFACTS / "report.png")
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+TEXT_BOXES = """JSON.stringify((() => {
+  const sel = 'h1,h2,h3,h4,p,li,th,td,figcaption,summary,code,a,.muted';
+  const boxes = [];
+  for (const el of document.querySelectorAll(sel)) {
+    if (!el.checkVisibility()) continue;  // e.g. inside a closed <details>
+    for (const node of el.childNodes) {
+      if (node.nodeType !== 3 || !node.textContent.trim()) continue;
+      const r = document.createRange(); r.selectNodeContents(node);
+      for (const b of r.getClientRects()) if (b.width > 0 && b.height > 0)
+        boxes.push({t: node.textContent.trim().slice(0, 40), x0: b.left, y0: b.top, x1: b.right, y1: b.bottom});
+    }
+  }
+  const bad = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i], b = boxes[j];
+    if (a.x0 + 1 < b.x1 && b.x0 + 1 < a.x1 && a.y0 + 1 < b.y1 && b.y0 + 1 < a.y1) bad.push(a.t + ' / ' + b.t);
+  }
+  const figs = Array.from(document.querySelectorAll('figure')).map(f => [f.id, f.dataset.textOverlaps]);
+  return {n: boxes.length, bad: bad.slice(0, 20), figs};
+})())"""
+
+
+def _no_overlapping_text(browser: Browser, html: Path) -> dict:
+    """In Chromium: no two text boxes of the page intersect, and every plot's text elements (checked on
+    the matplotlib figure that made the PNG: titles, tick and axis labels, point labels, legends) do not
+    intersect either (`data-text-overlaps` = 0)."""
+    browser.open(html)
+    res = json.loads(browser.evaluate(TEXT_BOXES))
+    assert res["n"] > 50 and res["bad"] == [], res["bad"]
+    assert res["figs"] and all(n == "0" for _, n in res["figs"]), res["figs"]
+    return res
+
+
+def test_report_text_and_plot_labels_never_overlap_in_chromium(browser, symbolic_run, tmp_path):
+    _no_overlapping_text(browser, symbolic_run / "report.html")
+    # ties: two strategies at the same cost and accuracy (the issue's "tied points are both grey")
+    tied = tmp_path / "tied"
+    harness.run(["coin_flip"], ["zero_shot", "zero_shot:seed=1", "few_shot:k=2"],
+                backend=ScriptedBackend(lambda r: "The answer is yes."), limit=20, out=tied, progress=False,
+                cache=False, report=True)
+    facts = _no_overlapping_text(browser, tied / "report.html")
+    assert {"plot-tokens", "plot-accuracy"} <= {f for f, _ in facts["figs"]}
+    md = (tied / "report.md").read_text()
+    assert "tie between few_shot:k=2, zero_shot and zero_shot:seed=1 at 55.0 %" in md and "best at" not in md
+
+
+def test_tradeoff_plot_checker_catches_overprinting_and_ties_are_distinct():
+    from harness.plots import _dodge, text_overlaps, tradeoff_plot
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    ax.annotate("cot (dominated)", (0.5, 0.5))
+    ax.annotate("few_shot (dominated)", (0.5, 0.5))
+    assert text_overlaps(fig), "the checker must see two labels printed on each other"
+    summary = pd.DataFrame([{"task": "t", "model": "m", "strategy": s, "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                             "mean_total_tokens": 100.0} for s in ("a", "b", "c")])
+    (plot,) = tradeoff_plot(summary, "mean_total_tokens", "tokens", pid="p", title="T")
+    assert plot.overlaps == ()
+    xs = _dodge(np.array([100.0, 100.0, 100.0, 200.0]), np.array([0.5, 0.5, 0.5, 0.5]))
+    assert len(set(xs[:3])) == 3 and xs[3] == 200.0
+    assert pareto_front([(100, 0.5), (100, 0.5), (200, 0.4)]) == [0, 1]  # a tie: neither dominates
+
+
+
+def test_accuracy_plot_shows_every_rate_of_the_scorer_table_present():
+    from harness.plots import accuracy_plot
+
+    base = {"task": "t", "model": "m", "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+    (plain,) = accuracy_plot(pd.DataFrame([{**base, "strategy": "a"}]))
+    (both,) = accuracy_plot(pd.DataFrame([{**base, "strategy": "a", "accuracy_strict": 0.3},
+                                          {**base, "strategy": "b", "accuracy_strict": 0.5}]))
+    assert "Hollow markers" not in plain.caption and "Hollow markers" in both.caption
+    assert both.overlaps == () and plain.overlaps == ()
 
 
 def test_compare_report_renders_in_chromium(browser, compare_dir):
