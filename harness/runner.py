@@ -290,6 +290,7 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, **config) -> dict:
         "templates": {t.spec.template: t.template.hash for t in tasks},
         "backend": settings.get("backend", type(backend).__name__), "engine": settings,
         "model_info": info, "versions": _versions(), "units": config["total"], "resumes": resumes,
+        "vllm_check": getattr(backend, "vllm_check", None),  # tested release or --allow-untested-vllm
     }
 
 

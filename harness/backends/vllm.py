@@ -27,6 +27,7 @@ import os
 import time
 from typing import Any, Sequence
 
+from ..engine_versions import check_vllm
 from ..errors import ConfigError, EngineStartError, missing_extra
 from ..models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
@@ -138,8 +139,10 @@ class VLLMBackend:
                  structured_outputs_backend: str = "auto", speculative_ngram: int | None = None,
                  tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
                  distributed_executor_backend: str | None = None, dtype: str = "bfloat16",
-                 log_stats: bool = True, use_tqdm: bool = True) -> None:
+                 log_stats: bool = True, use_tqdm: bool = True, allow_untested_vllm: bool | None = None) -> None:
         self.model_path, self.model_name = resolve_model(model)
+        self.allow_untested_vllm = allow_untested_vllm  # None: HARNESS_ALLOW_UNTESTED_VLLM decides
+        self.vllm_check: dict | None = None  # what check_vllm found at start (run.json's `vllm_check`)
         self.max_model_len = max_model_len
         self.use_tqdm = use_tqdm
         self._settings: dict[str, Any] = {
@@ -183,6 +186,7 @@ class VLLMBackend:
     @property
     def llm(self) -> Any:
         if self._llm is None:
+            self.vllm_check = check_vllm(self.allow_untested_vllm)  # before the expensive part
             try:
                 from vllm import LLM
             except ImportError as exc:
