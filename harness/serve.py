@@ -93,8 +93,8 @@ def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, m
     from .engine_versions import check_vllm
     from .models import resolve_model
 
-    path, name = resolve_model(model)
     check_vllm(allow_untested_vllm)
+    path, name = resolve_model(model)
     name = served_model_name or name
     port = port or free_port(host)
     log_dir = Path(tempfile.mkdtemp(prefix="harness-serve-"))

@@ -129,6 +129,7 @@ done
   fi
   for s in "${STEPS[@]}"; do
     IFS='|' read -r name _ _ <<<"$s"
+    [[ $name == guard || $name == signal ]] && continue  # shown in full above
     if want "$name" && ! grep -q "^| $name | PASS" "$SUMMARY" && [[ -s "$OUT/$name.log" ]]; then
       echo; echo "## $name: last lines of $name.log"; echo; echo '```'; tail -n 20 "$OUT/$name.log"; echo '```'
     fi

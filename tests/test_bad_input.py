@@ -132,7 +132,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(case, tmp_path, existing_run, capsys, monkeypatch):
     cid, task, template, data, extra, expect = case
-    if "@fake-vllm-0.99.0" in extra:  # the installed vLLM reports an untested release (tests/test_engine_versions.py)
+    if "@fake-vllm-0.99.0" in extra:  # the installed vLLM reports an untested release (tests/test_check_vllm.py)
         from harness import engine_versions
         real = engine_versions.importlib.metadata.version
         monkeypatch.setattr(engine_versions.importlib.metadata, "version",
