@@ -94,8 +94,8 @@ def check_run(work: Path) -> tuple[bool, str]:
 def check_serve(work: Path) -> tuple[bool, str]:
     err_path = work / "serve-sigterm.log"
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen([PY, "-m", "harness.cli", "serve", "--port", "0", "--timeout", "300"], stdout=subprocess.PIPE,
-                                stderr=err, start_new_session=True, text=True)
+        proc = subprocess.Popen([PY, "-m", "harness.cli", "serve", "--port", "0", "--timeout", "300"],
+                                stdout=subprocess.PIPE, stderr=err, start_new_session=True, text=True)
         url = proc.stdout.readline().strip()  # the URL, once /health answered
         if not url.startswith("http"):
             proc.wait(timeout=30)
