@@ -25,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --find-links) WHEELS="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
