@@ -1,4 +1,6 @@
-"""What every benchmark shares: the result row, timing with repeats, and the engine helpers.
+"""What every benchmark shares: the result row, timing with repeats, settings, and the engine helpers.
+Engine counters: `stats_delta` is the harness's own (harness.backends.base), so the bench and the
+run folder's engine_stats count the same way.
 
 Every row is a RATIO measured in one process on one machine (absolute times on a shared 2-core
 machine are noise). Timed pairs are run in ABBA order after a warm-up and the minimum of each side
@@ -12,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from harness.backends.base import stats_delta  # noqa: F401 - one definition, re-exported for the benchmarks
 
 
 @dataclass
@@ -101,8 +105,36 @@ def fresh_prefix_cache(backend: Any) -> None:
         raise RuntimeError("reset_prefix_cache() refused (requests still running?)")
 
 
-def stats_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after.get(k, 0) - before.get(k, 0) for k in after if k != "kv_cache_usage"}
+@dataclass
+class Settings:
+    """What every engine benchmark is given: the size (quick or full), the repeats, a scratch folder."""
+
+    quick: bool
+    folder: Path
+    reps: int = 0
+    _n: int = 0
+
+    def __post_init__(self) -> None:
+        self.reps = self.reps or (2 if self.quick else 3)
+
+    def out(self, tag: str) -> Path:
+        """A new run folder under the scratch folder."""
+        self._n += 1
+        return self.folder / f"{tag}-{self._n}"
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One benchmark's measurements handed to the row that compares them (a baseline, an on/off pair)."""
+
+    clocks: list[Clock]
+    hit_rate: float | None = None
+    texts: list[Any] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def wall_text(c: Sequence[Clock]) -> str:
+    return f"{best(c).wall:.2f} s"
 
 
 def scratch_dir() -> Path:

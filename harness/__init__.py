@@ -2,12 +2,15 @@
 and is the difference real?
 
     import harness
-    df = harness.run(tasks=["coin_flip"], strategies=["zero_shot", "cot"], limit=20)
+    df = harness.run(tasks=["coin_flip"], strategies=["zero_shot", "cot"], limit=20, report=True)
+
+`__all__` is the public surface (pinned by tests/test_public_names.py); docs/extending.md shows where
+to add a task, a template, a strategy, a backend, a scorer and a report section.
 """
+from .api import run
 from .errors import BackendError, ConfigError, HarnessError
 from .records import Completion, Example, Message, OutputType, Prediction, Request, Sampling
 from .results import load_run
-from .runner import run
 from .strategies import parse_strategy
 from .tasks import load_task
 

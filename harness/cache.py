@@ -17,6 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
+from .backends.base import Backend, BackendBase
 from .records import Completion, Request
 
 
@@ -28,12 +29,10 @@ def default_cache_dir() -> Path:
     return cache_dir()
 
 
-def model_identity(backend) -> str:
-    """What makes two backends answer a request the same way (never an API key)."""
-    s = backend.engine_settings() if hasattr(backend, "engine_settings") else {}
-    keep = ("backend", "dtype", "enforce_eager", "base_urls", "endpoint", "kv_cache_dtype", "speculative_config")
-    return json.dumps({"model": backend.model_name, "path": str(getattr(backend, "model_path", None)),
-                       **{k: s.get(k) for k in keep if k in s}}, sort_keys=True, default=str)
+def model_identity(backend: Backend) -> str:
+    """What makes two backends answer a request the same way (never an API key): the backend's own
+    `identity()` (see harness.backends.base)."""
+    return backend.identity()
 
 
 def request_key(model_identity: str, req: Request) -> str:
@@ -89,19 +88,37 @@ def _decode(text: str) -> Completion:
     return Completion(**d)
 
 
-class CachedBackend:
-    """Wraps a backend: answers what the cache holds, sends the rest in one batch, stores the new ones."""
+class CachedBackend(BackendBase):
+    """Wraps a backend: answers what the cache holds, sends the rest in one batch, stores the new ones.
+    The rest of the contract is the wrapped backend's (delegated explicitly, method by method)."""
 
-    def __init__(self, backend, cache: RequestCache, *, identity: str) -> None:
+    name = "cached"
+
+    def __init__(self, backend: Backend, cache: RequestCache, *, identity: str | None = None) -> None:
         self.backend = backend
         self.cache = cache
-        self.identity = identity
+        self.key_identity = identity if identity is not None else backend.identity()
+        self.model_name = backend.model_name
+        self.model_path = backend.model_path
+        self.preferred_chunk_size = backend.preferred_chunk_size
 
-    def __getattr__(self, name):
-        return getattr(self.backend, name)
+    def start(self) -> None:
+        self.backend.start()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def stats(self) -> dict[str, float]:
+        return self.backend.stats()
+
+    def engine_settings(self) -> dict:
+        return self.backend.engine_settings()
+
+    def identity(self) -> str:
+        return self.key_identity
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        keys = [request_key(self.identity, r) for r in requests]
+        keys = [request_key(self.key_identity, r) for r in requests]
         hits = self.cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in hits]
         fresh = self.backend.generate([requests[i] for i in todo]) if todo else []

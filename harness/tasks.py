@@ -2,7 +2,8 @@
 
 A task names its data source (a built-in generator, a local file under --data-dir, or a hub id),
 its field mapping, template, answer type, extraction, scorer and optional output type.
-See docs/tasks.md for every field.
+See docs/tasks.md for every field. Here: the schema (TaskSpec) and the Task; reading the data is in
+task_data.py, reading the YAML file and turning validation errors into one line is in task_file.py.
 """
 from __future__ import annotations
 
@@ -14,17 +15,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, DataError, suggest
 from .records import Example, OutputType
+from .task_data import DATA_SUFFIXES, load_rows  # noqa: F401 - DATA_SUFFIXES re-exported (its former home)
+from .task_file import one_line, read_yaml_mapping
 from .templates import Template, load_template
 
 ROOT = Path(os.environ.get("HARNESS_HOME", Path(__file__).resolve().parent.parent))
 TASKS_DIR = ROOT / "tasks"
 PROMPTS_DIR = ROOT / "prompts"
-DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -257,106 +258,6 @@ def pydantic_schema(import_path: str, task: Task) -> dict:
                           fix="check the module is importable and the class exists") from None
 
 
-def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
-    where = f"{task.file}"
-    field = role
-    if src.generator:
-        from .generators import GENERATORS
-
-        if src.generator not in GENERATORS:
-            raise ConfigError(f"unknown generator '{src.generator}'", where=where, field=f"{field}.generator",
-                              fix=suggest(src.generator, GENERATORS))
-        try:
-            rows = GENERATORS[src.generator](**src.params)
-        except TypeError as exc:
-            raise ConfigError(f"bad generator parameters: {exc}", where=where, field=f"{field}.params",
-                              fix="check the generator's parameters in docs/tasks.md") from None
-    elif src.path:
-        rows = _load_local(src.path, task, field)
-    else:
-        rows = _load_hub(src, where, field)
-    if not rows:
-        raise DataError("the dataset is empty", where=where, field=field, fix="point the task at a file with rows")
-    return rows
-
-
-def _load_local(rel: str, task: Task, field: str) -> list[dict]:
-    where = str(task.file)
-    if task.data_dir is None:
-        raise DataError(f"this task reads '{rel}' from a data folder", where=where, field=f"{field}.path",
-                        fix="pass --data-dir DIR (for example --data-dir ../shared/data)")
-    if os.path.isabs(rel) or ".." in Path(rel).parts:
-        raise DataError(f"data path '{rel}' must stay inside --data-dir", where=where, field=f"{field}.path",
-                        fix="give a path relative to --data-dir without '..'")
-    path = task.data_dir / rel
-    if not path.is_file():
-        raise DataError(f"data file '{path}' not found", where=where, field=f"{field}.path",
-                        fix="check --data-dir and the task's source.path")
-    kind = DATA_SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"unsupported data file type '{path.suffix}'", where=str(path), field=f"{field}.path",
-                        fix="use .json, .jsonl, .csv or .parquet")
-    if kind != "parquet":
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"file is not UTF-8 (byte {exc.start})", where=str(path), field=f"{field}.path",
-                            fix="re-encode the file as UTF-8") from None
-        if not text.strip():
-            raise DataError("the data file is empty", where=str(path), field=f"{field}.path",
-                            fix="point the task at a file with rows")
-        if kind == "json":
-            _check_json(text, path, field)
-    return _read_with_datasets(kind, path)
-
-
-def _check_json(text: str, path: Path, field: str) -> None:
-    """Find a JSON syntax error ourselves, so the message names the line (datasets' does not)."""
-    try:
-        json.loads(text)
-        return
-    except json.JSONDecodeError:
-        pass
-    for no, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON at line {no}: {exc.msg}", where=str(path), field=f"{field}.path",
-                                fix="fix that line (JSON Lines: one object per line)") from None
-
-
-def _read_with_datasets(kind: str, path: Path) -> list[dict]:
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train",
-                                   cache_dir=str(_datasets_cache()))
-    except Exception as exc:  # datasets raises many types for malformed files
-        raise DataError(f"cannot read data file: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                        where=str(path), fix="check the file is valid " + kind) from None
-    return [dict(r) for r in ds]
-
-
-def _datasets_cache() -> Path:
-    from .models import cache_dir
-
-    return cache_dir() / "datasets"
-
-
-def _load_hub(src: SourceSpec, where: str, field: str) -> list[dict]:
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(src.hub, src.config, split=src.split)
-    except Exception as exc:
-        raise DataError(f"cannot load hub dataset '{src.hub}': {str(exc).splitlines()[0][:200]}", where=where,
-                        field=f"{field}.hub", fix="check network access, or use source.path with --data-dir") from None
-    return [dict(r) for r in ds]
-
-
 def task_files() -> dict[str, Path]:
     return {p.stem: p for p in sorted(TASKS_DIR.glob("*.yaml"))}
 
@@ -387,37 +288,8 @@ def load_task(name_or_path: str | Path, *, data_dir: str | Path | None = None) -
 
 
 def parse_task_file(path: Path) -> TaskSpec:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError("task file is not UTF-8", where=str(path), fix="re-encode the file as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"malformed YAML{line}: {getattr(exc, 'problem', exc)}", where=str(path),
-                          fix="fix the YAML syntax") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("a task file must be a YAML mapping", where=str(path), fix="see tasks/coin_flip.yaml")
+    raw = read_yaml_mapping(path)
     try:
         return TaskSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _one_line(exc, path, raw) from None
-
-
-def _one_line(exc: ValidationError, path: Path, raw: dict) -> ConfigError:
-    errs = exc.errors()
-    err = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])  # a typo explains "missing"
-    loc = ".".join(str(x) for x in err["loc"])
-    if err["type"] == "extra_forbidden":
-        key = str(err["loc"][-1])
-        model: type[BaseModel] = TaskSpec
-        for part in err["loc"][:-1]:
-            ann = model.model_fields.get(str(part))
-            inner = ann and next((a for a in getattr(ann.annotation, "__args__", (ann.annotation,))
-                                  if isinstance(a, type) and issubclass(a, BaseModel)), None)
-            if inner:
-                model = inner
-        return ConfigError(f"unknown key '{key}'", where=str(path), field=loc, fix=suggest(key, model.model_fields))
-    if err["type"] == "missing":
-        return ConfigError("required field is missing", where=str(path), field=loc, fix=f"add '{loc}'")
-    return ConfigError(err["msg"], where=str(path), field=loc or None, fix="see docs/tasks.md")
+        raise one_line(exc, path, raw, TaskSpec) from None

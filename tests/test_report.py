@@ -192,11 +192,11 @@ def _needle_task(folder: Path, tokens: int) -> str:
 @pytest.fixture(scope="module")
 def symbolic_run(tmp_path_factory) -> Path:
     """The done-when run: coin_flip and last_letter_concat x zero_shot, cot, few_shot:k=4, limit 40
-    (the runner writes the report at the end)."""
+    (harness.run(..., report=True) writes the report at the end)."""
     out = tmp_path_factory.mktemp("runs") / "symbolic"
     harness.run(["coin_flip", "last_letter_concat"], ["zero_shot", "cot", "few_shot:k=4"],
                 backend=ScriptedBackend(symbolic_fn(), model_name="Scripted-135M"), limit=40, out=out,
-                progress=False, cache=False)
+                progress=False, cache=False, report=True)
     return out
 
 

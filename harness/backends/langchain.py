@@ -27,7 +27,10 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from ..errors import ConfigError
+from ..guided import json_schema, unsupported as guided_unsupported
 from ..records import Completion, Request
+from .base import BackendBase, identity_of
+from .chat import run_sync
 
 
 def load_chat_model(spec: str) -> Any:
@@ -95,13 +98,12 @@ def unsupported(request: Request) -> str | None:
         return "beam search is not supported on the langchain backend"
     if request.sampling.top_k > 0:
         return "top_k is not supported on the langchain backend"
-    if request.output_type is not None and request.output_type.kind != "json":
-        return (f"{request.output_type.kind} constraints are not supported on the langchain backend "
-                "(only JSON schemas, via with_structured_output)")
+    if request.output_type is not None:
+        return guided_unsupported(request.output_type, "langchain")
     return None
 
 
-class LangChainBackend:
+class LangChainBackend(BackendBase):
     name = "langchain"
     preferred_chunk_size = 64  # requests per journaled chunk (the offline engine uses 512)
 
@@ -127,6 +129,29 @@ class LangChainBackend:
     def __repr__(self) -> str:
         return f"LangChainBackend({type(self.chat_model).__name__}, model={self.model_name!r})"
 
+    @classmethod
+    def from_cli(cls, args: Any, *, model: str | None, engine_options: dict[str, Any]) -> "LangChainBackend":
+        if args.langchain_model:
+            return cls(args.langchain_model, concurrency=args.concurrency or 4)
+        if args.base_url:  # langchain-openai's ChatOpenAI against an OpenAI-compatible server
+            return cls(chat_openai(args.base_url[0], model=args.model, api_key_env=args.api_key_env),
+                       concurrency=args.concurrency or 4)
+        raise ConfigError("--backend langchain needs a model", field="--langchain-model",
+                          fix="pass --langchain-model package.module:chat_model, or --base-url URL for ChatOpenAI")
+
+    def identity(self) -> str:
+        """The model name, the chat model's class and its endpoint: two providers (or two servers)
+        serving a model of the same name do not share cached answers."""
+        return identity_of(self, chat_model=self.engine_settings()["chat_model"], base_url=self.base_url())
+
+    def base_url(self) -> str | None:
+        """The endpoint of the chat model, where it has one (ChatOpenAI: openai_api_base)."""
+        for attr in ("openai_api_base", "base_url", "api_base", "endpoint_url"):
+            value = getattr(self.chat_model, attr, None)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
     def engine_settings(self) -> dict[str, Any]:
         cls = type(self.chat_model)
         return {"backend": "langchain", "chat_model": f"{cls.__module__}.{cls.__qualname__}",
@@ -145,14 +170,7 @@ class LangChainBackend:
 
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return self._loop.run_until_complete(coro)
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1) as pool:  # called from a running loop (a notebook)
-            return pool.submit(self._loop.run_until_complete, coro).result()
+        return run_sync(coro, loop=self._loop)
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -174,8 +192,8 @@ class LangChainBackend:
         rest = {k: v for k, v in kw.items() if k not in fields}
         model = self.chat_model.model_copy(update=update) if update else self.chat_model
         if request.output_type is not None:
-            runnable = model.with_structured_output(request.output_type.value, method="json_schema",
-                                                    include_raw=True)
+            schema = json_schema(request.output_type, "langchain")
+            runnable = model.with_structured_output(schema, method="json_schema", include_raw=True)
         else:
             runnable = model.bind(**rest) if rest else model
         self._configured[cache_key] = runnable
@@ -239,3 +257,20 @@ def _to_completion(outs: list[Any]) -> Completion:
     counts = tuple(ctoks) if len(ctoks) == len(texts) and all(c is not None for c in ctoks) else ()
     return Completion(texts=tuple(texts), prompt_tokens=ptoks, completion_tokens=counts,
                       finish_reasons=tuple(reasons), latency_s=max(latencies), cached_prompt_tokens=cached)
+
+
+def chat_openai(base_url: str, *, model: str | None, api_key_env: str | None) -> Any:
+    """ChatOpenAI on `base_url`, model `model` or the server's first model."""
+    import os
+
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError:
+        raise ConfigError("langchain-openai is not installed", field="--backend",
+                          fix="pip install langchain-openai (or 'harness[test]')") from None
+    from .openai import OpenAIBackend
+
+    probe = OpenAIBackend([base_url], model=model, api_key_env=api_key_env)  # reachability + model name
+    key = os.environ.get(api_key_env, "") if api_key_env else "EMPTY"
+    return ChatOpenAI(base_url=base_url, api_key=key or "EMPTY", model=probe.model_name, temperature=0,
+                      max_retries=2)

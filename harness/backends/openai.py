@@ -22,240 +22,37 @@ from the number of logprob entries when logprobs were asked for, else the total 
 over the n samples (an approximation, marked nowhere else: prefer n=1 or logprobs there).
 Cached prompt tokens come from usage.prompt_tokens_details.cached_tokens (vLLM sends them when
 started with --enable-prompt-tokens-details, which `harness serve` does).
+
+The pure parts live beside this file: openai_translate.py (Request -> call arguments),
+openai_retry.py (what is retried, after how long) and openai_stream.py (responses -> Completion).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import os
-import random
 import time
 from collections import Counter
-from email.utils import parsedate_to_datetime
 from typing import Any, Sequence
-from urllib.parse import urlsplit
 
-from ..errors import BackendError, ConfigError, EngineStartError, HarnessError
-from ..records import Completion, OutputType, Request
+from ..errors import BackendError, ConfigError, EngineStartError
+from ..records import Completion, Request
+from .base import BackendBase
+from .chat import cut_at_stop, message_dicts, run_sync
+from .openai_retry import MAX_RETRY_AFTER_S, RETRY_STATUS, backoff_s, classify, retry_after_s
+from .openai_stream import _from_response, _StreamAccumulator
+from .openai_translate import (constraint_kwargs, normalize_base_url, plain_prompt, to_chat_kwargs,
+                               to_completion_kwargs)
 
-RETRY_STATUS = frozenset({408, 409, 429})
-MAX_RETRY_AFTER_S = 60.0
 FIX_UNREACHABLE = "start a server with `harness serve` or check --base-url"
-
-
-# --------------------------------------------------------------------------- pure translation
-
-def constraint_kwargs(output_type: OutputType, structured: str) -> dict[str, Any]:
-    """OutputType -> request fields. vLLM: {"extra_body": {"structured_outputs": {...}}} (via Outlines'
-    vLLM-server adapter when available: a choice list becomes a regex, as in the offline backend);
-    OpenAI: {"response_format": {"type": "json_schema", ...}}. Choice and regex raise ConfigError on
-    the OpenAI API, which cannot constrain them.
-
-    >>> constraint_kwargs(OutputType("choice", '["A", "B"]'), "vllm")["extra_body"]["structured_outputs"]
-    {'regex': '(A|B)'}
-    """
-    kind, value = output_type.kind, output_type.value
-    if kind not in ("json", "choice", "regex"):
-        raise ConfigError(f"unknown output type kind '{kind}'", field="output_type",
-                          fix="use 'json', 'choice' or 'regex'")
-    if structured == "openai":
-        if kind != "json":
-            raise ConfigError(f"{kind} constraints are not supported on the OpenAI API (it only takes "
-                              "JSON schemas)", field="output_type",
-                              fix="use a vLLM server (--structured vllm), or guided=false")
-        try:
-            from outlines.models.openai import OpenAITypeAdapter
-            from outlines.types import JsonSchema
-
-            return OpenAITypeAdapter().format_output_type(JsonSchema(value))
-        except ImportError:
-            return {"response_format": {"type": "json_schema",
-                                        "json_schema": {"name": "output", "strict": True, "schema": value}}}
-    try:
-        from typing import Literal
-
-        from outlines.models.vllm import VLLMTypeAdapter
-        from outlines.types import JsonSchema, Regex
-
-        term = {"json": lambda: JsonSchema(value), "regex": lambda: Regex(value),
-                "choice": lambda: Literal[tuple(value)]}[kind]()
-        so = VLLMTypeAdapter().format_output_type(term)["structured_outputs"]
-    except (ImportError, TypeError, ValueError, KeyError):
-        so = {kind: value}
-    return {"extra_body": {"structured_outputs": so}}
-
-
-def _wants_logprobs(request: Request) -> bool:
-    return request.sampling.logprobs or request.sampling.n > 1
-
-
-def _common(request: Request, structured: str, *, stream: bool) -> dict[str, Any]:
-    s = request.sampling
-    if structured not in ("vllm", "openai"):
-        raise ConfigError(f"unknown structured mode '{structured}'", field="structured",
-                          fix="use 'vllm' or 'openai'")
-    kwargs: dict[str, Any] = {"n": s.n, "temperature": float(s.temperature), "top_p": float(s.top_p)}
-    if s.seed is not None:
-        kwargs["seed"] = s.seed
-    if s.stop:
-        kwargs["stop"] = list(s.stop)
-    extra: dict[str, Any] = {}
-    if structured == "vllm":
-        extra["top_k"] = max(int(s.top_k), 0)  # sent even when off: a server default never leaks in
-    elif s.top_k > 0:
-        raise ConfigError("top_k is not supported on the OpenAI API", field="top_k",
-                          fix="drop top_k from the strategy, or use a vLLM server")
-    if stream:
-        kwargs["stream"] = True
-        kwargs["stream_options"] = {"include_usage": True}
-        if structured == "vllm":
-            kwargs["stream_options"]["continuous_usage_stats"] = True
-    if request.output_type is not None:
-        guided = constraint_kwargs(request.output_type, structured)
-        extra.update(guided.pop("extra_body", {}))
-        kwargs.update(guided)
-    if extra:
-        kwargs["extra_body"] = extra
-    return kwargs
-
-
-def to_chat_kwargs(request: Request, model: str, structured: str = "vllm", *, stream: bool = True) -> dict[str, Any]:
-    """Request -> keyword arguments of `client.chat.completions.create`.
-
-    >>> from harness.records import Message, Sampling
-    >>> kw = to_chat_kwargs(Request("k", (Message("user", "Hi"),), Sampling(max_tokens=8)), "m")
-    >>> kw["messages"], kw["max_tokens"], kw["extra_body"]
-    ([{'role': 'user', 'content': 'Hi'}], 8, {'top_k': 0})
-    """
-    kwargs = {"model": model, "messages": [{"role": m.role, "content": m.content} for m in request.messages]}
-    kwargs.update(_common(request, structured, stream=stream))
-    # the OpenAI API renamed max_tokens (its reasoning models refuse the old name); vLLM takes both
-    kwargs["max_tokens" if structured == "vllm" else "max_completion_tokens"] = request.sampling.max_tokens
-    if _wants_logprobs(request):
-        kwargs["logprobs"] = True
-        kwargs["top_logprobs"] = 0
-    return kwargs
-
-
-def to_completion_kwargs(request: Request, model: str, structured: str = "vllm", *,
-                         prompt: str | list[int], stream: bool = True) -> dict[str, Any]:
-    """Request -> keyword arguments of `client.completions.create`, for an already rendered prompt
-    (chat-template token ids from a vLLM server's /tokenize, or plain text)."""
-    kwargs = {"model": model, "prompt": prompt, "max_tokens": request.sampling.max_tokens}
-    kwargs.update(_common(request, structured, stream=stream))
-    if _wants_logprobs(request):
-        kwargs["logprobs"] = 0 if structured == "vllm" else 1
-    return kwargs
-
-
-def plain_prompt(request: Request) -> str:
-    """Messages as plain text, for the completions endpoint of servers without a chat template."""
-    return "\n\n".join(m.content for m in request.messages)
-
-
-def retry_after_s(headers: Any) -> float | None:
-    """Seconds from `retry-after-ms` / `Retry-After` (seconds or an HTTP date), capped at 60."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    try:
-        if ms is not None:
-            return min(max(float(ms) / 1000, 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        try:
-            return min(max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
-        except (TypeError, ValueError):
-            return None
-
-
-def backoff_s(attempt: int, *, base: float, retry_after: float | None = None) -> float:
-    """Delay before attempt `attempt + 1`: the server's Retry-After if given, else exponential with jitter."""
-    if retry_after is not None:
-        return retry_after
-    step = base * 2 ** (attempt - 1)
-    return step * random.uniform(0.5, 1.0)
-
-
-def classify(exc: BaseException) -> tuple[str, bool, float | None]:
-    """An exception from one attempt -> (error text, retryable, Retry-After seconds)."""
-    import openai
-
-    transport = _transport_errors()
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        text = f"HTTP {status}: {_message(exc)}"
-        retryable = status in RETRY_STATUS or status >= 500
-        return text, retryable, retry_after_s(getattr(exc.response, "headers", None))
-    if isinstance(exc, openai.APITimeoutError):
-        return "request timed out", True, None
-    if isinstance(exc, openai.APIConnectionError):
-        return f"connection error: {exc.__cause__ or exc}", True, None
-    if isinstance(exc, transport):
-        return f"connection dropped: {type(exc).__name__}: {exc}", True, None
-    if isinstance(exc, asyncio.TimeoutError):
-        return "request timed out", True, None
-    if isinstance(exc, HarnessError):
-        return exc.one_line(), getattr(exc, "retryable", False), None
-    if isinstance(exc, openai.APIError):
-        return f"server error: {_message(exc)}", False, None
-    return f"{type(exc).__name__}: {exc}", False, None
-
-
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return " ".join(str(inner["message"]).split())
-        if isinstance(inner, str):
-            return inner
-    return " ".join(str(getattr(exc, "message", exc)).split())
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP library's transport errors (raised mid-stream): openai 3.x uses httpx2, 1.x httpx."""
-    out = []
-    for name in ("httpx2", "httpx"):
-        try:
-            out.append(__import__(name).TransportError)
-        except (ImportError, AttributeError):
-            pass
-    return tuple(out)
-
-
-def normalize_base_url(url: str) -> str:
-    """'http://h:8000' -> 'http://h:8000/v1'; a URL with a path is kept (without a trailing '/')."""
-    url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"not an http(s) URL: '{url}'", field="--base-url",
-                          fix="give a URL like http://127.0.0.1:8000/v1")
-    return url if parts.path not in ("", "/") else url + "/v1"
-
-
-def run_sync(coro: Any) -> Any:
-    """Run a coroutine from sync code, also when an event loop is already running (notebooks)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+# names kept importable from here (the module was split: translation, retries, stream parsing)
+__all__ = ["OpenAIBackend", "MAX_RETRY_AFTER_S", "RETRY_STATUS", "backoff_s", "classify", "constraint_kwargs",
+           "normalize_base_url", "plain_prompt", "retry_after_s", "run_sync", "to_chat_kwargs", "to_completion_kwargs"]
 
 
 # --------------------------------------------------------------------------- the backend
 
-class OpenAIBackend:
+class OpenAIBackend(BackendBase):
     """One or more OpenAI-compatible endpoints.
 
     >>> backend = OpenAIBackend("http://127.0.0.1:8000/v1")  # doctest: +SKIP
@@ -302,6 +99,21 @@ class OpenAIBackend:
                               field="--model", fix=suggest(self.model_name, ids))
         root = next((m.get("root") for m in models if m.get("id") == self.model_name), None)
         self.model_path: str | None = root if isinstance(root, str) and root else None
+
+    @classmethod
+    def from_cli(cls, args: Any, *, model: str | None, engine_options: dict[str, Any]) -> "OpenAIBackend":
+        """The served model is --model itself (None: the server's first model), never the model folder
+        a resumed run recorded (`model`), which a server does not know by that name."""
+        if not args.base_url:
+            raise ConfigError("--backend openai needs a server", field="--base-url",
+                              fix="pass --base-url http://127.0.0.1:PORT/v1 (start one with `harness serve`)")
+        kw: dict[str, Any] = {"model": args.model, "api_key_env": args.api_key_env, "concurrency": args.concurrency or 8,
+                              "endpoint": args.endpoint, "structured": args.structured}
+        if args.request_timeout:
+            kw["timeout_s"] = args.request_timeout
+        if args.max_retries is not None:
+            kw["max_retries"] = args.max_retries
+        return cls(args.base_url, **kw)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.base_urls!r}, model={self.model_name!r}, endpoint={self.endpoint!r})"
@@ -439,8 +251,7 @@ class OpenAIBackend:
 
     async def _chat_ids(self, client: Any, base: str, req: Request) -> list[int]:
         """The chat-template-rendered prompt's token ids, from a vLLM server's /tokenize."""
-        return await self._tokenize(client, base, {"messages": [{"role": m.role, "content": m.content}
-                                                                for m in req.messages],
+        return await self._tokenize(client, base, {"messages": message_dicts(req.messages),
                                                    "add_generation_prompt": True})
 
     async def _tokenize(self, client: Any, base: str, body: dict[str, Any]) -> list[int]:
@@ -483,15 +294,13 @@ class OpenAIBackend:
             raise BackendError("guided decoding with beam search is not supported by the vLLM server")
         s = req.sampling
         resp = await client.chat.completions.create(
-            model=self.model_name, messages=[{"role": m.role, "content": m.content} for m in req.messages],
+            model=self.model_name, messages=message_dicts(req.messages),
             n=s.beam_width, temperature=float(s.temperature), max_tokens=s.max_tokens,
             extra_body={"use_beam_search": True})
         best = min(resp.choices, key=lambda c: c.index)
         text = best.message.content or ""
-        cuts = [text.find(x) for x in s.stop if x and x in text]
-        finish = best.finish_reason
-        if cuts:
-            text, finish = text[:min(cuts)], "stop"
+        text, stopped = cut_at_stop(text, s.stop)
+        finish = "stop" if stopped else best.finish_reason
         usage = resp.usage
         per = round(usage.completion_tokens / max(len(resp.choices), 1)) if usage else None
         return Completion(texts=(text,), prompt_tokens=usage.prompt_tokens if usage else None,
@@ -499,113 +308,3 @@ class OpenAIBackend:
                           latency_s=time.perf_counter() - start)
 
 
-# --------------------------------------------------------------------------- response parsing
-
-def _split(total: int | None, n: int) -> tuple[int, ...]:
-    if total is None or n <= 0:
-        return ()
-    q, r = divmod(int(total), n)
-    return tuple(q + (1 if i < r else 0) for i in range(n))
-
-
-def _logprob_values(logprobs: Any) -> list[float]:
-    """Token logprobs of one choice (chat: .content[].logprob; completions: .token_logprobs)."""
-    if logprobs is None:
-        return []
-    content = getattr(logprobs, "content", None)
-    if content is not None:
-        return [float(t.logprob) for t in content]
-    return [float(x) for x in (getattr(logprobs, "token_logprobs", None) or []) if x is not None]
-
-
-def _choice_text(choice: Any) -> str:
-    msg = getattr(choice, "message", None)
-    if msg is not None:
-        return msg.content or ""
-    delta = getattr(choice, "delta", None)
-    if delta is not None:
-        return delta.content or ""
-    return getattr(choice, "text", None) or ""
-
-
-def _cached(usage: Any) -> int | None:
-    details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
-    value = getattr(details, "cached_tokens", None) if details is not None else None
-    return int(value) if value is not None else None
-
-
-def _from_response(resp: Any, req: Request, start: float) -> Completion:
-    """A non-streamed response -> Completion (ttft_s is None)."""
-    choices = sorted(resp.choices, key=lambda c: c.index)
-    usage = resp.usage
-    lps = [_logprob_values(c.logprobs) for c in choices]
-    tokens = tuple(len(x) for x in lps) if _wants_logprobs(req) and all(lps) else \
-        _split(usage.completion_tokens if usage else None, len(choices))
-    return Completion(texts=tuple(_choice_text(c) for c in choices),
-                      prompt_tokens=usage.prompt_tokens if usage else None, completion_tokens=tokens,
-                      finish_reasons=tuple(c.finish_reason for c in choices),
-                      cumulative_logprobs=tuple(sum(x) for x in lps) if lps and all(lps) else (),
-                      latency_s=time.perf_counter() - start, cached_prompt_tokens=_cached(usage))
-
-
-class _StreamAccumulator:
-    """Collects the chunks of one streamed response, by choice index, with their arrival times."""
-
-    def __init__(self, n: int, start: float) -> None:
-        self.n, self.start = n, start
-        self.parts: list[list[str]] = [[] for _ in range(n)]
-        self.reasons: list[str | None] = [None] * n
-        self.logprobs: list[list[float]] = [[] for _ in range(n)]
-        self.tokens: list[int | None] = [None] * n   # from vLLM's continuous usage stats
-        self.first: list[float | None] = [None] * n  # first text chunk per sample
-        self.last: list[float | None] = [None] * n   # last chunk per sample
-        self.ttft: float | None = None
-        self.usage: Any = None
-
-    def add(self, chunk: Any, now: float) -> None:
-        if getattr(chunk, "usage", None) is not None and not chunk.choices:
-            self.usage = chunk.usage
-            return
-        for c in chunk.choices:
-            i = c.index
-            if i >= self.n:
-                continue
-            text = _choice_text(c)
-            if text:
-                self.parts[i].append(text)
-                if self.first[i] is None:
-                    self.first[i] = now
-                if self.ttft is None:
-                    self.ttft = now - self.start
-            if self.first[i] is not None:
-                self.last[i] = now
-            self.logprobs[i].extend(_logprob_values(c.logprobs))
-            if c.finish_reason is not None:
-                self.reasons[i] = c.finish_reason
-            if getattr(chunk, "usage", None) is not None:
-                self.tokens[i] = chunk.usage.completion_tokens
-
-    def finish_counts(self) -> tuple[int, ...]:
-        if all(t is not None for t in self.tokens):
-            return tuple(int(t) for t in self.tokens)  # type: ignore[arg-type]
-        if all(self.logprobs):
-            return tuple(len(x) for x in self.logprobs)
-        return _split(self.usage.completion_tokens if self.usage else None, self.n)
-
-    def finish(self, now: float) -> tuple[Completion, float | None]:
-        missing = [i for i, f in enumerate(self.reasons) if f is None]
-        if missing:  # a connection closed mid-stream ends the iteration quietly: never keep half a text
-            raise BackendError(f"the stream ended before sample(s) {missing} finished (connection dropped?)",
-                               retryable=True)
-        counts = self.finish_counts()
-        gaps = []
-        for i in range(self.n):
-            toks = counts[i] if i < len(counts) else None
-            if self.first[i] is not None and self.last[i] is not None and toks and toks > 1:
-                gaps.append((self.last[i] - self.first[i]) / (toks - 1))
-        comp = Completion(
-            texts=tuple("".join(p) for p in self.parts), prompt_tokens=self.usage.prompt_tokens if self.usage else None,
-            completion_tokens=counts, finish_reasons=tuple(self.reasons),
-            cumulative_logprobs=tuple(sum(x) for x in self.logprobs) if all(self.logprobs) else (),
-            latency_s=now - self.start, ttft_s=self.ttft, cached_prompt_tokens=_cached(self.usage))
-        return comp, (sum(gaps) / len(gaps) if gaps else None)

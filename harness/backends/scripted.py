@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ..records import Completion, Request
+from .base import BackendBase
 
 
-class ScriptedBackend:
+class ScriptedBackend(BackendBase):
     """`fn(request) -> str | list[str] | Completion`. Token counts are whitespace word counts."""
+
+    name = "scripted"
 
     def __init__(self, fn: Callable[[Request], object], *, model_name: str = "scripted") -> None:
         self.fn = fn

@@ -28,48 +28,19 @@ import time
 from typing import Any, Sequence
 
 from ..engine_versions import check_vllm
-from ..errors import ConfigError, EngineStartError, missing_extra
+from ..errors import EngineStartError, missing_extra
+from ..guided import structured_outputs
 from ..models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
+from .base import BackendBase
+from .chat import cut_at_stop, to_chat_messages
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
 
 
 # --------------------------------------------------------------------------- pure translation
 
-def to_chat_messages(request: Request) -> list[dict[str, str]]:
-    """Request -> OpenAI-style messages for `LLM.chat` and `apply_chat_template`."""
-    return [{"role": m.role, "content": m.content} for m in request.messages]
-
-
-def constraint_for(output_type: OutputType) -> dict[str, Any]:
-    """OutputType -> keyword arguments of vLLM's `StructuredOutputsParams`.
-
-    Outlines' vLLM-offline type adapter does the translation (JSON schema -> {"json": dict};
-    regex and choice lists -> {"regex": ...}); if Outlines is missing or refuses the type, the
-    arguments are built directly (json= / choice= / regex=).
-
-    >>> constraint_for(OutputType("regex", r"\\d+"))
-    {'regex': '(\\\\d+)'}
-    """
-    value = output_type.value
-    if output_type.kind not in ("json", "choice", "regex"):
-        raise ConfigError(f"unknown output type kind '{output_type.kind}'", field="output_type",
-                          fix="use 'json', 'choice' or 'regex'")
-    try:
-        from typing import Literal
-
-        from outlines.models.vllm_offline import VLLMOfflineTypeAdapter
-        from outlines.types import JsonSchema, Regex
-
-        term = {"json": lambda: JsonSchema(value), "regex": lambda: Regex(value),
-                "choice": lambda: Literal[tuple(value)]}[output_type.kind]()
-        kwargs = VLLMOfflineTypeAdapter().format_output_type(term)
-        if kwargs:
-            return kwargs
-    except (ImportError, TypeError, ValueError):
-        pass
-    return {output_type.kind: value}
+constraint_for = structured_outputs  # the former name (harness.guided is the one place)
 
 
 def to_sampling_params(sampling: Sampling, output_type: OutputType | None = None) -> dict[str, Any]:
@@ -96,7 +67,7 @@ def to_sampling_params(sampling: Sampling, output_type: OutputType | None = None
     if sampling.n > 1 or sampling.logprobs:
         kwargs["logprobs"] = 0
     if output_type is not None:
-        kwargs["structured_outputs"] = constraint_for(output_type)
+        kwargs["structured_outputs"] = structured_outputs(output_type)
     return kwargs
 
 
@@ -116,14 +87,9 @@ def _timing(metrics: Any) -> tuple[float | None, float | None]:
     return ttft + max(0.0, metrics.last_token_ts - metrics.first_token_ts), ttft
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    cuts = [text.find(s) for s in stop if s and s in text]
-    return (text[:min(cuts)], True) if cuts else (text, False)
-
-
 # --------------------------------------------------------------------------- the backend
 
-class VLLMBackend:
+class VLLMBackend(BackendBase):
     """A local vLLM engine (built on first use).
 
     >>> backend = VLLMBackend()                    # the bundled SmolLM2-135M-Instruct  # doctest: +SKIP
@@ -142,7 +108,7 @@ class VLLMBackend:
                  log_stats: bool = True, use_tqdm: bool = True, allow_untested_vllm: bool | None = None) -> None:
         self.model_path, self.model_name = resolve_model(model)
         self.allow_untested_vllm = allow_untested_vllm  # None: HARNESS_ALLOW_UNTESTED_VLLM decides
-        self.vllm_check: dict | None = None  # what check_vllm found at start (run.json's `vllm_check`)
+        self.vllm_check: dict | None = None  # what check_vllm found at start (run.json: engine.vllm_check)
         self.max_model_len = max_model_len
         self.use_tqdm = use_tqdm
         self._settings: dict[str, Any] = {
@@ -179,8 +145,18 @@ class VLLMBackend:
         self._llm: Any = None
 
     # ---- engine lifecycle
+    @classmethod
+    def from_cli(cls, args: Any, *, model: str | None, engine_options: dict[str, Any]) -> "VLLMBackend":
+        return cls(model, **engine_options)
+
     def engine_settings(self) -> dict[str, Any]:
-        """Everything passed to `vllm.LLM(...)` (for run.json)."""
+        """Everything passed to `vllm.LLM(...)`, and once started the version check (for run.json)."""
+        settings = self._llm_kwargs()
+        if self.vllm_check is not None:
+            settings["vllm_check"] = dict(self.vllm_check)
+        return settings
+
+    def _llm_kwargs(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._settings.items()}
 
     @property
@@ -192,7 +168,7 @@ class VLLMBackend:
             except ImportError as exc:
                 raise missing_extra("vllm", "cpu") from exc
             try:
-                self._llm = LLM(**self.engine_settings())
+                self._llm = LLM(**self._llm_kwargs())
             except Exception as exc:  # vLLM raises many types here; report one line
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
                 raise EngineStartError(f"the vLLM engine failed to start: {type(exc).__name__}: {first}",
@@ -333,7 +309,7 @@ class VLLMBackend:
             groups.setdefault(key, []).append((i, ids))
         tok = self.tokenizer if groups else None
         for (width, max_tokens, temperature, output_type), members in groups.items():
-            so = StructuredOutputsParams(**constraint_for(output_type)) if output_type else None
+            so = StructuredOutputsParams(**structured_outputs(output_type)) if output_type else None
             params = BeamSearchParams(beam_width=width, max_tokens=max_tokens,
                                       temperature=temperature, structured_outputs=so)
             start = time.perf_counter()
@@ -345,7 +321,7 @@ class VLLMBackend:
                 best = out.sequences[0]
                 new = best.tokens[len(ids):]
                 text = tok.decode(new, skip_special_tokens=True)
-                text, stopped = _cut_at_stop(text, requests[i].sampling.stop)
+                text, stopped = cut_at_stop(text, requests[i].sampling.stop)
                 finish = "stop" if stopped or (new and new[-1] == tok.eos_token_id) else "length"
                 done.append((i, len(ids), len(new), text, finish, best.cum_logprob))
             shares = apportion(wall, [p + c for _, p, c, *_ in done])

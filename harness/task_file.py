@@ -1,0 +1,46 @@
+"""Reading a task file: YAML syntax errors and schema validation errors -> one-line ConfigErrors
+that name the file, the field and the fix (an unknown key gets a 'did you mean')."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError, suggest
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The YAML mapping in `path`; ConfigError for a non-UTF-8 file, bad YAML or a non-mapping."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("task file is not UTF-8", where=str(path), fix="re-encode the file as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"malformed YAML{line}: {getattr(exc, 'problem', exc)}", where=str(path),
+                          fix="fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("a task file must be a YAML mapping", where=str(path), fix="see tasks/coin_flip.yaml")
+    return raw
+
+
+def one_line(exc: ValidationError, path: Path, raw: dict, model: type[BaseModel]) -> ConfigError:
+    """The first validation error of `model` (the root schema) as one line."""
+    errs = exc.errors()
+    err = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])  # a typo explains "missing"
+    loc = ".".join(str(x) for x in err["loc"])
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1])
+        for part in err["loc"][:-1]:
+            ann = model.model_fields.get(str(part))
+            inner = ann and next((a for a in getattr(ann.annotation, "__args__", (ann.annotation,))
+                                  if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if inner:
+                model = inner
+        return ConfigError(f"unknown key '{key}'", where=str(path), field=loc, fix=suggest(key, model.model_fields))
+    if err["type"] == "missing":
+        return ConfigError("required field is missing", where=str(path), field=loc, fix=f"add '{loc}'")
+    return ConfigError(err["msg"], where=str(path), field=loc or None, fix="see docs/tasks.md")
