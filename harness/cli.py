@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run tasks x strategies on a model and write a run folder")
     r.add_argument("--task", action="append", default=[], help="task name or path to a task YAML (repeatable)")
-    r.add_argument("--strategy", action="append", default=[], help="strategy spec, e.g. few_shot:k=4 (repeatable)")
+    r.add_argument("--strategy", action="append", default=[],
+                   help="strategy spec, e.g. few_shot:k=4 or a grid few_shot:k={1,3},seed={0,1} (repeatable; "
+                        "docs/strategies.md)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the expanded strategies and the request count, then exit without starting an engine")
     r.add_argument("--model", default=None, help="bundled (default), a local HF model folder, or a hub id")
     r.add_argument("--limit", type=_positive, default=None, help="examples per task")
     r.add_argument("--seed", type=int, default=0)
@@ -72,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check-determinism", action="store_true",
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--force", action="store_true",
+                   help="into an --out that holds results of another configuration: run the changed units "
+                        "next to the old ones, their strategy labelled SPEC@CONFIG")
+    r.add_argument("--verbose", action="store_true", help="show the engine's INFO logs (on stderr)")
     b = r.add_argument_group("backend")
     b.add_argument("--backend", choices=list(BACKENDS), default="vllm")
     b.add_argument("--base-url", action="append", default=[],
@@ -133,32 +141,49 @@ def cmd_run(a) -> int:
         prices.update(parse_price_flag(flag))
     kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
-                  price_table=prices, progress=not a.quiet, cache=not a.no_cache, cache_dir=a.cache_dir)
+                  price_table=prices, progress=not a.quiet, cache=not a.no_cache, cache_dir=a.cache_dir,
+                  force=a.force)
     if a.chunk_size:
         kwargs["chunk_size"] = a.chunk_size
     if a.check_determinism:
         return _check_determinism(a)
     if a.resume or a.retry_errors:
         from .runner import resume_args
-        kwargs.update(resume_args(a.resume or a.retry_errors, explicit=kwargs))
+        kwargs.update(resume_args(a.resume or a.retry_errors, explicit={**kwargs, "backend_kind": a.backend}))
     elif not a.task and a.limit is None:
         from .defaults import DEFAULT_LIMIT
         kwargs["limit"] = DEFAULT_LIMIT
+    if a.dry_run:
+        return _dry_run(kwargs)
     backend = kwargs["backend"] = make_backend(a, model=kwargs["model"])
     try:
         preds = run(**kwargs)
     except RunInterrupted as exc:
-        print(f"\ninterrupted: what was done is kept. Resume with:\n  harness run --resume {exc.run_dir}",
-              file=sys.stderr)
+        from .procs import exit_code, signal_name
+        print(f"\ninterrupted ({signal_name()}): what was done is kept. Resume with:\n"
+              f"  harness run --resume {exc.run_dir}", file=sys.stderr)
         print(exc.run_dir)
-        return 130
+        return exit_code()
     finally:
-        backend.close()
+        backend.close()  # a clean engine shutdown (no "engine core exited unexpectedly" warning)
     run_dir = Path(preds.attrs["run_dir"])
     if not a.no_report:
         write_report_safely(run_dir)
     print_summary(run_dir)
     print(run_dir)
+    return 0
+
+
+def _dry_run(kw: dict) -> int:
+    """Load the tasks, expand the grids, render every prompt (so bad input fails here too), count."""
+    from .grid import format_plan, plan
+    from .runner import build_units
+    from .suite import plan_strategies, resolve_plan
+
+    suite_plan = resolve_plan(kw["tasks"], kw["strategies"], kw.get("suite"), data_dir=kw["data_dir"])
+    strategies = plan_strategies(suite_plan)
+    units = [u for t, ss in suite_plan for u in build_units([t], ss, limit=kw["limit"], seed=kw["seed"])]
+    print(format_plan(plan(units), len(strategies)))
     return 0
 
 
@@ -230,20 +255,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The engine's logs go to stderr (stdout is the summary table and, last, the run folder), quieter.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     parser = build_parser()
     try:
         a = parser.parse_args(argv)
         if not a.cmd:
             parser.print_help()
             return EXIT_BAD_INPUT
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if getattr(a, "verbose", False) else "WARNING")
+        if a.cmd in ("run", "serve"):
+            from .procs import guard, handle_signals
+            # SIGTERM / SIGHUP act like Ctrl-C, also in a background job that inherited SIGINT ignored
+            handle_signals()
+            guard()  # no engine or server process outlives this one, whatever ends it (docs/faults.md)
         return COMMANDS[a.cmd](a)
     except HarnessError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        from .procs import exit_code, signal_name
+        print(f"\ninterrupted ({signal_name()})", file=sys.stderr)
+        return exit_code()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .runner import build_units
-from .strategies import parse_strategy
+from .runner import build_units, parse_strategies
 from .tasks import load_task
 
 
@@ -20,7 +19,7 @@ def check_determinism(tasks: Sequence[str], strategies: Sequence[str], *, backen
                       data_dir=None) -> pd.DataFrame:
     """One row per request: task, strategy, example_id, identical, first, second."""
     task_objs = [load_task(t, data_dir=data_dir) for t in tasks]
-    strat_objs = [parse_strategy(s) for s in strategies]
+    strat_objs = parse_strategies(strategies)  # grids expand here too
     units = build_units(task_objs, strat_objs, limit=limit, seed=seed)
     reqs = [r for u in units for r in u.requests]
     first = backend.generate(reqs)

@@ -36,6 +36,8 @@ def to_chat_prompt_template(task: Any, strategy_spec: str = "zero_shot") -> Any:
     from .strategies import build_messages, parse_strategy
 
     strategy = parse_strategy(strategy_spec)
+    if "template" in strategy.params:  # a template variant (docs/strategies.md)
+        task = task.variant(strategy.params["template"])
     mode = strategy.answer_mode(task)
     cot = strategy.cot and mode == "generate"
     shots = strategy.exemplars(task, Example(id="__export__", fields={}, gold=None), run_seed=0)

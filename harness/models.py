@@ -131,6 +131,8 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
             raise EngineStartError("model folder has no config.json", where=spec, field="--model",
                                    fix="point --model at a Hugging Face model folder "
                                        "(config.json, weights, tokenizer)")
+        if path.resolve() == (cache_dir() / "models" / BUNDLED_DIRNAME).resolve():
+            return str(path.resolve()), BUNDLED_NAME  # the converted bundled model keeps its name
         return str(path.resolve()), path.resolve().name
     if spec.startswith(("/", ".", "~")) or (os.sep in spec and not _looks_like_hub_id(spec)):
         raise EngineStartError("model path does not exist", where=spec, field="--model",

@@ -262,12 +262,20 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
             "verdicts": verdicts(b.summary, pairs), "plots": all_plots(b.summary, b.preds, b.majk),
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
-            "alpha": ALPHA, "sections": [_section(sec, b) for sec in sections]}
+            "alpha": ALPHA, "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)]}
 
 
 def _section(sec: Section, b: Bundle) -> dict:
     head, rows = sec.table(b)
     return {"id": sec.id, "title": sec.title, "note": sec.note, "head": head, "rows": rows}
+
+
+def _builtin_sections(b: Bundle) -> list[Section]:
+    """Sections shown only when they have rows: the few-shot variance split (harness/variance.py)."""
+    from .variance import NOTE, variance_rows, variance_table
+
+    head, rows = variance_rows(variance_table(b.preds))
+    return [Section("variance", "Variance by source", lambda _b: (head, rows), NOTE)] if rows else []
 
 
 def _md_cell(x: Any) -> str:

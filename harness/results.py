@@ -2,16 +2,19 @@
 
 results/<run_id>/
   run.json              config, model info, engine settings, seeds, versions, resumes
-  journal.jsonl         one line per completed unit {"p": prediction row, "s": [sample rows]},
-                        appended a chunk at a time, flushed and fsynced
+  journal.jsonl         one line per completed unit {"p": prediction row, "s": [sample rows],
+                        "u": the unit's identity (harness.identity)}, appended a chunk at a time,
+                        flushed and fsynced
   predictions.parquet   one row per task x strategy x model x example   (built from the journal)
   samples.parquet       one row per generated sample (self-consistency)  (built from the journal)
   summary.csv           one row per task x strategy x model
   majk.csv              maj@k for every k when self-consistency ran
 
-A torn last line (a crash mid-write) is ignored on read, so a journal is always readable.
-The run-folder rules live here: where runs go (RESULTS_DIR), the run id format (`new_run_id`), and
-atomic writes (a temporary file renamed over the target) for every file but the journal.
+A torn line (a crash mid-write) is ignored on read, so a journal is always readable; a line that is
+valid JSON but not a unit is refused (ConfigError naming the line).
+The run-folder rules live here: where runs go (RESULTS_DIR), the run id format (`new_run_id`), what may
+be used as a run folder (`check_run_folder`), and atomic writes (a temporary file renamed over the
+target) for every file but the journal.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ PREDICTION_COLUMNS = [
     "answer_mode", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "latency_s", "ttft_s", "itl_s",
     "finish_reason", "output", "answer", "gold", "correct", "correct_norm", "parse_ok", "error", "cached",
     "n_samples", "votes", "agreement", "tie_rule", "json_valid", "schema_valid", "field_em", "field_f1",
-    "cost_usd", "flops", "decoding", "prompt",
+    "cost_usd", "flops", "decoding", "prompt", "unit_id",
 ]
 SAMPLE_COLUMNS = ["run_id", "task", "strategy", "model", "example_id", "sample_idx", "output", "answer",
                   "parse_ok", "completion_tokens", "cumulative_logprob", "finish_reason"]
@@ -71,6 +74,19 @@ def unit_key(row: dict) -> tuple:
     return _unit_key(row)
 
 
+def entry_id(entry: dict) -> Any:
+    """What a journal entry is: its content-addressed unit id (harness.identity), or, for a journal
+    written before units had one, its (task, strategy, model, example_id)."""
+    u = entry.get("u")
+    return u["id"] if u else _unit_key(entry["p"])
+
+
+def _is_unit(entry: Any) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("p"), dict) and all(k in entry["p"] for k in KEY)
+            and isinstance(entry.get("s", []), list)
+            and (entry.get("u") is None or isinstance(entry["u"], dict) and "id" in entry["u"]))
+
+
 class Journal:
     """Append-only JSON-lines journal of completed units."""
 
@@ -80,14 +96,17 @@ class Journal:
     def read(self) -> list[dict]:
         if not self.path.exists():
             return []
-        entries: dict[tuple, dict] = {}
+        entries: dict[Any, dict] = {}
         with self.path.open("rb") as f:
-            for raw in f:
+            for no, raw in enumerate(f, 1):
                 try:
                     entry = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue  # torn write at the end of a killed run
-                entries[unit_key(entry["p"])] = entry  # a later line (a retried error) replaces an earlier
+                if not _is_unit(entry):
+                    raise ConfigError(f"line {no} is not a unit of a run", where=str(self.path), field="journal",
+                                      fix="remove that line, or use a new --out")
+                entries[entry_id(entry)] = entry  # a later line (a retried error) replaces an earlier
         return list(entries.values())
 
     def append(self, entries: Iterable[dict]) -> None:
@@ -166,3 +185,45 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     s = d / "summary.csv"
     out["summary"] = pd.read_csv(s) if s.exists() else pd.DataFrame()
     return out
+
+
+def check_run_folder(run_dir: Path) -> dict:
+    """Refuse an output path that cannot hold a run: a file, a folder that is not a run (it would be
+    overwritten), a run.json that is not a run record, a place that cannot be written. Returns the old
+    run.json ({} for a new folder)."""
+    where, fix_new = str(run_dir), "give a new folder, or one written by harness run"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("output path exists and is not a folder", where=where, field="--out", fix="give a folder path")
+    if run_dir.is_dir():
+        meta_path = run_dir / "run.json"
+        if not meta_path.exists():
+            if (run_dir / "journal.jsonl").exists():  # killed before run.json was written
+                return {}
+            if any(run_dir.iterdir()):
+                raise ConfigError("folder exists and is not a run (no run.json): its files would be overwritten",
+                                  where=where, field="--out", fix=fix_new)
+        else:
+            try:
+                old = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+                raise ConfigError(f"run.json is unreadable: {exc}", where=str(meta_path), field="--out",
+                                  fix=fix_new) from None
+            if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
+                raise ConfigError(f"run.json is not a run record (a JSON {type(old).__name__})",
+                                  where=str(meta_path), field="--out", fix=fix_new)
+            if not os.access(run_dir, os.W_OK | os.X_OK):
+                raise ConfigError("the run folder is not writable", where=where, field="--out", fix=fix_new)
+            return old
+    parent = run_dir.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or _pseudo_fs(parent):
+        raise ConfigError(f"cannot create a folder under '{parent}'", where=where, field="--out",
+                          fix="give a writable location, e.g. results/NAME")
+    return {}
+
+
+def _pseudo_fs(path: Path) -> bool:
+    """True under /proc, /sys and /dev: writable-looking kernel file systems."""
+    top = path.resolve().parts[1:2]
+    return bool(top) and top[0] in ("proc", "sys", "dev")

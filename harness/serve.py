@@ -110,6 +110,10 @@ def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, m
         extra = ["--kv-cache-memory-bytes", str(int(float(kv_cache_gib) * 2**30)), *extra]
     cmd = server_command(path, served_name=name, host=host, port=port, max_model_len=max_model_len,
                          extra_args=extra)
+    from .procs import GUARD_VAR, guard
+
+    guard()  # the server ends with this process, however it ends (docs/faults.md)
+    env[GUARD_VAR] = os.environ[GUARD_VAR]
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -189,6 +193,9 @@ def main_serve(args: Any) -> int:
     exit code: 0 after Ctrl-C, 1 when the server exited on its own.
     Reads args.model, args.host, args.port, args.max_model_len, args.kv_cache_gib, args.timeout,
     args.extra_args (each optional)."""
+    from .procs import handle_signals
+
+    handle_signals()  # SIGTERM / SIGHUP during start-up stop the server too (serve() stops it on the way out)
     handle = serve(getattr(args, "model", None), host=getattr(args, "host", None) or "127.0.0.1",
                    port=getattr(args, "port", None) or 0, max_model_len=getattr(args, "max_model_len", None) or 2048,
                    kv_cache_gib=getattr(args, "kv_cache_gib", None) or 1,
@@ -198,12 +205,6 @@ def main_serve(args: Any) -> int:
     print(handle.url, flush=True)
     print(f"[harness] serving {handle.model_name} (pid {handle.pid}, log {handle.log_path}); "
           f"Ctrl-C to stop", file=sys.stderr, flush=True)
-    try:
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-        # A shell starts `harness serve &` with SIGINT ignored; make Ctrl-C / kill -INT stop it anyway.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread
-        previous = None
     try:
         code = handle.process.wait()
         print(f"[harness] the server exited with code {code}: {last_log_line(handle.log_path)}",
@@ -216,9 +217,3 @@ def main_serve(args: Any) -> int:
         return 0
     finally:
         handle.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt

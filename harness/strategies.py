@@ -4,14 +4,16 @@ reduce(task, example, completions) -> Prediction.
 Specs on the command line look like `name:key=value,...`:
 
     zero_shot
-    few_shot:k=5,selection=first|random|balanced,seed=0,as_chat=false
+    few_shot:k=5,selection=first|random|random_set|balanced,seed=0,order=given|shuffled,order_seed=0,as_chat=false
     cot                      zero-shot chain of thought ("Let's think step by step.")
     cot:k=8                  few-shot chain of thought (exemplars carry rationales)
     self_consistency:k=8,temperature=0.7,top_k=40,base=cot,shots=0
 
 Every strategy also takes decoding keys (temperature, top_p, top_k, seed, max_tokens, stop, beam_width),
-`guided=true|false` and `answer_mode=generate|choice|loglikelihood`. `stop` takes several strings
-separated by '|'. `seed` sets both the exemplar selection and the sampling seed.
+`guided=true|false`, `answer_mode=generate|choice|loglikelihood` and `template=NAME_OR_PATH` (a template
+variant). `stop` takes several strings separated by '|'. `seed` sets both the exemplar draw and the
+sampling seed; `sampling_seed` sets the sampling seed alone. Value lists (`k={1,3}`) expand into a grid
+before parsing (harness/grid.py). Every key, its default and an example: docs/strategies.md.
 
 Prompt layout (prefix-cache friendly): the shared parts come first and are byte-identical across
 examples (system: context; user: instructions, constraints, exemplars), then the item's input.
@@ -20,12 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from .errors import ConfigError, suggest
+from .exemplars import order_exemplars, select_exemplars, selection  # noqa: F401 - select_exemplars re-exported
 from .extract import extract
 from .records import Completion, Example, Message, OutputType, Prediction, Request, Sample, Sampling
 
@@ -77,11 +79,21 @@ def _choice(*values: str):
     return parse
 
 
+def _template_value(v: str) -> str:
+    if not v.strip():
+        raise ValueError("give a template file or a variant name")
+    return v.strip()
+
+
 DECODING_KEYS = {
     "temperature": _temperature, "top_p": _top_p, "top_k": _nonneg_int, "seed": int,
     "max_tokens": _pos_int, "stop": lambda v: tuple(s for s in v.split("|") if s), "beam_width": _nonneg_int,
-    "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool,
+    "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool, "sampling_seed": int,
+    "template": _template_value,
 }
+# keys of the strategies that show exemplars: which ones (selection, seed) and in what order
+SELECTIONS = ("first", "random", "random_set", "balanced")
+ORDER_KEYS = {"order": _choice("given", "shuffled"), "order_seed": int}
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,8 @@ class Strategy:
         temperature = 0.0 if p.get("greedy") else p.get("temperature", 0.0)
         default_max = task.spec.cot_max_tokens if self.cot else task.spec.max_tokens
         return Sampling(temperature=temperature, top_p=p.get("top_p", 1.0), top_k=p.get("top_k", 0),
-                        seed=p.get("seed", run_seed), max_tokens=p.get("max_tokens", default_max),
+                        seed=p.get("sampling_seed", p.get("seed", run_seed)),
+                        max_tokens=p.get("max_tokens", default_max),
                         stop=tuple(p.get("stop", tuple(task.spec.stop))), n=1, beam_width=p.get("beam_width", 0))
 
     # -- expand -----------------------------------------------------------------------------
@@ -116,8 +129,12 @@ class Strategy:
         return []
 
     def expand(self, task, example: Example, *, run_seed: int = 0) -> list[Request]:
-        shots = self.exemplars(task, example, run_seed=run_seed)
         mode = self.answer_mode(task)
+        if mode != "generate" and task.spec.answer_type not in ("choice", "label"):
+            raise ConfigError(f"answer_mode={mode} needs a task with choices or labels, and "
+                              f"'{task.name}' has answer_type '{task.spec.answer_type}'", where=self.spec,
+                              field="answer_mode", fix="use answer_mode=generate on this task")
+        shots = self.exemplars(task, example, run_seed=run_seed)
         messages = build_messages(task, example, shots, cot=self.cot and mode == "generate",
                                   as_chat=bool(self.params.get("as_chat", False)))
         sampling = self.sampling(task, run_seed=run_seed)
@@ -176,8 +193,9 @@ class FewShot(Strategy):
         return int(self.params.get("k", 5))
 
     def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
-        return select_exemplars(task, example, k=self.k, selection=self.params.get("selection", "first"),
-                                seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+        shots = select_exemplars(task, example, k=self.k, selection=selection(self.params),
+                                 seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+        return order_exemplars(shots, self.params)
 
 
 @dataclass(frozen=True)
@@ -207,8 +225,9 @@ class SelfConsistency(Strategy):
         shots = int(self.params.get("shots", 0))
         if not shots:
             return []
-        return select_exemplars(task, example, k=shots, selection=self.params.get("selection", "first"),
-                                seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+        chosen = select_exemplars(task, example, k=shots, selection=selection(self.params),
+                                  seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+        return order_exemplars(chosen, self.params)
 
     def sampling(self, task, *, run_seed: int) -> Sampling:
         base = super().sampling(task, run_seed=run_seed)
@@ -252,39 +271,6 @@ def vote(samples: Sequence[Sample]) -> tuple[str | None, dict[str, int], str]:
         return best, dict(counts), "logprob"
     first = next(s.answer for s in samples if s.answer in tied)
     return first, dict(counts), "first"
-
-
-def select_exemplars(task, example: Example, *, k: int, selection: str, seed: int,
-                     need_rationale: bool = False) -> list[Example]:
-    """k exemplars from the task's pool, never the item itself (by id or identical input)."""
-    pool = [e for e in task.pool if e.id != example.id and dict(e.fields) != dict(example.fields)]
-    if need_rationale:
-        with_r = [e for e in pool if e.rationale]
-        if not with_r and k:
-            raise ConfigError("chain-of-thought exemplars need rationales, and the pool has none",
-                              where=str(task.file), field="rationale_field",
-                              fix="set rationale_field in the task, or use cot without k")
-        pool = with_r
-    if k > len(pool):
-        raise ConfigError(f"k={k} is larger than the exemplar pool ({len(pool)} items)", where=str(task.file),
-                          field="k", fix=f"use k <= {len(pool)}")
-    if selection == "first":
-        return pool[:k]
-    rng = random.Random(f"{seed}:{example.id}")
-    if selection == "random":
-        return rng.sample(pool, k)
-    # balanced: round-robin over gold answers so each label is represented
-    by_gold: dict[str, list[Example]] = defaultdict(list)
-    for e in pool:
-        by_gold[json.dumps(e.gold, sort_keys=True, default=str)].append(e)
-    groups = [rng.sample(v, len(v)) for _, v in sorted(by_gold.items())]
-    out: list[Example] = []
-    while len(out) < k:
-        for g in groups:
-            if g and len(out) < k:
-                out.append(g.pop())
-    rng.shuffle(out)
-    return out
 
 
 def _variables(example: Example, cot: bool) -> dict[str, Any]:
@@ -352,12 +338,10 @@ def build_messages(task, example: Example, shots: Sequence[Example], *, cot: boo
 COMMON = set(DECODING_KEYS)
 STRATEGIES: dict[str, tuple[type[Strategy], dict[str, Any]]] = {
     "zero_shot": (Strategy, {}),
-    "few_shot": (FewShot, {"k": _pos_int, "selection": _choice("first", "random", "balanced"),
-                           "as_chat": _bool}),
-    "cot": (ChainOfThought, {"k": _nonneg_int, "selection": _choice("first", "random", "balanced"),
-                             "as_chat": _bool}),
+    "few_shot": (FewShot, {"k": _nonneg_int, "selection": _choice(*SELECTIONS), "as_chat": _bool, **ORDER_KEYS}),
+    "cot": (ChainOfThought, {"k": _nonneg_int, "selection": _choice(*SELECTIONS), "as_chat": _bool, **ORDER_KEYS}),
     "self_consistency": (SelfConsistency, {"k": _pos_int, "base": _choice("cot", "few_shot_cot", "zero_shot"),
-                                           "shots": _nonneg_int, "selection": _choice("first", "random", "balanced")}),
+                                           "shots": _nonneg_int, "selection": _choice(*SELECTIONS), **ORDER_KEYS}),
 }
 
 
@@ -379,6 +363,9 @@ def parse_strategy(spec: str) -> Strategy:
         if key not in parsers:
             raise ConfigError(f"unknown parameter '{key}' for strategy '{name}'", where=spec, field=key,
                               fix=suggest(key, parsers))
+        if key in params:
+            raise ConfigError(f"parameter '{key}' is given twice", where=spec, field=key,
+                              fix=f"give {key} once")
         try:
             params[key] = parsers[key](value)
         except (ValueError, TypeError) as exc:

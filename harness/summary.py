@@ -26,3 +26,8 @@ def print_summary(run_dir: Path) -> None:
             model = summary["model"].iloc[0]
             print(f"model: {model}")
             print(format_summary(summary))
+    variance = Path(run_dir) / "variance.csv"
+    if variance.exists():
+        from .variance import format_variance
+
+        print(format_variance(pd.read_csv(variance)))

@@ -40,16 +40,17 @@ def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
 
 def _load_local(rel: str, task: Task, field: str) -> list[dict]:
     where = str(task.file)
-    if task.data_dir is None:
-        raise DataError(f"this task reads '{rel}' from a data folder", where=where, field=f"{field}.path",
-                        fix="pass --data-dir DIR (for example --data-dir ../shared/data)")
+    # without --data-dir, a path is relative to the task's YAML file (a user's data sits next to it)
+    base, name = (task.data_dir, "--data-dir") if task.data_dir is not None else (task.file.parent.resolve(),
+                                                                                  "the task file's folder")
     if os.path.isabs(rel) or ".." in Path(rel).parts:
-        raise DataError(f"data path '{rel}' must stay inside --data-dir", where=where, field=f"{field}.path",
-                        fix="give a path relative to --data-dir without '..'")
-    path = task.data_dir / rel
+        raise DataError(f"data path '{rel}' must stay inside {name}", where=where, field=f"{field}.path",
+                        fix=f"give a path relative to {name} without '..'")
+    path = base / rel
     if not path.is_file():
-        raise DataError(f"data file '{path}' not found", where=where, field=f"{field}.path",
-                        fix="check --data-dir and the task's source.path")
+        fix = ("check --data-dir and the task's source.path" if task.data_dir is not None else
+               "put the file next to the task file, or pass --data-dir DIR (for example --data-dir ../shared/data)")
+        raise DataError(f"data file '{path}' not found", where=where, field=f"{field}.path", fix=fix)
     kind = DATA_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"unsupported data file type '{path.suffix}'", where=str(path), field=f"{field}.path",

@@ -11,10 +11,36 @@ from pydantic import BaseModel, ValidationError
 from .errors import ConfigError, suggest
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: str, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load keeps the last of two equal keys silently; this refuses them."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # an unhashable key: the base loader reports it
+            if key in seen:
+                raise DuplicateKeyError(str(key), key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """The YAML mapping in `path`; ConfigError for a non-UTF-8 file, bad YAML or a non-mapping."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"key '{exc.key}' is given twice (line {exc.line})", where=str(path), field=exc.key,
+                          fix="keep one of them") from None
     except UnicodeDecodeError:
         raise ConfigError("task file is not UTF-8", where=str(path), fix="re-encode the file as UTF-8") from None
     except yaml.YAMLError as exc:

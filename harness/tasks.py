@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, DataError, suggest
+from .errors import ConfigError, DataError, TemplateError, suggest
 from .records import Example, OutputType
 from .task_data import DATA_SUFFIXES, load_rows  # noqa: F401 - DATA_SUFFIXES re-exported (its former home)
 from .task_file import one_line, read_yaml_mapping
@@ -27,6 +27,13 @@ ROOT = Path(os.environ.get("HARNESS_HOME", Path(__file__).resolve().parent.paren
 TASKS_DIR = ROOT / "tasks"
 PROMPTS_DIR = ROOT / "prompts"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _compile(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
 
 
 class Strict(BaseModel):
@@ -62,6 +69,13 @@ class OutputTypeSpec(Strict):
             raise ValueError("give exactly one of 'json_schema', 'pydantic', 'choice' or 'regex'")
         return self
 
+    @field_validator("regex")
+    @classmethod
+    def valid_regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            _compile(v)
+        return v
+
 
 class TaskSpec(Strict):
     name: str
@@ -76,6 +90,7 @@ class TaskSpec(Strict):
     labels_field: str | None = None
     labels: list[str] | None = None
     template: str
+    templates: dict[str, str] = {}  # named template variants: name -> file (a strategy picks one with template=NAME)
     answer_type: Literal["number", "choice", "label", "text", "json"]
     extract_pattern: str | None = None
     scorer: Literal["exact", "json_fields"] | None = None
@@ -93,6 +108,14 @@ class TaskSpec(Strict):
             raise ValueError("use letters, digits, '_', '-' and '.' only")
         return v
 
+    @field_validator("templates")
+    @classmethod
+    def variant_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = next((name for name in v if not SAFE_NAME.match(name)), None)
+        if bad is not None:
+            raise ValueError(f"variant name '{bad}': use letters, digits, '_', '-' and '.' only")
+        return v
+
     @field_validator("max_tokens", "cot_max_tokens")
     @classmethod
     def positive(cls, v: int) -> int:
@@ -104,10 +127,15 @@ class TaskSpec(Strict):
     @classmethod
     def valid_regex(cls, v: str | None) -> str | None:
         if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            if _compile(v).groups < 1:
+                raise ValueError("the pattern has no group: the answer is what its first (...) group matches")
+        return v
+
+    @field_validator("limit")
+    @classmethod
+    def positive_limit(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be a positive number of examples")
         return v
 
     @model_validator(mode="after")
@@ -140,6 +168,43 @@ class Task:
     def template(self) -> Template:
         return load_template(self.spec.template, self.template_folders)
 
+    def variant(self, value: str) -> "Task":
+        """The same task and data with another template: a named variant from `templates:`, or a
+        template file (looked up in the task's template folders, then relative to the current folder).
+        Absolute paths, '..' and symbolic links are refused as for `template:`. Rows carry the
+        variant's name (`template`) and content hash (`template_hash`)."""
+        if value == self.spec.template:
+            return self
+        cached = self.__dict__.setdefault("_variants", {})
+        if value not in cached:
+            cached[value] = self._load_variant(value)
+        return cached[value]
+
+    def _load_variant(self, value: str) -> "Task":
+        import jinja2
+
+        from .templates import resolve_template
+
+        named = self.spec.templates.get(value)
+        folders = self.template_folders if named else self.template_folders + (Path.cwd().resolve(),)
+        name = named or value
+        try:
+            resolve_template(name, folders)  # absolute, '..' and symlinks raise TemplateError here
+        except jinja2.TemplateNotFound:
+            variants = ", ".join(sorted(self.spec.templates)) or "none"
+            raise TemplateError(f"template '{name}' not found (task {self.name}'s variants: {variants}; looked in "
+                                f"{', '.join(str(f) for f in folders)})", where=str(self.file) if named else value,
+                                field=f"templates.{value}" if named else "template",
+                                fix="give a template file relative to the current folder or prompts/, "
+                                    "or a variant name the task lists under 'templates'") from None
+        template = load_template(name, folders)
+        task = replace(self, spec=self.spec.model_copy(update={"template": value}))
+        task.__dict__["template"] = template  # cached_property slot: the variant's template
+        for shared in ("examples", "pool"):  # the data is loaded once and shared
+            if shared in self.__dict__:
+                task.__dict__[shared] = self.__dict__[shared]
+        return task
+
     @cached_property
     def json_schema(self) -> dict | None:
         ot = self.spec.output_type
@@ -166,7 +231,15 @@ class Task:
     @cached_property
     def examples(self) -> tuple[Example, ...]:
         rows = load_rows(self.spec.source, self, role="source")
-        return tuple(self._to_example(r, i, "source") for i, r in enumerate(rows))
+        examples = tuple(self._to_example(r, i, "source") for i, r in enumerate(rows))
+        seen: dict[str, int] = {}
+        for i, ex in enumerate(examples):
+            if ex.id in seen:
+                raise DataError(f"item id '{ex.id}' is used by rows {seen[ex.id] + 1} and {i + 1}: results are "
+                                f"kept per id", where=f"{self.file} (source data)", field=self.spec.id_field or "id",
+                                fix="give every row a unique id (or set id_field to a unique column)")
+            seen[ex.id] = i
+        return examples
 
     @cached_property
     def pool(self) -> tuple[Example, ...]:
@@ -190,21 +263,43 @@ class Task:
         variables = {var: get(col, f"fields.{var}") for var, col in s.fields.items()}
         gold = get(s.gold_field, "gold_field")
         ex_id = str(get(s.id_field, "id_field")) if s.id_field else str(row.get("id", f"{role}-{i:05d}"))
+        if _empty(gold):
+            raise DataError(f"row {i + 1} (id '{ex_id}') has an empty gold answer", where=where, field="gold_field",
+                            fix="fill in the gold answer, or drop the row")
         choices: tuple[str, ...] = ()
         labels: tuple[str, ...] = tuple(s.labels or ())
         if s.choices_field:
             choices = tuple(str(c) for c in get(s.choices_field, "choices_field"))
             if not s.labels_field and not s.labels:
-                labels = tuple("ABCDEFGHIJ"[: len(choices)])
+                if len(choices) > len(DEFAULT_LABELS):
+                    raise DataError(f"row {i + 1} (id '{ex_id}') has {len(choices)} choices; the default labels "
+                                    f"{DEFAULT_LABELS[0]}-{DEFAULT_LABELS[-1]} name only {len(DEFAULT_LABELS)}",
+                                    where=where, field="choices_field", fix="give the labels (labels or labels_field)")
+                labels = tuple(DEFAULT_LABELS[: len(choices)])
         if s.labels_field:
             labels = tuple(str(x) for x in get(s.labels_field, "labels_field"))
-        if s.answer_type == "label":
+        if s.answer_type in ("label", "choice"):
             gold = _canonical_label(gold, labels)
+            if gold not in labels:
+                raise DataError(f"row {i + 1} (id '{ex_id}'): gold '{gold}' is not one of the labels "
+                                f"({', '.join(labels)})", where=where, field="gold_field",
+                                fix="make the gold answer one of the labels, or fix the labels")
         rationale = str(row[s.rationale_field]) if s.rationale_field and row.get(s.rationale_field) else None
         variables.setdefault("choices", list(choices))
         variables.setdefault("labels", list(labels))
         variables.setdefault("options", "\n".join(f"{lb}. {c}" for lb, c in zip(labels, choices)))
         return Example(id=ex_id, fields=variables, gold=gold, choices=choices, labels=labels, rationale=rationale)
+
+
+DEFAULT_LABELS = "ABCDEFGHIJ"
+
+
+def _empty(gold: Any) -> bool:
+    if gold is None:
+        return True
+    if isinstance(gold, float) and gold != gold:  # NaN: an empty CSV cell
+        return True
+    return isinstance(gold, str) and not gold.strip()
 
 
 def _canonical_label(gold: Any, labels: tuple[str, ...]) -> Any:

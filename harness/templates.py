@@ -102,7 +102,23 @@ class Template:
                                 fix="templates may only format their variables") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"render error: {exc}", where=str(self.path), fix="fix the template") from None
+        except Exception as exc:  # 1/0, 'a' + 1 in the template: name the template's own line
+            line = _template_line(exc, self.path, self._jinja)
+            raise TemplateError(f"render error{f' at line {line}' if line else ''}: {type(exc).__name__}: {exc}",
+                                where=str(self.path), fix="fix the expression in the template") from None
         return out
+
+
+def _template_line(exc: BaseException, path: Path, jt: Any) -> int | None:
+    """The template line an exception was raised on: the compiled code's line of the last frame in the
+    template, mapped back through Jinja's debug info."""
+    import traceback
+
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == str(path) and frame.lineno:
+            line = jt.get_corresponding_lineno(frame.lineno)
+    return line
 
 
 def _undefined_name(exc: jinja2.UndefinedError) -> str | None:
@@ -123,5 +139,15 @@ def load_template(name: str, folders: Sequence[Path]) -> Template:
         raise TemplateError(f"syntax error at line {exc.lineno}: {exc.message}", where=exc.filename or name,
                             fix="fix the Jinja syntax") from None
     path = Path(jt.filename)
+    unknown = sorted(set(jt.blocks) - set(SECTIONS))
+    if unknown or "input" not in jt.blocks:
+        import difflib
+
+        bad = unknown[0] if unknown else None
+        close = difflib.get_close_matches(bad, SECTIONS, n=1) if bad else []
+        what = f"unknown block '{bad}'" + (f" (did you mean '{close[0]}'?)" if close else "") if bad else \
+            "no 'input' block: the item's question would never be sent"
+        raise TemplateError(what, where=str(path), field="block",
+                            fix="define {% block input %}...{% endblock %}; blocks: " + ", ".join(SECTIONS))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Template(name=name, path=path, hash=digest, _jinja=jt, _env=env)

@@ -1,4 +1,7 @@
-"""The command line on the real engine: Ctrl-C, SIGKILL mid-run, and resume to exactly N rows."""
+"""The command line on the real engine, the way a user meets it: a background job stopped with SIGINT,
+SIGTERM from a scheduler, SIGKILL, then `harness run --resume DIR` (the command the harness prints) to
+exactly N rows under one model name. After every stop, no process of the run (the recorded process
+tree: harness, engine core, worker, watchdog) is alive 10 s later."""
 from __future__ import annotations
 
 import json
@@ -12,8 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from proctree import Recorder, wait_all_gone
+
 pytestmark = pytest.mark.engine
 KEY = ["task", "strategy", "model", "example_id"]
+N = 24  # 2 strategies x 12 examples
+HARNESS = [sys.executable, "-m", "harness.cli"]
 
 
 def journal_lines(out: Path) -> int:
@@ -21,9 +28,19 @@ def journal_lines(out: Path) -> int:
     return sum(1 for line in j.read_bytes().splitlines() if line.strip()) if j.exists() else 0
 
 
-def start(cmd, tmp_path):
-    log = open(tmp_path / f"log-{time.time_ns()}.txt", "wb")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+def start(cmd, tmp_path, *, background_job: bool = False):
+    """Start `cmd`; with background_job, as `cmd &` from a non-interactive shell script (which starts the
+    job with SIGINT ignored). Returns (harness pid, Popen, log path, recorder of the harness's tree)."""
+    log = tmp_path / f"log-{time.time_ns()}.txt"
+    if background_job:
+        line = " ".join(f"'{c}'" for c in cmd)
+        proc = subprocess.Popen(["bash", "-c", f"{line} >'{log}' 2>&1 & echo $!; wait $!; exit $?"],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        pid = int(proc.stdout.readline())
+    else:
+        proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        pid = proc.pid
+    return pid, proc, log, Recorder(pid)
 
 
 def wait_for_lines(proc, out: Path, at_least: int, timeout: float = 400) -> int:
@@ -38,43 +55,64 @@ def wait_for_lines(proc, out: Path, at_least: int, timeout: float = 400) -> int:
     pytest.fail("the run wrote nothing to its journal in time")
 
 
-def test_ctrl_c_then_sigkill_then_resume_gives_exactly_n_rows(tmp_path):
-    out = tmp_path / "run"
-    n_units = 2 * 12
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--task", "coin_flip", "--strategy", "zero_shot",
-           "--strategy", "cot", "--limit", "12", "--chunk-size", "4", "--out", str(out), "--no-cache", "--quiet"]
+def stop_and_check(pid, proc, rec, sig) -> int:
+    """Send `sig` to the harness only, wait for it; every process of its tree must be gone within 10 s."""
+    os.kill(pid, sig)
+    code = proc.wait(timeout=120)
+    left = wait_all_gone(rec.stop(), timeout=10)
+    assert not left, f"processes of the run alive 10 s after {sig.name}: {left}"
+    return code
 
-    # 1. Ctrl-C: stops cleanly, keeps what is done, prints the resume command, exit 130
-    proc = start(cmd, tmp_path)
+
+def test_signals_then_resume_gives_exactly_n_rows_under_one_model(tmp_path):
+    out = tmp_path / "run"
+    first = [*HARNESS, "run", "--task", "coin_flip", "--strategy", "zero_shot", "--strategy", "cot",
+             "--limit", "12", "--chunk-size", "4", "--out", str(out), "--no-cache", "--quiet", "--no-report"]
+    resume = [*HARNESS, "run", "--resume", str(out), "--no-cache", "--quiet", "--no-report"]
+
+    # 1. a background job (SIGINT inherited ignored) still stops on SIGINT: journal kept, exit 130
+    pid, proc, log, rec = start(first, tmp_path, background_job=True)
     wait_for_lines(proc, out, 4)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
-    text = sorted(tmp_path.glob("log-*.txt"))[-1].read_text(errors="replace")
+    assert stop_and_check(pid, proc, rec, signal.SIGINT) == 130
+    text = log.read_text(errors="replace")
     assert f"harness run --resume {out}" in text
     meta = json.loads((out / "run.json").read_text())
-    assert meta["status"] == "interrupted"
-    kept = pd.read_parquet(out / "predictions.parquet")
-    assert len(kept) == journal_lines(out) >= 4
+    assert meta["status"] == "interrupted" and meta["config"]["chunk_size"] == 4
+    assert len(pd.read_parquet(out / "predictions.parquet")) == journal_lines(out) >= 4
 
-    # 2. SIGKILL of the whole process group mid-run: nothing is flushed on the way out
-    proc = start(cmd, tmp_path)
-    done_before = journal_lines(out)
-    wait_for_lines(proc, out, done_before + 4)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    # 2. SIGTERM (timeout, systemd, batch schedulers) acts like Ctrl-C: exit 143, resume command printed
+    pid, proc, log, rec = start(resume, tmp_path)
+    wait_for_lines(proc, out, journal_lines(out) + 4)
+    assert stop_and_check(pid, proc, rec, signal.SIGTERM) == 143
+    assert f"harness run --resume {out}" in log.read_text(errors="replace")
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+    # 3. SIGKILL of the harness alone: the watchdog removes its engine core and worker
+    pid, proc, log, rec = start(resume, tmp_path)
+    wait_for_lines(proc, out, journal_lines(out) + 4)
+    assert stop_and_check(pid, proc, rec, signal.SIGKILL) == -signal.SIGKILL
     at_kill = journal_lines(out)
-    assert at_kill < n_units, "the run finished before it could be killed; use a larger limit"
+    assert at_kill < N, "the run finished before it could be killed; use a larger limit"
 
-    # 3. the same command again resumes and completes, with exactly N rows and no duplicate keys
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # 4. the printed command completes the run: exactly N rows, no duplicates, one model name, same chunks
+    res = subprocess.run(resume, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == str(out)  # the last line is the run folder
     assert "coin_flip" in res.stdout and "zero_shot" in res.stdout  # the summary table
+    assert "exited unexpectedly" not in res.stderr and "force killing" not in res.stderr, res.stderr[-2000:]
     preds = pd.read_parquet(out / "predictions.parquet")
-    assert len(preds) == n_units and not preds.duplicated(KEY).any()
+    assert len(preds) == N and not preds.duplicated(KEY).any() and preds["unit_id"].is_unique
+    assert preds["model"].unique().tolist() == ["SmolLM2-135M-Instruct"]
     meta = json.loads((out / "run.json").read_text())
-    assert meta["status"] == "complete" and len(meta["resumes"]) == 2
-    assert meta["resumes"][-1]["already_done"] == at_kill
-    assert meta["resumes"][-1]["pending"] == n_units - at_kill  # what was lost is at most the chunk in flight
+    assert meta["status"] == "complete" and meta["config"]["chunk_size"] == 4 and len(meta["resumes"]) == 3
+    assert meta["resumes"][-1]["already_done"] == at_kill and meta["resumes"][-1]["pending"] == N - at_kill
+    assert meta["config"]["model"] == "SmolLM2-135M-Instruct" and meta["config"]["model_spec"] == "bundled"
     for name in ("predictions.parquet", "summary.csv", "run.json"):
         assert (out / name).exists()
+
+    # 5. nothing pending: no engine starts, the rows stay as they are
+    res = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["engine_started"] is False and meta["rows"] == N
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions.parquet"), preds)

@@ -81,7 +81,7 @@ def test_shared_prefix_is_byte_identical_across_examples():
 
 
 @pytest.mark.parametrize("spec,field", [
-    ("few_shoot", "--strategy"), ("few_shot:k=0", "k"), ("few_shot:kk=3", "kk"), ("cot:temperature=-1", "temperature"),
+    ("few_shoot", "--strategy"), ("few_shot:k=-1", "k"), ("few_shot:kk=3", "kk"), ("cot:temperature=-1", "temperature"),
     ("zero_shot:top_p=1.5", "top_p"), ("zero_shot:top_p=0", "top_p"), ("few_shot:selection=best", "selection"),
     ("self_consistency:k=-2", "k"), ("zero_shot:guided=maybe", "guided"), ("zero_shot:max_tokens", "max_tokens"),
 ])

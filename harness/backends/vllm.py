@@ -36,6 +36,7 @@ from .base import BackendBase
 from .chat import cut_at_stop, to_chat_messages
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
+SHUTDOWN_GRACE_S = 20  # seconds a closing engine waits for its worker before killing it
 
 
 # --------------------------------------------------------------------------- pure translation
@@ -163,6 +164,9 @@ class VLLMBackend(BackendBase):
     def llm(self) -> Any:
         if self._llm is None:
             self.vllm_check = check_vllm(self.allow_untested_vllm)  # before the expensive part
+            os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
+            # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
+            os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
             try:
                 from vllm import LLM
             except ImportError as exc:
@@ -191,7 +195,10 @@ class VLLMBackend(BackendBase):
             return
         core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            try:
+                core.shutdown(timeout=SHUTDOWN_GRACE_S + 10)  # the engine core first waits for its worker
+            except TypeError:  # a vLLM whose shutdown takes no timeout
+                core.shutdown()
         self._llm = None
         gc.collect()
 

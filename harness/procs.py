@@ -1,0 +1,114 @@
+"""Processes and signals: no engine outlives the harness, and SIGTERM / SIGHUP act like Ctrl-C.
+
+`guard()` (idempotent) starts a watchdog process (`_watchdog.py`, in its own session so that a signal
+to the harness's process group does not reach it) and adds a fresh token to HARNESS_GUARD in this
+process's environment. Every process started afterwards inherits the variable: vLLM's engine core and
+its workers (spawned), `harness serve`'s API server, `harness run` subprocesses of the tests. When this
+process ends, by any means including SIGKILL, the watchdog sees the end of its stdin pipe and SIGKILLs
+every process carrying the token within about a second. This works with spawn and fork alike, needs no
+process group the harness would have to own, and catches grandchildren that were reparented to init.
+Nested guards (a test session that runs `harness run`) append tokens, so each watchdog kills only what
+was started below its own process. See docs/faults.md.
+
+`handle_signals()` makes SIGTERM and SIGHUP raise KeyboardInterrupt like SIGINT (and re-arms SIGINT
+when the shell started a background job with it ignored); a second signal exits at once with
+128 + signum (the watchdog then removes the engine). `deferred()` holds the first signal back until
+a block (writing the result files) is done. `exit_code()` is 128 + the signal received (130 for SIGINT
+or a KeyboardInterrupt raised otherwise, 143 for SIGTERM, 129 for SIGHUP).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+GUARD_VAR = "HARNESS_GUARD"
+_STATE: dict = {"watchdog": None, "signum": None, "deferred": 0, "pending": None, "installed": False}
+
+
+def guard() -> str:
+    """Start this process's watchdog once; return its token."""
+    wd = _STATE["watchdog"]
+    if wd is not None and wd[0].poll() is None and wd[2] == os.getpid():
+        return wd[1]
+    token = secrets.token_hex(8)
+    env = {k: v for k, v in os.environ.items() if k != GUARD_VAR}  # the watchdog is not its own victim
+    proc = subprocess.Popen([sys.executable, "-I", str(Path(__file__).with_name("_watchdog.py")), token,
+                             str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env, close_fds=True)
+    _STATE["watchdog"] = (proc, token, os.getpid())  # proc.stdin stays open for this process's life
+    old = os.environ.get(GUARD_VAR)
+    os.environ[GUARD_VAR] = f"{old}:{token}" if old else token
+    return token
+
+
+def _on_signal(signum, frame):
+    if _STATE["signum"] is not None:  # the second signal: out now (the watchdog removes the engine)
+        os._exit(128 + _STATE["signum"])
+    _STATE["signum"] = signum
+    if _STATE["deferred"]:
+        _STATE["pending"] = signum
+        return
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def handle_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt once; a second one exits at once."""
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _on_signal)
+        _STATE["installed"] = True
+    except ValueError:  # not the main thread
+        pass
+
+
+def exit_code() -> int:
+    return 128 + (_STATE["signum"] or signal.SIGINT)
+
+
+def signal_name() -> str:
+    return signal.Signals(_STATE["signum"] or signal.SIGINT).name
+
+
+@contextmanager
+def deferred():
+    """Hold a first signal back until the block ends (then raise KeyboardInterrupt)."""
+    _STATE["deferred"] += 1
+    try:
+        yield
+    finally:
+        _STATE["deferred"] -= 1
+        if not _STATE["deferred"] and _STATE["pending"] is not None:
+            _STATE["pending"] = None
+            raise KeyboardInterrupt(signal_name())
+
+
+def check_main_guard() -> None:
+    """Refuse, in one line on stderr and exit code 2, to start the engine from a script without an
+    `if __name__ == "__main__":` block: vLLM starts its engine processes with spawn, which re-imports the
+    script, runs its top-level code again in the child, and fails there with a garbled error."""
+    import ast
+    import multiprocessing
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py") or multiprocessing.parent_process() is not None:
+        return  # an interactive session, `python -c`, or already a child
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test):
+            return
+    from .errors import ConfigError
+
+    err = ConfigError("this script starts the vLLM engine at import time, and the engine's processes start by "
+                      "re-importing the script", where=str(path), field="__main__",
+                      fix='put the code that runs under `if __name__ == "__main__":` (see README)')
+    print(f"error: {err.one_line()}", file=sys.stderr, flush=True)  # one line, not a traceback
+    raise SystemExit(2)
