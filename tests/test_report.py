@@ -245,11 +245,13 @@ def test_run_writes_report_md_and_pairs(symbolic_run):
     assert "<script>" not in md
 
 
-def test_report_is_fast_and_idempotent(symbolic_run):
-    t0 = time.perf_counter()
+def test_report_is_idempotent(symbolic_run):
+    # No time limit here: speed is measured in bench/, and a timed test fails on a loaded machine.
+    first = write_report(symbolic_run)
+    pairs = (symbolic_run / "pairs.csv").read_text()
     paths = write_report(symbolic_run)
-    assert time.perf_counter() - t0 < 5.0
-    assert paths == [symbolic_run / "report.html", symbolic_run / "report.md", symbolic_run / "pairs.csv"]
+    assert paths == first == [symbolic_run / "report.html", symbolic_run / "report.md", symbolic_run / "pairs.csv"]
+    assert (symbolic_run / "pairs.csv").read_text() == pairs
 
 
 def test_compare_report_has_every_plot_and_keeps_runs_apart(compare_dir, tmp_path, symbolic_run):
