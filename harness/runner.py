@@ -30,8 +30,9 @@ from .records import Completion, Example, Request, Sampling
 from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_from_journal, run_folder,
                       write_frame_atomic, write_json_atomic)
 from .scoring import score
-from .strategies import Strategy, parse_strategy
-from .tasks import Task, load_task
+from .strategies import Strategy
+from .suite import suite_config
+from .tasks import Task
 
 DEFAULT_CHUNK = 512  # requests per engine call; a run of up to this many requests is one batched call
 __all__ = ["run", "build_units", "make_row", "finalize", "resume_args", "stats_delta", "RunInterrupted", "Unit",
@@ -135,7 +136,8 @@ def _chunks(units: list[Unit], size: int):
         yield chunk
 
 
-def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] = (), *, model: str | None = None,
+def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] = (), *, suite: dict | None = None,
+        model: str | None = None,
         backend: Backend | None = None, limit: int | None = None, seed: int = 0,
         data_dir: str | Path | None = None, out: str | Path | None = None, run_id: str | None = None,
         chunk_size: int | None = None, engine_options: dict | None = None, price_table: dict | None = None,
@@ -149,14 +151,18 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     the backend's display name (a resume passes the one in run.json).
     The report is not written here: `harness.run(..., report=True)` or `harness report RUN_DIR` does it.
     `backend`: any object with the contract of harness.backends.base.Backend (the caller closes it);
-    None builds the offline vLLM engine from `model` and `engine_options` (and closes it)."""
-    from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
+    None builds the offline vLLM engine from `model` and `engine_options` (and closes it).
+    `suite` ({task: [strategy, ...]}) gives each task its own strategies; no tasks, strategies or suite
+    runs the default suite (harness/defaults.py)."""
+    from .suite import plan_strategies, resolve_plan
 
-    task_objs = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir) for t in (tasks or DEFAULT_TASKS)]
-    strat_objs = [s if isinstance(s, Strategy) else parse_strategy(s) for s in (strategies or DEFAULT_STRATEGIES)]
-    check_distinct(strat_objs)
+    suite_plan = resolve_plan(tasks, strategies, suite, data_dir=data_dir)
+    task_objs, strat_objs = [t for t, _ in suite_plan], plan_strategies(suite_plan)
+    for _, strats in suite_plan:
+        check_distinct(strats)
     with _gc_paused():  # only new objects here, no cycles: see _gc_paused
-        units = build_units(task_objs, strat_objs, limit=limit, seed=seed)  # renders every prompt: validates
+        # renders every prompt: validates
+        units = [u for task, strats in suite_plan for u in build_units([task], strats, limit=limit, seed=seed)]
     if not units:
         raise ConfigError("nothing to run", field="--task", fix="give at least one task with examples")
 
@@ -201,7 +207,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         written: list[dict] = []  # this call's journal entries, so finalize need not read them back
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        meta = _run_meta(run_dir, task_objs, strat_objs, engine, old=old_meta, limit=limit, seed=seed,
+        meta = _run_meta(run_dir, task_objs, strat_objs, engine, old=old_meta, plan=suite_plan, limit=limit, seed=seed,
                          data_dir=data_dir, chunk_size=chunk_size, model_spec=_model_spec(model, engine),
                          resumed=len(units) - len(pending), pending=len(pending), total=len(units))
         meta["engine_started"] = started
@@ -327,7 +333,7 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, *, old: dict, **config)
                    "model_spec": config["model_spec"], "model_path": backend.model_path,
                    "limit": config["limit"], "seed": config["seed"],
                    "data_dir": str(config["data_dir"]) if config["data_dir"] else None,
-                   "chunk_size": config["chunk_size"]},
+                   "chunk_size": config["chunk_size"], **suite_config(config["plan"], strategies)},
         "templates": {t.spec.template: t.template.hash for t in tasks},
         "backend": settings.get("backend", type(backend).__name__), "engine": settings,
         "model_info": info, "versions": _versions(), "units": config["total"], "resumes": resumes,
@@ -383,6 +389,9 @@ def resume_args(run_dir: str | Path, *, explicit: dict) -> dict:
            "limit": explicit.get("limit") or cfg.get("limit"), "seed": cfg.get("seed", 0),
            "data_dir": explicit.get("data_dir") or cfg.get("data_dir"),
            "chunk_size": explicit.get("chunk_size") or cfg.get("chunk_size")}
+    if cfg.get("suite") and not (explicit.get("tasks") or explicit.get("strategies")):
+        files = dict(zip(cfg["tasks"], cfg["task_files"]))
+        out.update(tasks=(), strategies=(), suite={files.get(t, t): ss for t, ss in cfg["suite"].items()})
     if explicit.get("model") is None and explicit.get("backend_kind", "vllm") == "vllm":
         if cfg.get("model_spec"):  # the offline engine: the same model, under the same name
             out["model"] = cfg["model_spec"]

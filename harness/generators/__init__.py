@@ -10,6 +10,10 @@ from .symbolic import coin_flip, last_letter_concat
 from .arithmetic import multistep_arithmetic
 from .person import person_json
 from .needle import needle_haystack
+from .facts import country_capital, next_day
+from .quantities import larger_number, unit_conversion
+from .sentiment import sentiment
+from .contact import contact_json
 
 GENERATORS: dict[str, Callable[..., list[dict]]] = {
     "coin_flip": coin_flip,
@@ -17,4 +21,10 @@ GENERATORS: dict[str, Callable[..., list[dict]]] = {
     "multistep_arithmetic": multistep_arithmetic,
     "person_json": person_json,
     "needle_haystack": needle_haystack,
+    "country_capital": country_capital,
+    "next_day": next_day,
+    "larger_number": larger_number,
+    "unit_conversion": unit_conversion,
+    "sentiment": sentiment,
+    "contact_json": contact_json,
 }
