@@ -19,6 +19,9 @@ from harness.procs import guard
 guard()
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
 subprocess.Popen(["bash", "-c", "sleep 300 & disown; exit 0"])
+import multiprocessing
+if __name__ == "__main__":  # a forked child, as vLLM starts its engine core by default (no token in its environ)
+    multiprocessing.get_context("fork").Process(target=time.sleep, args=(300,)).start()
 print("ready", flush=True)
 time.sleep(300)
 """
@@ -47,7 +50,7 @@ def test_sigkill_of_a_guarded_process_takes_its_children_and_orphans_with_it():
                 if ppid not in seen:
                     from proctree import tree
                     orphans.update(tree(int(name)))
-    assert len(seen) >= 3, seen  # parent, watchdog, python child (the bash child may be gone already)
+    assert len(seen) >= 4, seen  # parent, watchdog, python child, forked child (the bash child may be gone)
     assert orphans, "the reparented grandchild was not found"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
