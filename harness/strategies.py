@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -272,31 +271,6 @@ class SelfConsistency(Strategy):
                           extra=extra)
 
 
-def _winner_rule(samples: Sequence[Sample], rules: Sequence[str], answer: str | None) -> str:
-    """The extraction rule of the first sample that gave the winning answer ('none' when no sample had one)."""
-    return next((r for s, r in zip(samples, rules) if s.answer == answer and answer is not None), "none")
-
-
-def vote(samples: Sequence[Sample]) -> tuple[str | None, dict[str, int], str]:
-    """Majority vote over extracted answers. Returns (winner, votes, tie_rule)."""
-    counts = Counter(s.answer for s in samples if s.answer is not None)
-    if not counts:
-        return None, {}, "none"
-    top = max(counts.values())
-    tied = [a for a in counts if counts[a] == top]
-    if len(tied) == 1:
-        return tied[0], dict(counts), "majority"
-    scores: dict[str, list[float]] = defaultdict(list)
-    for s in samples:
-        if s.answer in tied and s.cumulative_logprob is not None and s.completion_tokens:
-            scores[s.answer].append(s.cumulative_logprob / s.completion_tokens)
-    if all(scores.get(a) for a in tied):
-        best = max(tied, key=lambda a: sum(scores[a]) / len(scores[a]))
-        return best, dict(counts), "logprob"
-    first = next(s.answer for s in samples if s.answer in tied)
-    return first, dict(counts), "first"
-
-
 def _variables(example: Example, cot: bool) -> dict[str, Any]:
     return {**example.fields, "cot": cot}
 
@@ -399,3 +373,6 @@ def parse_strategy(spec: str) -> Strategy:
         raise ConfigError("self-consistency needs sampling (temperature > 0)", where=spec, field="temperature",
                           fix="use temperature=0.7 (the default)")
     return cls(spec=text, params=params)
+
+
+from .voting import _winner_rule, vote  # noqa: E402 - used above at call time; vote: its old home
