@@ -13,7 +13,8 @@ Each probe row (probe.jsonl -> probes.parquet, flagged `probe = true`, never sco
                chunk on a server), else the call's wall time
     ttft_s     arrival (send) -> first token
     tpot_s     time per output token after the first: (latency_s - ttft_s) / (completion_tokens - 1)
-    wall_s     the client's wall time around the whole call (an independent upper bound of latency_s)
+    wall_s     the client's wall time around the whole call (an independent upper bound of latency_s, up to
+               a few ms of clock skew between vLLM's frontend and engine-core processes)
 A unit with several requests sends them together; its latency is the slowest, its TTFT the first.
 """
 from __future__ import annotations

@@ -48,7 +48,10 @@ def test_probe_rows_are_flagged_and_never_scored(two_runs):
     p = a["probes"]
     assert len(p) == 2 * PROBE and p["probe"].all() and p["error"].isna().all()
     assert "correct" not in p.columns
-    assert (p["ttft_s"] > 0).all() and (p["ttft_s"] <= p["latency_s"]).all() and (p["latency_s"] <= p["wall_s"]).all()
+    assert (p["ttft_s"] > 0).all() and (p["ttft_s"] <= p["latency_s"]).all()
+    # the client's wall time bounds the engine's arrival -> last token, up to the clock skew between the
+    # frontend and the engine-core process (measured: a few ms)
+    assert (p["latency_s"] <= p["wall_s"] + 0.05).all()
     assert (p["tpot_s"] > 0).all()
     assert a["run"]["probe"]["items_per_group"] == PROBE and a["run"]["probe"]["concurrency"] == 1
     assert a["run"]["probe"]["prefix_cache"] == "emptied before each call"
@@ -57,10 +60,10 @@ def test_probe_rows_are_flagged_and_never_scored(two_runs):
 
 def test_same_strategy_in_two_runs_agrees_within_20_percent(two_runs):
     a, b = two_runs["a"]["summary"].loc[("person_json", FEW)], two_runs["b"]["summary"].loc[("person_json", FEW)]
-    for col in ("probe_latency_p50_s", "engine_s_per_example"):
-        ratio = a[col] / b[col]
+    ratios = {col: a[col] / b[col] for col in ("probe_latency_p50_s", "engine_s_per_example")}
+    for col, ratio in ratios.items():
         print(f"{col}: {a[col]:.3f} vs {b[col]:.3f} (ratio {ratio:.2f})")
-        assert 1 / 1.2 <= ratio <= 1.2, (col, a[col], b[col])
+    assert all(1 / 1.2 <= r <= 1.2 for r in ratios.values()), ratios
     # the in-batch time is not a property of the strategy: it is reported apart, under its own name
     assert "batch_latency_p50_s" in two_runs["a"]["summary"].columns
 
