@@ -213,7 +213,7 @@ def symbolic_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "symbolic"
     harness.run(["coin_flip", "last_letter_concat"], ["zero_shot", "cot", "few_shot:k=4"],
                 backend=ScriptedBackend(symbolic_fn(), model_name="Scripted-135M"), limit=40, out=out,
-                progress=False, cache=False, report=True)
+                progress=False, cache=False, report=True, latency_probe=1)  # the probe is opt-in
     return out
 
 
