@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="$ per hour of the machine the model runs on: $ per example = engine s per example x X / 3600")
     r.add_argument("--latency-probe", type=int, default=None, metavar="N",
                    help="after the batch, send N items per task x strategy one at a time to measure single-request "
-                        "latency (default 1; 0 = off; see docs/measures.md)")
+                        "latency (default 0 = off; see docs/measures.md)")
     r.add_argument("--probe-concurrency", type=_positive, default=1, metavar="C",
                    help="send the probe's items C at a time (latency under load; server backends)")
     r.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
