@@ -11,7 +11,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from .runner import build_units, parse_strategies
+from .suite import parse_strategies
+from .units import build_units
 from .tasks import load_task
 
 

@@ -26,7 +26,7 @@ from .provenance import templates_used, versions
 from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_from_journal, run_folder,
                       write_frame_atomic, write_json_atomic)
 from .strategies import Strategy
-from .suite import parse_strategies, suite_config  # noqa: F401 - parse_strategies: its old home
+from .suite import suite_config
 from .units import Unit, build_units, make_row  # noqa: F401 - build_units, make_row: their old home
 from .tasks import Task
 

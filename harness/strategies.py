@@ -29,6 +29,7 @@ from .errors import ConfigError, suggest
 from .exemplars import order_exemplars, select_exemplars, selection  # noqa: F401 - select_exemplars re-exported
 from .extract import Extraction, extract_with_rule
 from .records import Completion, Example, Message, OutputType, Prediction, Request, Sample, Sampling
+from .voting import _winner_rule, vote  # noqa: F401 - vote: also its old import path
 
 COT_TRIGGER = "Let's think step by step."
 ANSWER_MODES = ("generate", "choice", "loglikelihood")
@@ -374,5 +375,3 @@ def parse_strategy(spec: str) -> Strategy:
                           fix="use temperature=0.7 (the default)")
     return cls(spec=text, params=params)
 
-
-from .voting import _winner_rule, vote  # noqa: E402 - used above at call time; vote: its old home

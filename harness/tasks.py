@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from .errors import ConfigError, DataError, TemplateError, suggest
 from .records import Example, OutputType
+from .task_schema import load_schema, pydantic_schema
 from .task_data import DATA_SUFFIXES, load_rows  # noqa: F401 - DATA_SUFFIXES re-exported (its former home)
 from .task_file import one_line, read_yaml_mapping
 from .templates import Template, load_template
@@ -391,5 +392,3 @@ def parse_task_file(path: Path) -> TaskSpec:
     except ValidationError as exc:
         raise one_line(exc, path, raw, TaskSpec) from None
 
-
-from .task_schema import load_schema, pydantic_schema  # noqa: E402,F401 - their old home
