@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from .backends import BACKENDS, backend_class
@@ -58,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/strategies.md)")
     r.add_argument("--dry-run", action="store_true",
                    help="print the expanded strategies and the request count, then exit without starting an engine")
-    r.add_argument("--model", default=None, help="bundled (default), a local HF model folder, or a hub id")
+    r.add_argument("--model", action="append", default=[],
+                   help="bundled (default), a local HF model folder, or a hub id; repeat to compare models in one "
+                        "run (one engine at a time); NAME@URL asks a server model at its own base URL")
     r.add_argument("--limit", type=_positive, default=None, help="examples per task")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--data-dir", default=None, help="folder with the data files of tasks that read files")
@@ -140,8 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(a) -> int:
     from .api import write_report_safely
+    from .multimodel import cli_backend_factory, multi_model_resume, run_models
     from .runner import RunInterrupted, run
     from .summary import print_summary
+
+    recorded = multi_model_resume(a.resume or a.retry_errors) if (a.resume or a.retry_errors) else None
+    models = a.model or (recorded[0] if recorded else [None])
+    a.model = models[0] if len(models) == 1 and "@http" not in str(models[0]) else None
 
     from .pricing import DEFAULT_PRICES, load_price_table, parse_price_flag
     prices = load_price_table(a.prices) if a.prices else (
@@ -165,7 +173,13 @@ def cmd_run(a) -> int:
         kwargs["limit"] = DEFAULT_LIMIT
     if a.dry_run:
         return _dry_run(kwargs)
-    backend = kwargs["backend"] = make_backend(a, model=kwargs["model"])
+    if a.model is None and models != [None]:  # several models, or a server model at its own URL
+        kwargs.pop("model_name", None)
+        backend = None
+        run = partial(run_models, models, make_backend=cli_backend_factory(a, make_backend),  # noqa: F811
+                      model_names=recorded[1] if recorded and models == recorded[0] else None)
+    else:
+        backend = kwargs["backend"] = make_backend(a, model=kwargs["model"])
     try:
         preds = run(**kwargs)
     except RunInterrupted as exc:
@@ -175,7 +189,8 @@ def cmd_run(a) -> int:
         print(exc.run_dir)
         return exit_code()
     finally:
-        backend.close()  # a clean engine shutdown (no "engine core exited unexpectedly" warning)
+        if backend is not None:
+            backend.close()  # a clean engine shutdown (no "engine core exited unexpectedly" warning)
     run_dir = Path(preds.attrs["run_dir"])
     if not a.no_report:
         write_report_safely(run_dir)

@@ -204,6 +204,7 @@ def run_facts(run: dict) -> dict:
 
 # -- assembling and writing -----------------------------------------------------------------
 def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
+    from .matrix import matrix_context
     from .plots import all_plots
 
     pairs = pairs_table(b.preds, family=b.family)
@@ -219,7 +220,8 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
             "no_pairs_text": ("No strategy ran in more than one run: no same-strategy pairs (harness compare "
                               "--all-pairs compares different strategies)." if b.family == "same_strategy"
                               else "Only one strategy per task: no pairs."),
-            "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)]}
+            "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)],
+            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/matrix.py)
 
 
 def _section(sec: Section, b: Bundle) -> dict:
@@ -256,6 +258,8 @@ def render_md(ctx: dict) -> str:
               "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error. "
               f"{ctx['holm_text']} Significant at p < {ctx['alpha']}.", ""]
     parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else ctx["no_pairs_text"], ""]
+    from .matrix import matrix_markdown
+    parts += matrix_markdown(ctx.get("matrix"))
     for sec in ctx.get("sections", ()):
         parts += [f"## {_md_cell(sec['title'])}", "", *([_md_cell(sec["note"]), ""] if sec["note"] else []),
                   _md_table(sec["head"], sec["rows"]), ""]

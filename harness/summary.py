@@ -15,8 +15,10 @@ COLUMNS = [("task", "task"), ("strategy", "strategy"), ("n", "n"), ("accuracy", 
            ("engine_s_per_example", "engine_s/ex"), ("cost_per_example_usd", "usd/ex")]
 
 
-def format_summary(summary: pd.DataFrame) -> str:
+def format_summary(summary: pd.DataFrame, *, with_model: bool = False) -> str:
     cols = [(c, h) for c, h in COLUMNS if c in summary.columns and summary[c].notna().any()]
+    if with_model:  # several models in one run: a model column after the strategy
+        cols.insert(2, ("model", "model"))
     table = summary[[c for c, _ in cols]].rename(columns=dict(cols))
     return table.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="-")
 
@@ -26,9 +28,9 @@ def print_summary(run_dir: Path) -> None:
     if path.exists():
         summary = pd.read_csv(path)
         if not summary.empty:
-            model = summary["model"].iloc[0]
-            print(f"model: {model}")
-            print(format_summary(summary))
+            models = list(dict.fromkeys(summary["model"]))
+            print(f"model: {' + '.join(map(str, models))}")
+            print(format_summary(summary, with_model=len(models) > 1))
     variance = Path(run_dir) / "variance.csv"
     if variance.exists():
         from .variance import format_variance
