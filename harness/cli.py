@@ -138,7 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", default=None)
     cmp_.add_argument("--all-pairs", action="store_true",
                       help="test (and Holm-correct) every pair of strategies and runs, not only each strategy across runs")
+    vw = sub.add_parser("view", help="browse run folders in a local read-only web page (127.0.0.1)")
+    vw.add_argument("results_dir", nargs="?", default=None, help="folder holding run folders (default results/)")
+    vw.add_argument("--host", default="127.0.0.1")
+    vw.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    vw.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (the page has no login)")
     return p
+
+
+def cmd_view(a) -> int:
+    from .results import RESULTS_DIR
+    from .view import make_server, view_url
+
+    srv = make_server(a.results_dir or RESULTS_DIR, host=a.host, port=a.port, allow_remote=a.allow_remote)
+    print(view_url(srv), flush=True)
+    try:
+        srv.serve_forever()
+    finally:
+        srv.server_close()
+    return 0
 
 
 def cmd_run(a) -> int:
@@ -273,7 +291,8 @@ def cmd_compare(a) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare}
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare,
+            "view": cmd_view}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,316 @@
+"""Several models in one run, the matrix (templates x strategies x models) in report.html, and the
+`harness view` results browser. Scripted backends (no model): the engine path is in
+tests/test_grid_engine.py and the issue's done-when run. The browser checks run real headless Chromium."""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from harness.backends.scripted import ScriptedBackend
+from harness.cli import main
+from harness.matrix import cell_pairs, cell_table, matrix_verdicts, mark_cells
+from harness.multimodel import run_models, split_model_spec
+from harness.report import write_report
+from harness.report_format import fp
+from harness.view import safe_path, start_in_thread
+from test_report import Browser  # the DevTools driver of the report's browser tests
+
+XSS = "<script>window.__xss=1;document.title='pwned'</script><img src=x onerror=\"window.__xss=2\">"
+STRATS = ["zero_shot", "cot", "zero_shot:template=coin_flip_terse.j2"]
+
+
+def _u(*parts) -> float:
+    """A uniform number in [0, 1) fixed by its parts (stable across runs and call orders)."""
+    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16) / 2**32
+
+
+def _coin_gold_backend(name: str, p: float, seed: int = 0):
+    """Right with probability p on coin_flip / last_letter_concat (it knows the gold); a wrong answer is
+    the other label or the XSS payload (which parses to nothing)."""
+    import harness
+
+    gold = {ex.id: ex.gold for t in ("coin_flip", "last_letter_concat") for ex in harness.load_task(t).examples}
+
+    def fn(req):
+        _task, strat, ex_id = req.key.split("|")
+        g = gold[ex_id]
+        if _u(name, strat, ex_id, seed) < p:
+            return f"The answer is {g}."
+        return f"The answer is {'no' if g == 'yes' else 'yes'}." if _u("w", name, ex_id) < 0.5 else XSS
+    return ScriptedBackend(fn, model_name=name)
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mm") / "run"
+    events = []
+
+    class Tracked(ScriptedBackend):
+        def close(self):
+            events.append(("close", self.model_name))
+
+    def make(name, url):
+        events.append(("build", name))
+        b = _coin_gold_backend(name, {"strong": 0.95, "weak": 0.35}[name])
+        return Tracked(b.fn, model_name=name)
+    run_models(["strong", "weak"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40, out=out,
+               progress=False, cache=False)
+    write_report(out)
+    assert events == [("build", "strong"), ("close", "strong"), ("build", "weak"), ("close", "weak")]
+    return out
+
+
+def test_several_models_share_one_run_folder_and_resume_per_model(two_models, tmp_path):
+    preds = pd.read_parquet(two_models / "predictions.parquet")
+    assert sorted(preds["model"].unique()) == ["strong", "weak"] and len(preds) == 2 * 3 * 40
+    meta = json.loads((two_models / "run.json").read_text())
+    assert [m["name"] for m in meta["config"]["models"]] == ["strong", "weak"]
+    assert set(meta["per_model"]) == {"strong", "weak"} and meta["resumes"] == []
+    summary = pd.read_csv(two_models / "summary.csv")
+    assert len(summary) == 6 and set(summary.groupby("model").size()) == {3}  # per (task, strategy, model)
+    # a rerun into the same folder: every unit of both models is journaled, nothing is asked again
+    calls = []
+
+    def make(name, url):
+        b = ScriptedBackend(lambda r: "The answer is yes.", model_name=name)
+        calls.append(b)
+        return b
+    run_models(["strong", "weak"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
+               out=two_models, progress=False, cache=False)
+    assert [b.calls for b in calls] == [[], []]
+    # a third model added later runs only its own units
+    run_models(["strong", "weak", "third"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
+               out=two_models, progress=False, cache=False)
+    assert calls[2].calls == [] and sum(calls[4].calls) == 3 * 40
+    with pytest.raises(Exception, match="twice"):
+        run_models(["a", "a"], make_backend=make, tasks=["coin_flip"], limit=2, out=tmp_path / "x")
+
+
+def test_model_at_url_and_the_cli_refusals(tmp_path, capsys):
+    assert split_model_spec("llama@http://127.0.0.1:8000/v1") == ("llama", "http://127.0.0.1:8000/v1")
+    assert split_model_spec("org/name") == ("org/name", None)
+    assert main(["view", str(tmp_path), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-remote" in err and err.count("\n") == 1
+
+
+def test_cell_pairs_match_an_independent_binomial_test_and_holm(two_models):
+    preds = pd.read_parquet(two_models / "predictions.parquet")
+    preds = preds[preds["model"].isin(["strong", "weak"])]
+    pairs = cell_pairs(preds)
+    assert len(pairs) == 15  # 6 cells
+    ok = preds[preds["error"].isna()]
+    vec = {k: g.set_index("example_id")["correct"].astype(bool) for k, g in ok.groupby(["strategy", "model"])}
+    ps = []
+    for r in pairs.to_dict("records"):
+        a, b = vec[(r["strategy_a"], r["model_a"])], vec[(r["strategy_b"], r["model_b"])]
+        j = pd.concat([a, b], axis=1, join="inner").to_numpy()
+        only_a, only_b = int((j[:, 0] & ~j[:, 1]).sum()), int((~j[:, 0] & j[:, 1]).sum())
+        p = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+        assert r["p_mcnemar"] == pytest.approx(p) and r["n"] == len(j)
+        ps.append(p)
+    # Holm by hand: sorted p times (m - rank), running max, capped at 1
+    m, order = len(ps), np.argsort(ps)
+    adj, run = np.empty(m), 0.0
+    for rank, i in enumerate(order):
+        run = max(run, min(1.0, (m - rank) * ps[i]))
+        adj[i] = run
+    np.testing.assert_allclose(pairs["p_holm"], adj)
+
+
+def test_matrix_verdict_best_not_worse_and_cheapest(two_models):
+    preds = pd.read_parquet(two_models / "predictions.parquet")
+    preds = preds[preds["model"].isin(["strong", "weak"])]
+    cells = cell_table(preds, pd.read_csv(two_models / "summary.csv").query("model in ['strong', 'weak']"))
+    pairs = cell_pairs(preds)
+    (v,) = matrix_verdicts(cells, pairs)
+    best = cells.sort_values("accuracy", ascending=False).iloc[0]
+    assert v["best"][2] == "strong" and v["best"][1] == best["strategy"] or \
+        cells[cells["accuracy"] == best["accuracy"]].shape[0] > 1
+    assert all(m == "strong" for _, _, m in v["not_worse"])  # every weak cell is significantly worse here
+    keep = [v["best"]] + v["not_worse"]
+    costs = {(r["template"], r["strategy"], r["model"]): r["cost"] for r in cells.to_dict("records")}
+    assert v["cheapest"] == min(keep, key=lambda c: costs[c])
+    marked = mark_cells(cells, pairs)
+    assert marked[marked["model"] == "weak"]["worse_than_row"].all()
+    assert not marked[marked["model"] == "strong"]["worse_than_row"].any()
+    md = (two_models / "report.md").read_text()
+    assert "## Matrix: templates × strategies × models" in md and "▼row" in md and "coin_flip_terse.j2 (" in md
+
+
+CELL_FACTS = """JSON.stringify({
+  xss: typeof window.__xss, title: document.title, scripts: document.scripts.length,
+  injected: document.querySelectorAll('img[src="x"], img[onerror]').length,
+  cells: document.querySelectorAll('td.mcell').length,
+  colours: Array.from(document.querySelectorAll('td.mcell')).map(td => getComputedStyle(td).backgroundColor),
+  worseRow: document.querySelectorAll('td.worse-row').length,
+  visibleDetails: Array.from(document.querySelectorAll('.cell-detail')).filter(d => d.checkVisibility()).length,
+})"""
+
+
+def _visible(browser, sel):
+    return browser.evaluate(f"Array.from(document.querySelectorAll({json.dumps(sel)}))"
+                            ".filter(e => e.checkVisibility()).length")
+
+
+def test_matrix_in_chromium_cells_open_their_examples_and_model_output_stays_inert(browser, two_models):
+    browser.open(two_models / "report.html")
+    assert browser.console_errors() == []
+    f = json.loads(browser.evaluate(CELL_FACTS))
+    assert f["cells"] == 6 and f["worseRow"] == 3 and f["visibleDetails"] == 0
+    assert len(set(f["colours"])) > 1  # coloured by accuracy
+    # click the weakest cell: its examples appear; the filters narrow them (CSS only, no script)
+    browser.evaluate("document.querySelector('td.worse-row a').click()")
+    time.sleep(0.2)
+    assert _visible(browser, ".cell-detail") == 1
+    total = _visible(browser, ".cell-detail .ex")
+    ok = _visible(browser, ".cell-detail .ex-ok")
+    browser.evaluate("document.querySelector('.cell-detail:target .f-fail').click()")
+    time.sleep(0.1)
+    fails = _visible(browser, ".cell-detail .ex")
+    assert 0 < fails < total and _visible(browser, ".cell-detail .ex-ok") == 0 and fails == total - ok
+    browser.evaluate("document.querySelector('.cell-detail:target .f-parse').click()")
+    time.sleep(0.1)
+    assert _visible(browser, ".cell-detail .ex") == _visible(browser, ".cell-detail .ex-parse")
+    browser.evaluate("document.querySelector('.cell-detail:target .f-all').click()")
+    browser.evaluate("document.querySelectorAll('.cell-detail:target details').forEach(d => d.open = true)")
+    text = browser.evaluate("document.querySelector('.cell-detail:target').textContent")
+    assert "<script>window.__xss=1" in text and "extracted answer" in text and "gold" in text
+    f = json.loads(browser.evaluate(CELL_FACTS))
+    assert f["xss"] == "undefined" and f["title"] != "pwned" and f["scripts"] == 0 and f["injected"] == 0
+    html = (two_models / "report.html").read_text()
+    assert "&lt;script&gt;window.__xss=1" in html and "http://" not in html and "https://" not in html
+
+
+# -- harness view ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory, two_models) -> Path:
+    """Three run folders: two one-model runs on the same coin_flip items, one on another task; and a
+    secret next to the results folder, which no URL may reach."""
+    base = tmp_path_factory.mktemp("view")
+    root = base / "results"
+    for name, p, task in (("run-a", 0.75, "coin_flip"), ("run-b", 0.5, "coin_flip"), ("run-c", 0.5, "last_letter_concat")):
+        b = _coin_gold_backend(name.replace("run", "model"), p)
+        from harness import run
+        run([task], ["zero_shot"], backend=b, limit=30, out=root / name, progress=False, cache=False, report=True)
+    (base / "secret.txt").write_text("TOP-SECRET")
+    os.symlink(base / "secret.txt", root / "run-a" / "leak.txt")
+    os.symlink(base, root / "run-a" / "up")
+    return root
+
+
+def _tree_digest(root: Path) -> dict:
+    return {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture(scope="module")
+def view(results_root):
+    before = _tree_digest(results_root)
+    srv, url = start_in_thread(results_root)
+    yield url
+    srv.shutdown()
+    srv.server_close()
+    assert _tree_digest(results_root) == before, "harness view wrote into the results folder"
+
+
+def _navigate(browser, url: str) -> None:
+    browser.events.clear()
+    browser.call("Page.navigate", url=url)
+    deadline = time.time() + 30
+    while not any(e.get("method") == "Page.loadEventFired" for e in browser.events):
+        assert time.time() < deadline, "the page did not finish loading"
+        browser.events.append(json.loads(browser.ws.recv()))
+
+
+def _wait_load(browser) -> None:
+    deadline = time.time() + 30
+    while not any(e.get("method") == "Page.loadEventFired" for e in browser.events):
+        assert time.time() < deadline
+        browser.events.append(json.loads(browser.ws.recv()))
+
+
+def test_view_in_chromium_lists_filters_and_compares_two_runs(browser, view):
+    _navigate(browser, view)
+    runs = json.loads(browser.evaluate("JSON.stringify(Array.from(document.querySelectorAll('tr.run')).map(r => r.dataset.run))"))
+    assert sorted(runs) == ["run-a", "run-b", "run-c"]
+    # filter by task with the page's own form
+    browser.events.clear()
+    browser.evaluate("document.querySelector('#filter input[name=task]').value = 'coin'; "
+                     "document.querySelector('#filter').submit()")
+    _wait_load(browser)
+    runs = json.loads(browser.evaluate("JSON.stringify(Array.from(document.querySelectorAll('tr.run')).map(r => r.dataset.run))"))
+    assert sorted(runs) == ["run-a", "run-b"] and "task=coin" in browser.evaluate("location.href")
+    # tick both and compare
+    browser.events.clear()
+    browser.evaluate("document.querySelectorAll('#compare input[type=checkbox]').forEach(c => c.checked = true); "
+                     "document.querySelector('#compare').submit()")
+    _wait_load(browser)
+    assert browser.console_errors() == []
+    page = json.loads(browser.evaluate("""JSON.stringify({
+      runs: document.querySelectorAll('li.crun').length, scripts: document.scripts.length, xss: typeof window.__xss,
+      pairs: Array.from(document.querySelectorAll('#pairs tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent)),
+      items: document.querySelectorAll('table.items tbody tr').length})"""))
+    assert page["runs"] == 2 and page["scripts"] == 0 and page["xss"] == "undefined" and page["items"] == 30
+    (pair,) = page["pairs"]
+    a = pd.read_parquet(Path(view_root(view)) / "run-a" / "predictions.parquet").set_index("example_id")["correct"].astype(bool)
+    b = pd.read_parquet(Path(view_root(view)) / "run-b" / "predictions.parquet").set_index("example_id")["correct"].astype(bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    expected = binomtest(only_a, only_a + only_b).pvalue
+    assert pair[3] == "30" and pair[8] == fp(expected)  # fp: the page's number format (2 significant digits)
+    # the first model's report opens from the list
+    _navigate(browser, view + "runs/run-a/report.html")
+    assert browser.evaluate("document.title").startswith("Run run-a")
+
+
+_ROOTS: dict[str, str] = {}
+
+
+def view_root(url: str) -> str:
+    return _ROOTS[url]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remember_root(results_root, view):
+    _ROOTS[view] = str(results_root)
+
+
+@pytest.mark.parametrize("path", [
+    "/runs/../secret.txt", "/runs/%2e%2e/secret.txt", "/runs/%2E%2E/%2e%2e/secret.txt", "/runs/run-a/../../secret.txt",
+    "/runs/run-a/%2e%2e%2f%2e%2e%2fsecret.txt", "/runs//etc/passwd", "/runs/%2fetc%2fpasswd", "/runs/run-a/leak.txt",
+    "/runs/run-a/up/secret.txt", "/runs/run-a/..%5c..%5csecret.txt", "/../secret.txt", "/runs/run-a/journal.jsonl",
+    "/compare?run=..&run=run-a", "/compare?run=%2e%2e%2fresults%2frun-a&run=run-b", "/runs/~/secret.txt",
+])
+def test_view_never_serves_outside_the_results_folder(view, path):
+    host, port = view.split("//")[1].strip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("GET", path, skip_accept_encoding=True)  # sent as written, no client-side normalising
+    conn.endheaders()
+    resp = conn.getresponse()
+    body = resp.read()
+    assert resp.status in (403, 404) and b"TOP-SECRET" not in body and b"root:" not in body
+    conn.close()
+
+
+def test_safe_path_accepts_only_files_inside(results_root):
+    assert safe_path(results_root.resolve(), "run-a/report.html") == (results_root / "run-a" / "report.html").resolve()
+    for bad in ("../secret.txt", "%2e%2e/secret.txt", "/etc/passwd", "run-a/up/secret.txt", "run-a", ""):
+        assert safe_path(results_root.resolve(), bad) is None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    b = Browser()
+    yield b
+    b.close()
+
