@@ -190,7 +190,10 @@ def cmd_run(a) -> int:
         from .defaults import DEFAULT_LIMIT
         kwargs["limit"] = DEFAULT_LIMIT
     if a.dry_run:
-        return _dry_run(kwargs)
+        code = _dry_run(kwargs)
+        if len(models) > 1:
+            print(f"x {len(models)} models ({', '.join(str(m) for m in models)}), one engine at a time")
+        return code
     if a.model is None and models != [None]:  # several models, or a server model at its own URL
         kwargs.pop("model_name", None)
         backend = None

@@ -2,7 +2,7 @@
 freed) before the next starts.
 
     harness run --task coin_flip --model bundled --model /path/to/other-model --strategy zero_shot
-    harness.run_models(["bundled", "/path/to/other-model"], tasks=["coin_flip"], strategies=["cot"], limit=20)
+    harness.multimodel.run_models(["bundled", "/path/to/other-model"], tasks=["coin_flip"], strategies=["cot"], limit=20)
 
 The runner runs one backend; this module loops over the models one level above it, into the same run
 folder. A unit's identity holds the model (harness/identity.py), so the journal, resume and the request

@@ -96,6 +96,13 @@ def test_several_models_share_one_run_folder_and_resume_per_model(two_models, tm
         run_models(["a", "a"], make_backend=make, tasks=["coin_flip"], limit=2, out=tmp_path / "x")
 
 
+def test_cli_dry_run_with_two_models(capsys):
+    assert main(["run", "--task", "coin_flip", "--model", "bundled", "--model", "other/model", "--strategy", "zero_shot",
+                 "--strategy", "zero_shot:template=terse", "--limit", "3", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "x 2 models (bundled, other/model)" in out and "zero_shot:template=terse" in out
+
+
 def test_model_at_url_and_the_cli_refusals(tmp_path, capsys):
     assert split_model_spec("llama@http://127.0.0.1:8000/v1") == ("llama", "http://127.0.0.1:8000/v1")
     assert split_model_spec("org/name") == ("org/name", None)
