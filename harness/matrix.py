@@ -150,9 +150,16 @@ def matrix_verdicts(cells: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
                 if (r["strategy"], r["model"]) == (b["strategy"], b["model"]) or r["accuracy"] >= b["accuracy"]
                 or not _p(pairs, task, (r["strategy"], r["model"]), (b["strategy"], b["model"])) < ALPHA]
         ci = f"95 % CI {pct(b['ci_low'], 0)}–{pct(b['ci_high'], 0)}"
-        text = (f"On {task}, the best of {len(g)} cells is {name(b)} (template {b['template']}) at "
-                f"{pct(b['accuracy'])} ({ci}, n = {int(b['n'])}).")
-        others = [r for r in keep if (r["strategy"], r["model"]) != (b["strategy"], b["model"])]
+        tied = [r for _, r in g.iterrows() if np.isclose(r["accuracy"], b["accuracy"], rtol=0, atol=1e-12)]
+        if len(tied) > 1:  # the top accuracy is shared: no single best (the cheapest of them is named first)
+            text = (f"On {task}, {len(tied)} of {len(g)} cells tie for the best accuracy, {pct(b['accuracy'])} "
+                    f"({ci}, n = {int(b['n'])}): " + "; ".join(name(r) for r in tied) + ".")
+        else:
+            text = (f"On {task}, the best of {len(g)} cells is {name(b)} (template {b['template']}) at "
+                    f"{pct(b['accuracy'])} ({ci}, n = {int(b['n'])}).")
+        others = [r for r in keep if (r["strategy"], r["model"]) != (b["strategy"], b["model"])
+                  and not (len(tied) > 1 and any(r is t or (r["strategy"], r["model"]) == (t["strategy"], t["model"])
+                                                 for t in tied))]
         if others:
             text += (f" Not significantly worse (Holm over the task's {int((pairs['task'] == task).sum())} cell "
                      f"pairs, p ≥ {ALPHA}): " + "; ".join(f"{name(r)} {pct(r['accuracy'])}" for r in others) + ".")
@@ -163,7 +170,8 @@ def matrix_verdicts(cells: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
         if cheapest is not None and len(g) > 1:
             text += (f" The cheapest of these is {name(cheapest)} "
                      f"({_cost_text(cheapest['cost'], cheapest['cost_unit'])}).")
-        out.append({"task": task, "best": (b["template"], b["strategy"], b["model"]),
+        out.append({"task": task, "best": None if len(tied) > 1 else (b["template"], b["strategy"], b["model"]),
+                    "tie": [(r["template"], r["strategy"], r["model"]) for r in tied] if len(tied) > 1 else [],
                     "not_worse": [(r["template"], r["strategy"], r["model"]) for r in others],
                     "cheapest": None if cheapest is None else (cheapest["template"], cheapest["strategy"],
                                                                cheapest["model"]), "text": text})

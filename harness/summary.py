@@ -31,8 +31,20 @@ def print_summary(run_dir: Path) -> None:
             models = list(dict.fromkeys(summary["model"]))
             print(f"model: {' + '.join(map(str, models))}")
             print(format_summary(summary, with_model=len(models) > 1))
+            if len(models) > 1:  # the verdict over every (template, strategy, model) cell (harness/matrix.py)
+                print_matrix_verdicts(Path(run_dir), summary)
     variance = Path(run_dir) / "variance.csv"
     if variance.exists():
         from .variance import format_variance
 
         print(format_variance(pd.read_csv(variance)))
+
+
+def print_matrix_verdicts(run_dir: Path, summary: pd.DataFrame) -> None:
+    from .matrix import cell_pairs, cell_table, matrix_verdicts
+
+    p = run_dir / "predictions.parquet"
+    if p.exists():
+        preds = pd.read_parquet(p)
+        for v in matrix_verdicts(cell_table(preds, summary), cell_pairs(preds)):
+            print(v["text"])
