@@ -51,6 +51,8 @@ def cell_table(preds: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     s = with_totals(summary)
     s = s[_col(s, "accuracy").notna()].copy()
+    if s.empty:  # every row failed: no accuracy to put in a cell
+        return pd.DataFrame()
     tmpl = _templates(preds)
     s["template"] = [tmpl.get((t, st), ("–", ""))[0] for t, st in zip(s["task"], s["strategy"])]
     s["template_hash"] = [tmpl.get((t, st), ("–", ""))[1] for t, st in zip(s["task"], s["strategy"])]

@@ -178,6 +178,7 @@ def cli_backend_factory(args: Any, make_backend: Callable) -> Callable[[str | No
     """For `harness run`: each model's backend from the same flags, with its own base URL if it has one."""
     def build(model: str | None, url: str | None):
         a = copy.copy(args)
+        a.model = model  # a server backend reads its served model name from the flags
         if url:
             a.base_url = [url]
         return make_backend(a, model=model)

@@ -103,6 +103,80 @@ def test_cli_dry_run_with_two_models(capsys):
     assert "x 2 models (bundled, other/model)" in out and "zero_shot:template=terse" in out
 
 
+class CannedServer:
+    """An OpenAI-shaped chat server on 127.0.0.1 that records which model each request named."""
+
+    def __init__(self, answer: str, served: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        self.models: list[str] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _json(self, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._json({"object": "list", "data": [{"id": served, "object": "model", "created": 0,
+                                                      "owned_by": "me"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                outer.models.append(body.get("model"))
+                if body.get("stream"):  # the backend streams: server-sent events, then [DONE]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for obj in ({"choices": [{"index": 0, "delta": {"role": "assistant", "content": answer},
+                                              "finish_reason": "stop"}]},
+                                {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}):
+                        obj.update({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": body["model"]})
+                        self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                    return
+                self._json({"id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                         "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_each_server_model_is_asked_at_its_own_base_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "x")
+    yes, no = CannedServer("The answer is yes.", "alpha"), CannedServer("The answer is no.", "beta")
+    try:
+        assert main(["run", "--backend", "openai", "--model", f"alpha@{yes.url}", "--model", f"beta@{no.url}",
+                     "--task", "coin_flip", "--strategy", "zero_shot", "--limit", "4", "--out", str(tmp_path / "r"),
+                     "--no-cache", "--quiet", "--no-report"]) == 0
+    finally:
+        yes.close()
+        no.close()
+    assert yes.models == ["alpha"] * 4 and no.models == ["beta"] * 4
+    preds = pd.read_parquet(tmp_path / "r" / "predictions.parquet")
+    assert set(preds.groupby("model")["answer"].agg(lambda a: "".join(sorted(set(a))))) == {"yes", "no"}
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert [(m["name"], m["base_url"]) for m in meta["config"]["models"]] == [("alpha", yes.url), ("beta", no.url)]
+
+
 def test_model_at_url_and_the_cli_refusals(tmp_path, capsys):
     assert split_model_spec("llama@http://127.0.0.1:8000/v1") == ("llama", "http://127.0.0.1:8000/v1")
     assert split_model_spec("org/name") == ("org/name", None)
