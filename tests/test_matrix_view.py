@@ -96,6 +96,15 @@ def test_several_models_share_one_run_folder_and_resume_per_model(two_models, tm
         run_models(["a", "a"], make_backend=make, tasks=["coin_flip"], limit=2, out=tmp_path / "x")
 
 
+def test_a_resume_finds_every_recorded_model(two_models, capsys):
+    from harness.multimodel import multi_model_resume
+
+    specs, names = multi_model_resume(two_models)
+    assert names[:2] == ["strong", "weak"] and specs == names  # (a later test may add a third)
+    assert main(["run", "--resume", str(two_models), "--dry-run"]) == 0
+    assert f"x {len(names)} models ({', '.join(names)})" in capsys.readouterr().out
+
+
 def test_cli_dry_run_with_two_models(capsys):
     assert main(["run", "--task", "coin_flip", "--model", "bundled", "--model", "other/model", "--strategy", "zero_shot",
                  "--strategy", "zero_shot:template=terse", "--limit", "3", "--dry-run"]) == 0
