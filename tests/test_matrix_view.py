@@ -404,3 +404,20 @@ def browser():
     yield b
     b.close()
 
+
+
+def test_the_leftover_check_sees_a_process_started_after_the_snapshot():
+    import subprocess
+    import sys
+
+    from harness.multimodel import _descendants, _wait_children_gone, engine_children
+
+    before = _descendants()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert engine_children(before) == [child.pid]
+        assert _wait_children_gone(before, timeout=0.5) == [child.pid]  # what run_models refuses to go on with
+    finally:
+        child.kill()
+        child.wait()
+    assert engine_children(before) == []
