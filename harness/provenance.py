@@ -24,5 +24,8 @@ def templates_used(tasks, strategies) -> dict[str, str]:
         for s in strategies:
             if "template" in s.params:
                 v = t.variant(s.params["template"])
-                out[v.spec.template] = v.template.hash
+                key = v.spec.template
+                if out.get(key, v.template.hash) != v.template.hash:  # two tasks name different files alike
+                    key = f"{t.name}:{key}"
+                out[key] = v.template.hash
     return out

@@ -421,3 +421,16 @@ def test_the_leftover_check_sees_a_process_started_after_the_snapshot():
         child.kill()
         child.wait()
     assert engine_children(before) == []
+
+
+def test_run_json_keeps_both_hashes_of_a_variant_name_two_tasks_share():
+    from harness.provenance import templates_used
+    from harness.strategies import parse_strategy
+    from harness.tasks import load_task
+
+    coin, person = load_task("coin_flip"), load_task("person_json")
+    used = templates_used([coin, person], [parse_strategy("zero_shot"), parse_strategy("zero_shot:template=terse")])
+    assert used == {"coin_flip.j2": coin.template.hash, "person_json.j2": person.template.hash,
+                    "terse": coin.variant("terse").template.hash,
+                    "person_json:terse": person.variant("terse").template.hash}
+    assert used["terse"] != used["person_json:terse"]  # before: one 'terse' key, coin_flip's hash lost
