@@ -434,3 +434,20 @@ def test_run_json_keeps_both_hashes_of_a_variant_name_two_tasks_share():
                     "terse": coin.variant("terse").template.hash,
                     "person_json:terse": person.variant("terse").template.hash}
     assert used["terse"] != used["person_json:terse"]  # before: one 'terse' key, coin_flip's hash lost
+
+
+def test_view_filters_by_template_hash_and_model(view, results_root):
+    import re
+    import urllib.request
+
+    from harness.tasks import load_task
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def listed(query: str) -> list[str]:
+        html = opener.open(view + query, timeout=10).read().decode()
+        return sorted(re.findall(r'<tr class="run" data-run="([^"]+)"', html))
+    assert listed("") == ["run-a", "run-b", "run-c"]
+    assert listed("?template=" + load_task("coin_flip").template.hash[:8]) == ["run-a", "run-b"]
+    assert listed("?template=" + load_task("last_letter_concat").template.hash[:8]) == ["run-c"]
+    assert listed("?model=model-b") == ["run-b"] and listed("?task=nothing-like-this") == []
