@@ -121,7 +121,9 @@ def test_server_matches_the_offline_engine(backend, tmp_path):
 def test_n_samples_and_seeds(backend):
     r = Request("n3", (Message("user", "Write a short sentence about cats."),),
                 Sampling(temperature=0.7, n=3, seed=11, max_tokens=20))
-    first, again = backend.generate([r, r])
+    # One request per call: two copies in one batch can sit in different batch positions, whose sums round
+    # differently on CPU and can flip a sampled token (seen once under load); one at a time, the shapes match.
+    (first,), (again,) = backend.generate([r]), backend.generate([r])
     assert len(first.texts) == 3 and all(t.strip() for t in first.texts)
     assert len(first.completion_tokens) == 3 and all(0 < n <= 20 for n in first.completion_tokens)
     assert len(first.cumulative_logprobs) == 3 and all(lp < 0 for lp in first.cumulative_logprobs)
