@@ -60,11 +60,44 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _descendants() -> list[int]:
+    """Every process below this one now (from /proc), the watchdog excepted."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                text = f.read().decode(errors="replace")
+            kids.setdefault(int(text[text.rindex(")") + 2:].split()[1]), []).append(int(name))
+        except (OSError, ValueError):
+            continue
+    wd = _STATE["watchdog"]
+    out, todo = [], list(kids.get(os.getpid(), ()))
+    while todo:
+        pid = todo.pop()
+        if wd is None or pid != wd[0].pid:
+            out.append(pid)
+            todo.extend(kids.get(pid, ()))
+    return out
+
+
 def _exit_now(signum: int, err: str, out: str) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # the signal may have landed inside a write to this very stream
+            pass
+    # The engine processes being started go first (a Ctrl-C reaches them too, and their tracebacks would
+    # bury the message below); the watchdog would remove them a moment after this process ends anyway.
+    victims = _descendants()
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in victims:  # reap our own children; the grandchildren are init's
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
             pass
     os.write(2, f"\ninterrupted ({signal.Signals(signum).name}) while the engine started: {err}\n".encode())
     if out:
