@@ -205,6 +205,7 @@ def cmd_run(a) -> int:
         preds = run(**kwargs)
     except RunInterrupted as exc:
         from .procs import exit_code, signal_name
+        backend.close()  # first: what the engine says as it stops (a Ctrl-C reaches it too) comes before this
         print(f"\ninterrupted ({signal_name()}): what was done is kept. Resume with:\n"
               f"  harness run --resume {exc.run_dir}", file=sys.stderr)
         print(exc.run_dir)

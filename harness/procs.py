@@ -12,7 +12,8 @@ was started below its own process. See docs/faults.md.
 
 `handle_signals()` makes SIGTERM and SIGHUP raise KeyboardInterrupt like SIGINT (and re-arms SIGINT
 when the shell started a background job with it ignored); a second signal exits at once with
-128 + signum (the watchdog then removes the engine). `deferred()` holds the first signal back until
+128 + signum (the watchdog then removes the engine), and so does a first one during `exit_on_signal()`
+(the engine start, which a KeyboardInterrupt leaves in pieces). `deferred()` holds the first signal back until
 a block (writing the result files) is done. `exit_code()` is 128 + the signal received (130 for SIGINT
 or a KeyboardInterrupt raised otherwise, 143 for SIGTERM, 129 for SIGHUP).
 """
@@ -27,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 GUARD_VAR = "HARNESS_GUARD"
-_STATE: dict = {"watchdog": None, "signum": None, "deferred": 0, "pending": None, "installed": False}
+_STATE: dict = {"watchdog": None, "signum": None, "deferred": 0, "pending": None, "installed": False,
+                "exit_note": None}
 
 
 def guard() -> str:
@@ -50,10 +52,83 @@ def _on_signal(signum, frame):
     if _STATE["signum"] is not None:  # the second signal: out now (the watchdog removes the engine)
         os._exit(128 + _STATE["signum"])
     _STATE["signum"] = signum
+    if _STATE["exit_note"] is not None:  # inside an engine start: out now, never inside vLLM's start-up code
+        _exit_now(signum, *_STATE["exit_note"])
     if _STATE["deferred"]:
         _STATE["pending"] = signum
         return
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _descendants() -> list[int]:
+    """Every process below this one now (from /proc), the watchdog excepted."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                text = f.read().decode(errors="replace")
+            kids.setdefault(int(text[text.rindex(")") + 2:].split()[1]), []).append(int(name))
+        except (OSError, ValueError):
+            continue
+    wd = _STATE["watchdog"]
+    out, todo = [], list(kids.get(os.getpid(), ()))
+    while todo:
+        pid = todo.pop()
+        if wd is None or pid != wd[0].pid:
+            out.append(pid)
+            todo.extend(kids.get(pid, ()))
+    return out
+
+
+def _exit_now(signum: int, err: str, out: str) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the signal may have landed inside a write to this very stream
+            pass
+    # The engine processes being started go first (a Ctrl-C reaches them too, and their tracebacks would
+    # bury the message below); the watchdog would remove them a moment after this process ends anyway.
+    victims = _descendants()
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in victims:  # reap our own children; the grandchildren are init's
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+    os.write(2, f"\ninterrupted ({signal.Signals(signum).name}) while the engine started: {err}\n".encode())
+    if out:
+        os.write(1, f"{out}\n".encode())
+    os._exit(128 + signum)
+
+
+@contextmanager
+def exit_on_signal(err: str, out: str = ""):
+    """While the block runs (an engine start, before the run folder is touched), a first SIGINT / SIGTERM /
+    SIGHUP prints `err` on stderr (and `out` on stdout) and ends the process at once with 128 + signum;
+    the watchdog then removes the engine processes being started. A KeyboardInterrupt raised inside
+    vLLM's start-up code is not safe: depending on the moment, vLLM swallowed it and the harness hung
+    waiting for an engine that would never report ready, or turned it into a RuntimeError (exit 2), or
+    a spawned engine core died reading half its start data (found by the signal matrix). Only where
+    handle_signals() is installed (the CLI); from Python, Ctrl-C raises KeyboardInterrupt as before."""
+    old = _STATE["exit_note"]
+    _STATE["exit_note"] = (err, out)
+    try:
+        yield
+    finally:
+        _STATE["exit_note"] = old
+
+
+def start_note(run_dir: Path, *, resume: bool) -> tuple[str, str]:
+    """What `exit_on_signal` prints when a run is stopped while its engine starts: (stderr, stdout)."""
+    if resume:  # the folder is as it was: the printed command resumes it
+        return f"the run folder is as it was. Resume with:\n  harness run --resume {run_dir}", str(run_dir)
+    import shlex
+
+    return f"nothing was written. Run the same command again:\n  harness {shlex.join(sys.argv[1:])}", ""
 
 
 def handle_signals() -> None:

@@ -122,13 +122,14 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             backend = CachedBackend(engine, RequestCache(cache_dir))
         started = _needs_engine(pending, backend if cache else None)  # all done or cached: no engine start
         if started:
-            from .procs import check_main_guard, guard
+            from .procs import check_main_guard, exit_on_signal, guard, start_note
             if _spawns_engine(engine):
                 check_main_guard()
             guard()  # no engine process outlives this one (docs/faults.md)
             try:
-                engine.start()  # an engine that cannot start fails here, before the run folder is touched
-            except KeyboardInterrupt:
+                with exit_on_signal(*start_note(run_dir, resume=bool(old_meta))):
+                    engine.start()  # an engine that cannot start fails here, before the run folder is touched
+            except KeyboardInterrupt:  # Ctrl-C from Python (the CLI exits in exit_on_signal)
                 if old_meta:  # a resume stopped while its engine started: the folder is as it was
                     raise RunInterrupted(run_dir) from None
                 raise

@@ -100,7 +100,8 @@ def _run_case(kind, sig, timing, *, tmp, limit, url) -> dict:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     rec = Recorder(proc.pid)
     if timing == "start":  # openai: no engine; the harness is up (watchdog started) before run.json
-        hit = _wait(lambda: len(tree(proc.pid)) >= (3 if kind == "offline" else 2)
+        # offline: harness, watchdog, multiprocessing's resource tracker and the engine core being started
+        hit = _wait(lambda: len(tree(proc.pid)) >= (4 if kind == "offline" else 2)
                     and not (out / "run.json").exists(), proc, 300)
     elif timing == "mid":
         hit = _wait(lambda: 4 <= _lines(out) < n, proc, 600)

@@ -55,9 +55,10 @@ def wait_for_lines(proc, out: Path, at_least: int, timeout: float = 400) -> int:
     pytest.fail("the run wrote nothing to its journal in time")
 
 
-def stop_and_check(pid, proc, rec, sig) -> int:
-    """Send `sig` to the harness only, wait for it; every process of its tree must be gone within 10 s."""
-    os.kill(pid, sig)
+def stop_and_check(pid, proc, rec, sig, group: bool = False) -> int:
+    """Send `sig` to the harness only (or its whole process group), wait for it; every process of its tree
+    must be gone within 10 s."""
+    (os.killpg if group else os.kill)(pid, sig)
     code = proc.wait(timeout=120)
     left = wait_all_gone(rec.stop(), timeout=10)
     assert not left, f"processes of the run alive 10 s after {sig.name}: {left}"
@@ -80,11 +81,15 @@ def test_signals_then_resume_gives_exactly_n_rows_under_one_model(tmp_path):
     assert meta["status"] == "interrupted" and meta["config"]["chunk_size"] == 4
     assert len(pd.read_parquet(out / "predictions.parquet")) == journal_lines(out) >= 4
 
-    # 2. SIGTERM (timeout, systemd, batch schedulers) acts like Ctrl-C: exit 143, resume command printed
+    # 2. SIGTERM (timeout, systemd, batch schedulers) acts like Ctrl-C: exit 143, resume command printed.
+    # Sent to the whole process group, as systemd does and as a terminal's Ctrl-C does: the engine core and
+    # worker get it too, and what they print as they stop must come before the resume command, not bury it.
     pid, proc, log, rec = start(resume, tmp_path)
     wait_for_lines(proc, out, journal_lines(out) + 4)
-    assert stop_and_check(pid, proc, rec, signal.SIGTERM) == 143
-    assert f"harness run --resume {out}" in log.read_text(errors="replace")
+    assert stop_and_check(pid, proc, rec, signal.SIGTERM, group=True) == 143
+    tail = log.read_text(errors="replace").rstrip().splitlines()[-3:]
+    assert tail == ["interrupted (SIGTERM): what was done is kept. Resume with:", f"  harness run --resume {out}",
+                    str(out)], tail
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
 
     # 3. SIGKILL of the harness alone: the watchdog removes its engine core and worker

@@ -129,3 +129,46 @@ def test_deferred_holds_a_signal_until_the_block_is_done():
 
 def test_alive_ignores_a_reused_pid():
     assert alive({os.getpid(): 0}) == []  # same pid, another start time: not the recorded process
+
+
+# The engine core being started: a Ctrl-C reaches it too, and it prints as it stops.
+ENGINE = """
+import sys, time
+try:
+    time.sleep(300)
+except KeyboardInterrupt:
+    time.sleep(0.3)
+    print("engine noise", file=sys.stderr, flush=True)
+"""
+# An engine start that swallows KeyboardInterrupt and goes on waiting, as vLLM's start-up code did when
+# a signal landed in it (then waited for a ready message from an engine that never sent one).
+STARTING = """
+import subprocess, sys, time
+from harness.procs import exit_on_signal, handle_signals
+handle_signals()  # no guard(): the harness itself must stop the engine being started before it prints
+with exit_on_signal("nothing was written", ""):
+    subprocess.Popen([sys.executable, "-c", sys.argv[1]])  # the engine core being started
+    print("ready", flush=True)
+    for _ in range(600):
+        try:
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+print("not interrupted", flush=True)
+"""
+
+
+def test_a_signal_during_an_engine_start_exits_at_once_and_takes_the_engine_with_it():
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)):
+        proc = subprocess.Popen([sys.executable, "-c", STARTING, ENGINE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        assert proc.stdout.readline().strip() == "ready"
+        rec = Recorder(proc.pid)
+        time.sleep(0.5)
+        os.killpg(proc.pid, sig)  # the whole group, as a terminal's Ctrl-C or systemd does
+        assert proc.wait(timeout=10) == code
+        # the message is the last thing printed: the engine being started was stopped before it
+        assert proc.stderr.read().strip().splitlines()[-1] == \
+            f"interrupted ({signal.Signals(sig).name}) while the engine started: nothing was written"
+        assert proc.stdout.read() == ""
+        assert wait_all_gone(rec.stop(), timeout=10) == []

@@ -49,6 +49,15 @@ def test_openai_run_sigkill_mid_run_resumes_to_n_rows(matrix, tmp_path):
     assert r["exit"] == -9 and r["after"] == "resumed" and r["rows"].startswith(f"{2 * LIMIT} rows, 0 dup")
 
 
+def test_offline_run_sigterm_during_engine_start_exits_143_and_leaves_nothing(matrix, tmp_path):
+    # Found by the full matrix: SIGTERM while vLLM's engine core loaded the model left `harness run` hung
+    # (still waiting for the engine's ready message) and 4 processes alive, where SIGINT stopped it.
+    r = matrix.run_case("offline", "TERM", "start", tmp=tmp_path, limit=LIMIT)
+    _assert_ok(r)
+    assert r["exit"] == 143 and r["status"] == "no run.json"
+    assert r["rows"].startswith(f"{2 * LIMIT} rows, 0 dup")
+
+
 def test_offline_run_sigint_during_finalize_is_complete_or_resumable(matrix, tmp_path):
     r = matrix.run_case("offline", "INT", "finalize", tmp=tmp_path, limit=LIMIT)
     _assert_ok(r)
