@@ -1,0 +1,243 @@
+"""The calibrated latency model: single-request latency for every row, estimated (docs/measures.md).
+
+After the batch, a handful of the run's own requests per model are sent one at a time (the latency
+probe's machinery: same engine, prefix cache emptied, never through the request cache). They are chosen
+to span the run's prompt lengths and output lengths, their outputs capped at OUTPUT_CAP tokens so the
+calibration stays cheap. On them two least-squares fits are made:
+
+    end-to-end latency ≈ a + b·prompt_tokens + c·output_tokens
+    TTFT               ≈ a' + b'·prompt_tokens
+
+and applied to every row's token counts: `est_latency_s`, `est_ttft_s` (predictions), `est_latency_p50_s`,
+`est_latency_p95_s`, `est_ttft_p50_s`, `est_ttft_p95_s` (summary). Estimates are labelled `est_` everywhere;
+`probe_*` stays what a direct probe (`--latency-probe N`) measured. The fit error is the leave-one-out
+error on the calibration requests (each predicted by the fit on the others): `loo_mape` in run.json's
+`latency_model`, `est_fit_mape` in the summary. Where it does not hold, the row says so in `est_note`:
+  - "extrapolated": prompt or output tokens outside the calibrated range (beyond EDGE slack);
+  - "not estimated": rows with several samples (n > 1) or log-likelihood scoring (several requests per
+    row, not calibrated);
+and always: the model is single-request latency at concurrency 1 from a cold prefix cache, on this
+machine at this time; it says nothing about latency under load, and cached rows are left out of the
+summary like every other time figure.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+
+DEFAULT_CALIBRATION = 6  # requests per model
+MIN_UNITS = 100  # the default calibrates a model only when the run has this many of its units (cost)
+OUTPUT_CAP = 128  # calibration requests generate at most this many tokens
+EDGE = 0.1  # a row up to 10 % beyond the calibrated token range still counts as inside it
+EST_COLUMNS = ["est_latency_s", "est_ttft_s", "est_note", "est_fit_mape"]
+
+
+def latency_plan(latency_probe: int | None, latency_calibration: int | None) -> tuple[int, int | None]:
+    """(direct probe items per group, calibration requests per model: None = the default's rule).
+    No flag: no direct probe, the default calibration. `--latency-probe 0`: everything off unless a
+    calibration size is given. `--latency-probe N`: the estimate is fitted on the probe's own requests."""
+    from .probe import DEFAULT_PROBE
+
+    if latency_calibration is not None and (not isinstance(latency_calibration, int) or latency_calibration < 0
+                                            or 0 < latency_calibration < 4):
+        raise ConfigError(f"bad calibration size {latency_calibration!r}", where="command line",
+                          field="--latency-calibration", fix="give 0 (off) or at least 4 requests per model")
+    if latency_probe is None:
+        return DEFAULT_PROBE, latency_calibration
+    return latency_probe, 0 if latency_calibration is None else latency_calibration
+
+
+def choose(rows: Sequence[dict], k: int) -> list[dict]:
+    """k rows that span the (prompt tokens, capped output tokens) range: the extremes first, then the
+    farthest remaining row (normalised units) each time. Deterministic for given rows."""
+    cand = [r for r in rows if _calibratable(r)]
+    if not cand:
+        return []
+    p = np.array([float(r["prompt_tokens"]) for r in cand])
+    o = np.array([float(min(r["completion_tokens"], OUTPUT_CAP)) for r in cand])
+    xy = np.column_stack([(p - p.min()) / max(np.ptp(p), 1.0), (o - o.min()) / max(np.ptp(o), 1.0)])
+    picked: list[int] = []
+    for i in (int(np.lexsort((o, p))[0]), int(np.lexsort((o, -p))[0]), int(np.lexsort((p, -o))[0]),
+              int(np.lexsort((p, o))[0])):
+        if i not in picked and len(picked) < k:
+            picked.append(i)
+    while len(picked) < min(k, len(cand)):
+        d = np.min(np.linalg.norm(xy[:, None, :] - xy[None, picked, :], axis=2), axis=1)
+        d[picked] = -1.0
+        if d.max() <= 0:
+            break  # only duplicates of picked points are left
+        picked.append(int(np.argmax(d)))
+    return [cand[i] for i in picked]
+
+
+def _calibratable(r: dict) -> bool:
+    """A row the model covers: no error, one request with one sample (not log-likelihood scoring)."""
+    v = {k: (None if pd.isna(r.get(k)) else r.get(k)) for k in ("error", "n_samples", "prompt_tokens",
+                                                                "completion_tokens")}
+    return (not v["error"] and r.get("answer_mode") != "loglikelihood" and (v["n_samples"] or 1) == 1
+            and v["prompt_tokens"] is not None and (v["completion_tokens"] or 0) >= 2)
+
+
+def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | None, *, journal: Any,
+              run_id: str, model: str) -> dict:
+    """Send the calibration requests (capped at OUTPUT_CAP tokens), journal them and return what run.json
+    records. `rows`: the run's prediction rows (their token counts choose the requests)."""
+    n_units = len(rows)
+    size = DEFAULT_CALIBRATION if k is None else k
+    info: dict[str, Any] = {"requests_per_model": size, "output_cap": OUTPUT_CAP, "requests": 0, "wall_s": 0.0}
+    if k is None and n_units < MIN_UNITS:
+        info.update(requests_per_model=0, skipped=f"run too small for the default calibration ({n_units} units < "
+                    f"{MIN_UNITS}); give --latency-calibration K or --latency-probe N")
+        return info
+    by_key = {(u.task.name, u.strategy.spec, u.example.id): u for u in units if len(u.requests) == 1}
+    chosen = [by_key[key] for r in choose([r for r in rows if (r["task"], r["strategy"], r["example_id"]) in by_key],
+                                           size) for key in [(r["task"], r["strategy"], r["example_id"])]]
+    if not chosen:
+        return info
+    from . import probe
+
+    capped = [dataclasses.replace(u, requests=tuple(
+        dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, max_tokens=min(r.sampling.max_tokens, OUTPUT_CAP)))
+        for r in u.requests)) for u in chosen]
+    import time
+
+    t0 = time.perf_counter()
+    bars = getattr(engine, "use_tqdm", None)
+    if bars:
+        engine.use_tqdm = False
+    try:
+        probe._send(engine, capped, 1, journal, info, run_id=run_id, model=model)
+    finally:
+        if bars:
+            engine.use_tqdm = bars
+    info["wall_s"] = round(time.perf_counter() - t0, 3)
+    return info
+
+
+# -- the fit -----------------------------------------------------------------------------------
+def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def fit(points: pd.DataFrame) -> dict | None:
+    """Least squares of latency_s on [1, prompt_tokens, completion_tokens] and ttft_s on [1, prompt_tokens],
+    with leave-one-out errors. None with fewer than 4 usable points."""
+    ok = points.copy()
+    for c in ("prompt_tokens", "completion_tokens", "latency_s", "ttft_s"):
+        ok[c] = pd.to_numeric(ok[c], errors="coerce")
+    good = ok[["prompt_tokens", "completion_tokens", "latency_s"]].notna().all(axis=1) & (ok["latency_s"] > 0)
+    if "error" in ok:
+        good &= ok["error"].isna() | (ok["error"].astype(str) == "")
+    ok = ok[good]
+    if len(ok) < 4:
+        return None
+    p, o = ok["prompt_tokens"].to_numpy(float), ok["completion_tokens"].to_numpy(float)
+    x = np.column_stack([np.ones(len(ok)), p, o])
+    y = ok["latency_s"].to_numpy(float)
+    coef = _lstsq(x, y)
+    loo = np.array([x[i] @ _lstsq(np.delete(x, i, 0), np.delete(y, i)) for i in range(len(y))])
+    ape = np.abs(loo - y) / y
+    out = {"n": int(len(y)), "latency": {"a": float(coef[0]), "b_per_prompt_token": float(coef[1]),
+                                        "c_per_output_token": float(coef[2])},
+           "prompt_range": [int(p.min()), int(p.max())], "output_range": [int(o.min()), int(o.max())],
+           "loo_mape": float(ape.mean()), "loo_max_ape": float(ape.max()),
+           "train_mape": float(np.mean(np.abs(x @ coef - y) / y))}
+    t = ok["ttft_s"].to_numpy(float)
+    m = ~np.isnan(t)
+    if m.sum() >= 3:
+        xt = np.column_stack([np.ones(int(m.sum())), p[m]])
+        ct = _lstsq(xt, t[m])
+        loo_t = np.array([xt[i] @ _lstsq(np.delete(xt, i, 0), np.delete(t[m], i)) for i in range(len(xt))])
+        out["ttft"] = {"a": float(ct[0]), "b_per_prompt_token": float(ct[1])}
+        out["ttft_loo_mape"] = float(np.mean(np.abs(loo_t - t[m]) / t[m]))
+    return out
+
+
+def fit_runs(calibration: pd.DataFrame, probes: pd.DataFrame) -> dict[str, dict]:
+    """Per model: the fit on its calibration requests, else on its direct probe requests at concurrency 1."""
+    out = {}
+    models = set(calibration["model"].dropna()) | set(probes["model"].dropna()) if len(probes) else \
+        set(calibration["model"].dropna())
+    for m in sorted(models):
+        pts, source = calibration[calibration["model"] == m], "calibration"
+        if pts.empty:
+            pts = probes[(probes["model"] == m) & (pd.to_numeric(probes["probe_concurrency"]) == 1)]
+            source = "latency probe"
+        f = fit(pts)
+        if f:
+            out[m] = {**f, "source": source}
+    return out
+
+
+def apply(preds: pd.DataFrame, fits: dict[str, dict]) -> pd.DataFrame:
+    """The rows with est_latency_s, est_ttft_s, est_note and est_fit_mape (None where not estimated)."""
+    preds = preds.copy()
+    for c in EST_COLUMNS:
+        preds[c] = None
+    for m, f in fits.items():
+        sel = (preds["model"] == m).to_numpy()
+        g = preds[sel]
+        p = pd.to_numeric(g["prompt_tokens"], errors="coerce").to_numpy(float)
+        o = pd.to_numeric(g["completion_tokens"], errors="coerce").to_numpy(float)
+        lat, tt = f["latency"], f.get("ttft")
+        est = np.maximum(lat["a"] + lat["b_per_prompt_token"] * p + lat["c_per_output_token"] * o, 0.0)
+        ttft = np.maximum(tt["a"] + tt["b_per_prompt_token"] * p, 0.0) if tt else np.full(len(g), np.nan)
+        covered = ((g["answer_mode"] != "loglikelihood") & (pd.to_numeric(g["n_samples"]).fillna(1) <= 1)
+                   & g["error"].isna()).to_numpy() & ~np.isnan(p) & ~np.isnan(o)
+        (p0, p1), (o0, o1) = f["prompt_range"], f["output_range"]
+        inside = (p >= p0 * (1 - EDGE)) & (p <= p1 * (1 + EDGE)) & (o >= o0 * (1 - EDGE)) & (o <= o1 * (1 + EDGE))
+        note = np.where(~covered, "not estimated: several samples or requests per row",
+                        np.where(inside, None, "extrapolated: tokens outside the calibrated range"))
+        idx = preds.index[sel]
+        preds.loc[idx, "est_latency_s"] = np.where(covered, est, np.nan)
+        preds.loc[idx, "est_ttft_s"] = np.where(covered, np.minimum(ttft, est), np.nan)
+        preds.loc[idx, "est_note"] = note
+        preds.loc[idx, "est_fit_mape"] = f["loo_mape"]
+    for c in ("est_latency_s", "est_ttft_s", "est_fit_mape"):
+        preds[c] = pd.to_numeric(preds[c], errors="coerce")
+    return preds
+
+
+def add_estimates(run_dir: Path, meta: dict, preds: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
+    """At finalize: calibration.jsonl -> calibration.parquet, the fits -> run.json's latency_model, and the
+    estimate columns on the prediction rows (idempotent; a resumed run refits on all its requests)."""
+    from .results import probes_from_journal, write_frame_atomic
+
+    calib = probes_from_journal(run_dir / "calibration.jsonl")
+    if len(calib):
+        write_frame_atomic(calib, run_dir / "calibration.parquet")
+    if preds.empty or (calib.empty and (probes is None or probes.empty)):
+        return preds
+    # only requests like the rows the model is applied to: one request, one sample, generated tokens
+    usable = {(r["task"], r["strategy"], r["model"], r["example_id"]) for r in preds.to_dict("records")
+              if _calibratable(r)}
+    keep = (lambda f: f[np.array([k in usable for k in zip(f["task"], f["strategy"], f["model"], f["example_id"])],
+                                 dtype=bool)])
+    fits = fit_runs(keep(calib), keep(probes) if probes is not None and len(probes) else calib.iloc[0:0])
+    if not fits:
+        return preds
+    meta["latency_model"] = {"form": "latency ≈ a + b·prompt_tokens + c·output_tokens; TTFT ≈ a' + b'·prompt_tokens",
+                             "edge_slack": EDGE, "models": fits}
+    return apply(preds, fits)
+
+
+def estimate_summary(fresh: pd.DataFrame) -> dict:
+    """Summary columns of a group's estimates (rows not answered from the cache)."""
+    if "est_latency_s" not in fresh:
+        return {}
+    lat = pd.to_numeric(fresh["est_latency_s"], errors="coerce").dropna()
+    if lat.empty:
+        return {}
+    ttft = pd.to_numeric(fresh["est_ttft_s"], errors="coerce").dropna()
+    notes = fresh["est_note"].astype(str)
+    q = (lambda s, x: float(s.quantile(x)) if len(s) else None)
+    return {"est_n": int(len(lat)), "est_latency_p50_s": q(lat, 0.5), "est_latency_p95_s": q(lat, 0.95),
+            "est_ttft_p50_s": q(ttft, 0.5), "est_ttft_p95_s": q(ttft, 0.95),
+            "est_extrapolated_share": float(notes.str.startswith("extrapolated").sum() / len(lat)),
+            "est_fit_mape": float(pd.to_numeric(fresh["est_fit_mape"], errors="coerce").dropna().iloc[0])}

@@ -1,0 +1,168 @@
+"""The calibrated latency model (harness/latency_model.py, docs/measures.md): the fit checked against an
+independent least-squares / leave-one-out implementation (scipy, and the hat-matrix identity), the choice
+of calibration requests, and the pipeline with a scripted backend whose latency is a known linear function
+of the token counts. The fit on the real engine, against a direct probe, is in tests/test_measures.py."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+import scipy.optimize
+
+import harness
+from harness import latency_model as lm
+from harness.backends.scripted import ScriptedBackend
+from harness.errors import ConfigError
+from harness.records import Completion
+
+A, B, C, A_T, B_T = 0.05, 0.002, 0.03, 0.02, 0.0015  # s, s per prompt token, s per output token
+
+
+def _points(n=12, seed=0, noise=0.02):
+    rng = np.random.default_rng(seed)
+    p = rng.integers(40, 400, n).astype(float)
+    o = rng.integers(2, 200, n).astype(float)
+    lat = (A + B * p + C * o) * (1 + noise * rng.standard_normal(n))
+    ttft = (A_T + B_T * p) * (1 + noise * rng.standard_normal(n))
+    return pd.DataFrame({"prompt_tokens": p, "completion_tokens": o, "latency_s": lat, "ttft_s": ttft, "error": None})
+
+
+def test_fit_matches_scipy_least_squares_and_the_hat_matrix_leave_one_out():
+    pts = _points()
+    f = lm.fit(pts)
+    x = np.column_stack([np.ones(len(pts)), pts["prompt_tokens"], pts["completion_tokens"]])
+    y = pts["latency_s"].to_numpy()
+    ref = scipy.optimize.least_squares(lambda c: x @ c - y, x0=np.zeros(3)).x
+    assert [f["latency"][k] for k in ("a", "b_per_prompt_token", "c_per_output_token")] == pytest.approx(ref, rel=1e-6)
+    # leave-one-out residual of OLS = residual / (1 - leverage): a closed form, no refitting
+    coef, *_ = scipy.linalg.lstsq(x, y)
+    h = np.diag(x @ np.linalg.inv(x.T @ x) @ x.T)
+    loo_res = (y - x @ coef) / (1 - h)
+    assert f["loo_mape"] == pytest.approx(np.mean(np.abs(loo_res) / y), rel=1e-9)
+    assert f["loo_max_ape"] == pytest.approx(np.max(np.abs(loo_res) / y), rel=1e-9)
+    xt = np.column_stack([np.ones(len(pts)), pts["prompt_tokens"]])
+    ct, *_ = scipy.linalg.lstsq(xt, pts["ttft_s"].to_numpy())
+    assert (f["ttft"]["a"], f["ttft"]["b_per_prompt_token"]) == pytest.approx(tuple(ct), rel=1e-6)
+    assert f["prompt_range"] == [pts["prompt_tokens"].min(), pts["prompt_tokens"].max()]
+    assert f["loo_mape"] < 0.05  # 2 % noise on an exactly linear truth
+
+
+def test_fit_needs_four_points_and_drops_errors():
+    pts = _points(5)
+    assert lm.fit(pts.iloc[:3]) is None
+    bad = pts.copy()
+    bad.loc[0, "error"] = "boom"
+    assert lm.fit(bad)["n"] == 4
+
+
+def _rows(spec):
+    return [{"task": "t", "strategy": s, "example_id": str(i), "prompt_tokens": p, "completion_tokens": o,
+             "error": None, "n_samples": n, "answer_mode": mode} for i, (s, p, o, n, mode) in enumerate(spec)]
+
+
+def test_choose_spans_the_extremes_and_skips_rows_it_cannot_model():
+    rows = _rows([("z", 60, 5, 1, "generate"), ("f", 260, 6, 1, "generate"), ("c", 80, 250, 1, "generate"),
+                  ("z", 62, 7, 1, "generate"), ("c", 90, 120, 1, "generate"), ("f", 255, 9, 1, "generate"),
+                  ("sc", 70, 300, 5, "generate"), ("ll", 500, 0, None, "loglikelihood"), ("z", 61, 1, 1, "generate")])
+    got = lm.choose(rows, 4)
+    ids = [r["example_id"] for r in got]
+    assert ids[:3] == ["0", "1", "2"]  # shortest prompt, longest prompt, longest output
+    assert not {"6", "7", "8"} & set(ids)  # n > 1, log-likelihood, under 2 output tokens
+    assert [r["example_id"] for r in lm.choose(rows, 4)] == ids  # deterministic
+    assert len(lm.choose(rows, 6)) == 6
+
+
+def test_plan_of_the_flags():
+    assert lm.latency_plan(None, None) == (0, None)  # default: the calibrated estimate, no direct probe
+    assert lm.latency_plan(0, None) == (0, 0)  # 0 turns everything off
+    assert lm.latency_plan(3, None) == (3, 0)  # a direct probe: the estimate is fitted on its requests
+    assert lm.latency_plan(0, 6) == (0, 6)
+    for bad in (-1, 2, 3):
+        with pytest.raises(ConfigError, match="calibration size") as e:
+            lm.latency_plan(None, bad)
+        assert e.value.field == "--latency-calibration"
+
+
+def _linear(req):
+    """A backend whose latency is exactly A + B·prompt + C·output (TTFT likewise), outputs of varied length."""
+    p = sum(len(m.content.split()) for m in req.messages)
+    o = min(2 + (p * 7) % 60, req.sampling.max_tokens)
+    return Completion(texts=(" ".join(["yes"] * o),), prompt_tokens=p, completion_tokens=(o,), finish_reasons=("stop",),
+                      latency_s=A + B * p + C * o, ttft_s=A_T + B_T * p)
+
+
+def test_calibration_on_a_linear_backend_recovers_it_and_labels_every_row(tmp_path):
+    backend = ScriptedBackend(_linear)
+    out = tmp_path / "r"
+    df = harness.run(["coin_flip"], ["zero_shot", "few_shot:k=2"], backend=backend, limit=8, out=out, progress=False,
+                     write_report=False, cache=False, latency_calibration=5)
+    assert backend.calls == [8, 8, 1, 1, 1, 1, 1, 1]  # two groups, a warm-up, 5 single calibration requests
+    meta = json.loads((out / "run.json").read_text())
+    fit = meta["latency_model"]["models"]["scripted"]
+    assert fit["source"] == "calibration" and fit["n"] == 5 and fit["loo_mape"] < 1e-6
+    assert fit["latency"]["c_per_output_token"] == pytest.approx(C)
+    assert meta["calibration"]["requests"] == 5 and "probe" not in meta
+    assert pd.read_parquet(out / "calibration.parquet")["probe"].all()
+    assert not (out / "probes.parquet").exists() or pd.read_parquet(out / "probes.parquet").empty
+    assert len(df) == 16  # calibration requests are no rows
+    truth = A + B * df["prompt_tokens"] + C * df["completion_tokens"]
+    assert df["est_latency_s"].to_numpy() == pytest.approx(truth.to_numpy(), rel=1e-6)
+    inside = df["est_note"].isna()
+    assert inside.any()
+    assert (df.loc[~inside, "est_note"].str.startswith("extrapolated")).all()
+    s = pd.read_csv(out / "summary.csv").set_index("strategy")
+    assert set(s["latency_source"]) == {"estimate"} and s["probe_latency_p50_s"].isna().all() \
+        if "probe_latency_p50_s" in s else set(s["latency_source"]) == {"estimate"}
+    for strat, g in df.groupby("strategy"):
+        assert s.loc[strat, "est_latency_p50_s"] == pytest.approx(truth[g.index].median())
+        assert s.loc[strat, "est_ttft_p50_s"] == pytest.approx((A_T + B_T * g["prompt_tokens"]).median())
+
+
+def test_calibration_requests_are_capped_and_the_default_skips_small_runs(tmp_path):
+    seen = []
+
+    def fn(req):
+        seen.append(req.sampling.max_tokens)
+        return _linear(req)
+
+    harness.run(["coin_flip"], ["cot"], backend=ScriptedBackend(fn), limit=6, out=tmp_path / "a", progress=False,
+                write_report=False, cache=False, latency_calibration=4)
+    assert max(seen[6:]) <= lm.OUTPUT_CAP < max(seen[:6])  # cot asks for more than the cap in the batch
+    small = ScriptedBackend(_linear)
+    harness.run(["coin_flip"], ["zero_shot"], backend=small, limit=6, out=tmp_path / "b", progress=False,
+                write_report=False, cache=False)  # the default: under MIN_UNITS units, no calibration
+    meta = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert small.calls == [6] and "too small" in meta["calibration"]["skipped"] and "latency_model" not in meta
+    off = ScriptedBackend(_linear)
+    harness.run(["coin_flip"], ["zero_shot"], backend=off, limit=6, out=tmp_path / "c", progress=False,
+                write_report=False, cache=False, latency_probe=0)
+    assert off.calls == [6] and "calibration" not in json.loads((tmp_path / "c" / "run.json").read_text())
+
+
+def test_a_direct_probe_calibrates_the_model_when_no_calibration_runs(tmp_path):
+    out = tmp_path / "r"
+    df = harness.run(["coin_flip"], ["zero_shot", "few_shot:k=2"], backend=ScriptedBackend(_linear), limit=5,
+                     out=out, progress=False, write_report=False, cache=False, latency_probe=2)
+    fit = json.loads((out / "run.json").read_text())["latency_model"]["models"]["scripted"]
+    assert fit["source"] == "latency probe" and fit["n"] == 4
+    s = pd.read_csv(out / "summary.csv")
+    assert set(s["latency_source"]) == {"probe"}
+    assert s["probe_latency_p50_s"].notna().all() and s["est_latency_p50_s"].notna().all()
+    assert df["est_latency_s"].notna().all()
+
+
+def test_rows_the_model_does_not_cover_get_no_estimate():
+    preds = pd.DataFrame({"model": "m", "prompt_tokens": [50, 60, 70, 900], "completion_tokens": [5, 10, 40, 10],
+                          "answer_mode": ["generate", "loglikelihood", "generate", "generate"],
+                          "n_samples": [1, None, 5, 1], "error": None})
+    fits = {"m": {"latency": {"a": 0.1, "b_per_prompt_token": 0.001, "c_per_output_token": 0.02},
+                  "ttft": {"a": 0.05, "b_per_prompt_token": 0.001}, "prompt_range": [40, 300],
+                  "output_range": [2, 60], "loo_mape": 0.07}}
+    out = lm.apply(preds, fits)
+    assert out["est_latency_s"][0] == pytest.approx(0.1 + 0.001 * 50 + 0.02 * 5) and out["est_note"][0] is None
+    assert out["est_latency_s"][1:3].isna().all() and out["est_note"][1].startswith("not estimated")
+    assert out["est_note"][3].startswith("extrapolated") and out["est_latency_s"][3] > 0
+    assert (out["est_fit_mape"] == 0.07).all()
