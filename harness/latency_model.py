@@ -33,7 +33,7 @@ from .errors import ConfigError
 
 DEFAULT_CALIBRATION = 6  # requests per model
 MIN_UNITS = 100  # the default calibrates a model only when the run has this many of its units (cost)
-OUTPUT_CAP = 128  # calibration requests generate at most this many tokens
+OUTPUT_CAP = 64  # calibration requests generate at most this many tokens
 EDGE = 0.1  # a row up to 10 % beyond the calibrated token range still counts as inside it
 EST_COLUMNS = ["est_latency_s", "est_ttft_s", "est_note", "est_fit_mape"]
 
@@ -61,7 +61,7 @@ def choose(rows: Sequence[dict], k: int) -> list[dict]:
         return []
     p = np.array([float(r["prompt_tokens"]) for r in cand])
     o = np.array([float(min(r["completion_tokens"], OUTPUT_CAP)) for r in cand])
-    xy = np.column_stack([(p - p.min()) / max(np.ptp(p), 1.0), (o - o.min()) / max(np.ptp(o), 1.0)])
+    xy = np.column_stack([p / max(p.max(), 1.0), o / max(o.max(), 1.0)])  # a narrow range stays narrow
     picked: list[int] = []
     for i in (int(np.lexsort((o, p))[0]), int(np.lexsort((o, -p))[0]), int(np.lexsort((p, -o))[0]),
               int(np.lexsort((p, o))[0])):
@@ -125,38 +125,44 @@ def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(x, y, rcond=None)[0]
 
 
+def _parts(p: np.ndarray, o: np.ndarray, y: np.ndarray, t: np.ndarray) -> tuple[float, float, float]:
+    """(a', b', TPOT): TTFT ≈ a' + b'·p by least squares; the time per output token after the first is the
+    median over the requests of (latency - TTFT) / (output - 1): one slow request on a shared machine
+    moves a median little, where it would tilt a three-parameter least squares on six points."""
+    ct = _lstsq(np.column_stack([np.ones(len(p)), p]), t)
+    return float(ct[0]), float(ct[1]), float(np.median((y - t) / (o - 1)))
+
+
+def _predict(parts: tuple[float, float, float], p, o):
+    a_t, b_t, tpot = parts
+    return a_t + b_t * p + tpot * (o - 1), a_t + b_t * p
+
+
 def fit(points: pd.DataFrame) -> dict | None:
-    """Least squares of latency_s on [1, prompt_tokens, completion_tokens] and ttft_s on [1, prompt_tokens],
-    with leave-one-out errors. None with fewer than 4 usable points."""
+    """latency ≈ a + b·prompt_tokens + c·output_tokens built as TTFT + TPOT·(output - 1): TTFT ≈ a' + b'·prompt
+    (least squares), c = TPOT (median), a = a' - c, b = b'. Leave-one-out errors: each request predicted by
+    the fit on the others. None with fewer than 4 usable requests (TTFT known, at least 2 output tokens)."""
     ok = points.copy()
     for c in ("prompt_tokens", "completion_tokens", "latency_s", "ttft_s"):
         ok[c] = pd.to_numeric(ok[c], errors="coerce")
-    good = ok[["prompt_tokens", "completion_tokens", "latency_s"]].notna().all(axis=1) & (ok["latency_s"] > 0)
+    good = ok[["prompt_tokens", "completion_tokens", "latency_s", "ttft_s"]].notna().all(axis=1) \
+        & (ok["latency_s"] > 0) & (ok["ttft_s"] > 0) & (ok["completion_tokens"] >= 2)
     if "error" in ok:
         good &= ok["error"].isna() | (ok["error"].astype(str) == "")
     ok = ok[good]
     if len(ok) < 4:
         return None
     p, o = ok["prompt_tokens"].to_numpy(float), ok["completion_tokens"].to_numpy(float)
-    x = np.column_stack([np.ones(len(ok)), p, o])
-    y = ok["latency_s"].to_numpy(float)
-    coef = _lstsq(x, y)
-    loo = np.array([x[i] @ _lstsq(np.delete(x, i, 0), np.delete(y, i)) for i in range(len(y))])
-    ape = np.abs(loo - y) / y
-    out = {"n": int(len(y)), "latency": {"a": float(coef[0]), "b_per_prompt_token": float(coef[1]),
-                                        "c_per_output_token": float(coef[2])},
-           "prompt_range": [int(p.min()), int(p.max())], "output_range": [int(o.min()), int(o.max())],
-           "loo_mape": float(ape.mean()), "loo_max_ape": float(ape.max()),
-           "train_mape": float(np.mean(np.abs(x @ coef - y) / y))}
-    t = ok["ttft_s"].to_numpy(float)
-    m = ~np.isnan(t)
-    if m.sum() >= 3:
-        xt = np.column_stack([np.ones(int(m.sum())), p[m]])
-        ct = _lstsq(xt, t[m])
-        loo_t = np.array([xt[i] @ _lstsq(np.delete(xt, i, 0), np.delete(t[m], i)) for i in range(len(xt))])
-        out["ttft"] = {"a": float(ct[0]), "b_per_prompt_token": float(ct[1])}
-        out["ttft_loo_mape"] = float(np.mean(np.abs(loo_t - t[m]) / t[m]))
-    return out
+    y, t = ok["latency_s"].to_numpy(float), ok["ttft_s"].to_numpy(float)
+    parts = _parts(p, o, y, t)
+    loo = np.array([_predict(_parts(*(np.delete(v, i) for v in (p, o, y, t))), p[i], o[i]) for i in range(len(y))])
+    ape, ape_t = np.abs(loo[:, 0] - y) / y, np.abs(loo[:, 1] - t) / t
+    a_t, b_t, tpot = parts
+    return {"n": int(len(y)), "latency": {"a": a_t - tpot, "b_per_prompt_token": b_t, "c_per_output_token": tpot},
+            "ttft": {"a": a_t, "b_per_prompt_token": b_t}, "tpot_s": tpot,
+            "prompt_range": [int(p.min()), int(p.max())], "output_range": [int(o.min()), int(o.max())],
+            "loo_mape": float(ape.mean()), "loo_max_ape": float(ape.max()), "ttft_loo_mape": float(ape_t.mean()),
+            "train_mape": float(np.mean(np.abs(_predict(parts, p, o)[0] - y) / y))}
 
 
 def fit_runs(calibration: pd.DataFrame, probes: pd.DataFrame) -> dict[str, dict]:

@@ -18,36 +18,59 @@ from harness.backends.scripted import ScriptedBackend
 from harness.errors import ConfigError
 from harness.records import Completion
 
-A, B, C, A_T, B_T = 0.05, 0.002, 0.03, 0.02, 0.0015  # s, s per prompt token, s per output token
+A_T, B_T, C = 0.02, 0.0015, 0.03  # TTFT = A_T + B_T·prompt; C s per output token after the first
+
+
+def _truth(p, o):
+    return A_T + B_T * p + C * (o - 1)
 
 
 def _points(n=12, seed=0, noise=0.02):
     rng = np.random.default_rng(seed)
     p = rng.integers(40, 400, n).astype(float)
     o = rng.integers(2, 200, n).astype(float)
-    lat = (A + B * p + C * o) * (1 + noise * rng.standard_normal(n))
     ttft = (A_T + B_T * p) * (1 + noise * rng.standard_normal(n))
+    lat = ttft + C * (o - 1) * (1 + noise * rng.standard_normal(n))
     return pd.DataFrame({"prompt_tokens": p, "completion_tokens": o, "latency_s": lat, "ttft_s": ttft, "error": None})
 
 
-def test_fit_matches_scipy_least_squares_and_the_hat_matrix_leave_one_out():
+def _reference(p, o, y, t):
+    """Written apart from the harness: scipy least squares for TTFT, numpy median for the per-token time."""
+    (a_t, b_t), *_ = scipy.linalg.lstsq(np.column_stack([np.ones(len(p)), p]), t)
+    tpot = np.median((y - t) / (o - 1))
+    return a_t, b_t, tpot
+
+
+def test_fit_matches_an_independent_least_squares_and_leave_one_out():
     pts = _points()
     f = lm.fit(pts)
-    x = np.column_stack([np.ones(len(pts)), pts["prompt_tokens"], pts["completion_tokens"]])
-    y = pts["latency_s"].to_numpy()
-    ref = scipy.optimize.least_squares(lambda c: x @ c - y, x0=np.zeros(3)).x
-    assert [f["latency"][k] for k in ("a", "b_per_prompt_token", "c_per_output_token")] == pytest.approx(ref, rel=1e-6)
-    # leave-one-out residual of OLS = residual / (1 - leverage): a closed form, no refitting
-    coef, *_ = scipy.linalg.lstsq(x, y)
-    h = np.diag(x @ np.linalg.inv(x.T @ x) @ x.T)
-    loo_res = (y - x @ coef) / (1 - h)
-    assert f["loo_mape"] == pytest.approx(np.mean(np.abs(loo_res) / y), rel=1e-9)
-    assert f["loo_max_ape"] == pytest.approx(np.max(np.abs(loo_res) / y), rel=1e-9)
-    xt = np.column_stack([np.ones(len(pts)), pts["prompt_tokens"]])
-    ct, *_ = scipy.linalg.lstsq(xt, pts["ttft_s"].to_numpy())
-    assert (f["ttft"]["a"], f["ttft"]["b_per_prompt_token"]) == pytest.approx(tuple(ct), rel=1e-6)
+    p, o, y, t = (pts[c].to_numpy(float) for c in ("prompt_tokens", "completion_tokens", "latency_s", "ttft_s"))
+    a_t, b_t, tpot = _reference(p, o, y, t)
+    ls = scipy.optimize.least_squares(lambda c: c[0] + c[1] * p - t, x0=np.zeros(2)).x  # a second reference
+    assert (f["ttft"]["a"], f["ttft"]["b_per_prompt_token"]) == pytest.approx((a_t, b_t), rel=1e-6)
+    assert (a_t, b_t) == pytest.approx(tuple(ls), rel=1e-6)
+    assert f["latency"] == pytest.approx({"a": a_t - tpot, "b_per_prompt_token": b_t, "c_per_output_token": tpot})
+    apes = []
+    for i in range(len(p)):
+        keep = np.arange(len(p)) != i
+        ai, bi, ci = _reference(p[keep], o[keep], y[keep], t[keep])
+        apes.append(abs(ai + bi * p[i] + ci * (o[i] - 1) - y[i]) / y[i])
+    assert f["loo_mape"] == pytest.approx(np.mean(apes), rel=1e-9)
+    assert f["loo_max_ape"] == pytest.approx(np.max(apes), rel=1e-9)
     assert f["prompt_range"] == [pts["prompt_tokens"].min(), pts["prompt_tokens"].max()]
     assert f["loo_mape"] < 0.05  # 2 % noise on an exactly linear truth
+    # the fitted form: a + b·prompt + c·output equals TTFT + TPOT·(output - 1)
+    lat = f["latency"]
+    assert lat["a"] + lat["b_per_prompt_token"] * 100 + lat["c_per_output_token"] * 50 == \
+        pytest.approx(a_t + b_t * 100 + tpot * 49)
+
+
+def test_one_slow_request_moves_the_fit_little():
+    pts = _points(6, noise=0.0)
+    pts.loc[2, "latency_s"] *= 2.5  # a request that shared the machine with something else
+    f = lm.fit(pts)
+    assert f["tpot_s"] == pytest.approx(C, rel=0.01)
+    assert f["loo_max_ape"] > 0.5  # and the leave-one-out error shows that request
 
 
 def test_fit_needs_four_points_and_drops_errors():
@@ -87,11 +110,11 @@ def test_plan_of_the_flags():
 
 
 def _linear(req):
-    """A backend whose latency is exactly A + B·prompt + C·output (TTFT likewise), outputs of varied length."""
+    """A backend whose latency is exactly TTFT + C·(output - 1), TTFT = A_T + B_T·prompt; outputs of varied length."""
     p = sum(len(m.content.split()) for m in req.messages)
     o = min(2 + (p * 7) % 60, req.sampling.max_tokens)
     return Completion(texts=(" ".join(["yes"] * o),), prompt_tokens=p, completion_tokens=(o,), finish_reasons=("stop",),
-                      latency_s=A + B * p + C * o, ttft_s=A_T + B_T * p)
+                      latency_s=_truth(p, o), ttft_s=A_T + B_T * p)
 
 
 def test_calibration_on_a_linear_backend_recovers_it_and_labels_every_row(tmp_path):
@@ -108,7 +131,7 @@ def test_calibration_on_a_linear_backend_recovers_it_and_labels_every_row(tmp_pa
     assert pd.read_parquet(out / "calibration.parquet")["probe"].all()
     assert not (out / "probes.parquet").exists() or pd.read_parquet(out / "probes.parquet").empty
     assert len(df) == 16  # calibration requests are no rows
-    truth = A + B * df["prompt_tokens"] + C * df["completion_tokens"]
+    truth = _truth(df["prompt_tokens"], df["completion_tokens"])
     assert df["est_latency_s"].to_numpy() == pytest.approx(truth.to_numpy(), rel=1e-6)
     inside = df["est_note"].isna()
     assert inside.any()
