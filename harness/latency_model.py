@@ -2,8 +2,9 @@
 
 After the batch, a handful of the run's own requests per model are sent one at a time (the latency
 probe's machinery: same engine, prefix cache emptied, never through the request cache). They are chosen
-to span the run's prompt lengths and output lengths, their outputs capped at OUTPUT_CAP tokens so the
-calibration stays cheap. On them two least-squares fits are made:
+to span the run's prompt lengths and output lengths. Their outputs are capped so the calibration stays
+cheap: the one with the longest output at OUTPUT_CAP tokens (it sets the calibrated output range), the
+others at SHORT_CAP (enough for the time per output token, which a single request decodes at a flat rate). On them two least-squares fits are made:
 
     end-to-end latency ≈ a + b·prompt_tokens + c·output_tokens
     TTFT               ≈ a' + b'·prompt_tokens
@@ -23,6 +24,7 @@ summary like every other time figure.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,7 +35,8 @@ from .errors import ConfigError
 
 DEFAULT_CALIBRATION = 6  # requests per model
 MIN_UNITS = 100  # the default calibrates a model only when the run has this many of its units (cost)
-OUTPUT_CAP = 64  # calibration requests generate at most this many tokens
+OUTPUT_CAP = 64  # the longest calibration request generates at most this many tokens
+SHORT_CAP = 16  # the others at most this many
 EDGE = 0.1  # a row up to 10 % beyond the calibrated token range still counts as inside it
 EST_COLUMNS = ["est_latency_s", "est_ttft_s", "est_note", "est_fit_mape"]
 
@@ -86,33 +89,36 @@ def _calibratable(r: dict) -> bool:
 
 def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | None, *, journal: Any,
               run_id: str, model: str) -> dict:
-    """Send the calibration requests (capped at OUTPUT_CAP tokens), journal them and return what run.json
+    """Send the calibration requests (capped at SHORT_CAP / OUTPUT_CAP tokens), journal them and return what run.json
     records. `rows`: the run's prediction rows (their token counts choose the requests)."""
     n_units = len(rows)
     size = DEFAULT_CALIBRATION if k is None else k
-    info: dict[str, Any] = {"requests_per_model": size, "output_cap": OUTPUT_CAP, "requests": 0, "wall_s": 0.0}
+    info: dict[str, Any] = {"requests_per_model": size, "output_caps": [SHORT_CAP, OUTPUT_CAP], "requests": 0, "wall_s": 0.0}
     if k is None and n_units < MIN_UNITS:
         info.update(requests_per_model=0, skipped=f"run too small for the default calibration ({n_units} units < "
                     f"{MIN_UNITS}); give --latency-calibration K or --latency-probe N")
         return info
     by_key = {(u.task.name, u.strategy.spec, u.example.id): u for u in units if len(u.requests) == 1}
-    chosen = [by_key[key] for r in choose([r for r in rows if (r["task"], r["strategy"], r["example_id"]) in by_key],
-                                           size) for key in [(r["task"], r["strategy"], r["example_id"])]]
-    if not chosen:
+    picked = choose([r for r in rows if (r["task"], r["strategy"], r["example_id"]) in by_key], size)
+    if not picked:
         return info
     from . import probe
 
-    capped = [dataclasses.replace(u, requests=tuple(
-        dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, max_tokens=min(r.sampling.max_tokens, OUTPUT_CAP)))
-        for r in u.requests)) for u in chosen]
-    import time
+    longest = max(range(len(picked)), key=lambda i: picked[i]["completion_tokens"])
+
+    def capped(i: int, r: dict):
+        u = by_key[(r["task"], r["strategy"], r["example_id"])]
+        cap = OUTPUT_CAP if i == longest else SHORT_CAP
+        return dataclasses.replace(u, requests=tuple(dataclasses.replace(
+            q, sampling=dataclasses.replace(q.sampling, max_tokens=min(q.sampling.max_tokens, cap))) for q in u.requests))
 
     t0 = time.perf_counter()
     bars = getattr(engine, "use_tqdm", None)
     if bars:
         engine.use_tqdm = False
     try:
-        probe._send(engine, capped, 1, journal, info, run_id=run_id, model=model)
+        probe._send(engine, [capped(i, r) for i, r in enumerate(picked)], 1, journal, info, run_id=run_id,
+                    model=model)
     finally:
         if bars:
             engine.use_tqdm = bars

@@ -154,6 +154,8 @@ def test_calibration_requests_are_capped_and_the_default_skips_small_runs(tmp_pa
     harness.run(["coin_flip"], ["cot"], backend=ScriptedBackend(fn), limit=6, out=tmp_path / "a", progress=False,
                 write_report=False, cache=False, latency_calibration=4)
     assert max(seen[6:]) <= lm.OUTPUT_CAP < max(seen[:6])  # cot asks for more than the cap in the batch
+    calib = sorted(seen[7:])  # after the warm-up: one request capped at OUTPUT_CAP, the others at SHORT_CAP
+    assert len(calib) >= 2 and calib[-1] == lm.OUTPUT_CAP and set(calib[:-1]) == {lm.SHORT_CAP}
     small = ScriptedBackend(_linear)
     harness.run(["coin_flip"], ["zero_shot"], backend=small, limit=6, out=tmp_path / "b", progress=False,
                 write_report=False, cache=False)  # the default: under MIN_UNITS units, no calibration
