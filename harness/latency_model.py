@@ -80,11 +80,18 @@ def choose(rows: Sequence[dict], k: int) -> list[dict]:
 
 
 def _calibratable(r: dict) -> bool:
-    """A row the model covers: no error, one request with one sample (not log-likelihood scoring)."""
-    v = {k: (None if pd.isna(r.get(k)) else r.get(k)) for k in ("error", "n_samples", "prompt_tokens",
-                                                                "completion_tokens")}
-    return (not v["error"] and r.get("answer_mode") != "loglikelihood" and (v["n_samples"] or 1) == 1
-            and v["prompt_tokens"] is not None and (v["completion_tokens"] or 0) >= 2)
+    """A journal row the model covers: no error, one sample (not log-likelihood scoring), 2+ output tokens."""
+    n, o = r.get("n_samples"), r.get("completion_tokens")
+    return (not r.get("error") and r.get("answer_mode") != "loglikelihood" and n in (None, 1)
+            and r.get("prompt_tokens") is not None and o is not None and o >= 2)
+
+
+def _covered(g: pd.DataFrame) -> np.ndarray:
+    """_calibratable, vectorised over a frame (output length aside)."""
+    err = g["error"].notna() & (g["error"].astype(str) != "") if "error" in g else pd.Series(False, index=g.index)
+    return ((g["answer_mode"] != "loglikelihood") & (pd.to_numeric(g["n_samples"]).fillna(1) <= 1) & ~err
+            & pd.to_numeric(g["prompt_tokens"], errors="coerce").notna()
+            & pd.to_numeric(g["completion_tokens"], errors="coerce").notna()).to_numpy()
 
 
 def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | None, *, journal: Any,
@@ -98,8 +105,11 @@ def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | 
         info.update(requests_per_model=0, skipped=f"run too small for the default calibration ({n_units} units < "
                     f"{MIN_UNITS}); give --latency-calibration K or --latency-probe N")
         return info
-    by_key = {(u.task.name, u.strategy.spec, u.example.id): u for u in units if len(u.requests) == 1}
-    picked = choose([r for r in rows if (r["task"], r["strategy"], r["example_id"]) in by_key], size)
+    picked = choose(rows, size)
+    want = {(r["task"], r["strategy"], r["example_id"]) for r in picked}
+    by_key = {key: u for u in units if (key := (u.task.name, u.strategy.spec, u.example.id)) in want}
+    # a relabelled (--force) row has no unit under its label; a unit of several requests is not calibrated
+    picked = [r for r in picked if (u := by_key.get((r["task"], r["strategy"], r["example_id"]))) and len(u.requests) == 1]
     if not picked:
         return info
     from . import probe
@@ -200,8 +210,7 @@ def apply(preds: pd.DataFrame, fits: dict[str, dict]) -> pd.DataFrame:
         lat, tt = f["latency"], f.get("ttft")
         est = np.maximum(lat["a"] + lat["b_per_prompt_token"] * p + lat["c_per_output_token"] * o, 0.0)
         ttft = np.maximum(tt["a"] + tt["b_per_prompt_token"] * p, 0.0) if tt else np.full(len(g), np.nan)
-        covered = ((g["answer_mode"] != "loglikelihood") & (pd.to_numeric(g["n_samples"]).fillna(1) <= 1)
-                   & g["error"].isna()).to_numpy() & ~np.isnan(p) & ~np.isnan(o)
+        covered = _covered(g)
         (p0, p1), (o0, o1) = f["prompt_range"], f["output_range"]
         inside = (p >= p0 * (1 - EDGE)) & (p <= p1 * (1 + EDGE)) & (o >= o0 * (1 - EDGE)) & (o <= o1 * (1 + EDGE))
         note = np.where(~covered, "not estimated: several samples or requests per row",
@@ -227,10 +236,12 @@ def add_estimates(run_dir: Path, meta: dict, preds: pd.DataFrame, probes: pd.Dat
     if preds.empty or (calib.empty and (probes is None or probes.empty)):
         return preds
     # only requests like the rows the model is applied to: one request, one sample, generated tokens
-    usable = {(r["task"], r["strategy"], r["model"], r["example_id"]) for r in preds.to_dict("records")
-              if _calibratable(r)}
-    keep = (lambda f: f[np.array([k in usable for k in zip(f["task"], f["strategy"], f["model"], f["example_id"])],
-                                 dtype=bool)])
+    key = ["task", "strategy", "model", "example_id"]
+    asked = set(zip(*(calib[k] for k in key))) | (set(zip(*(probes[k] for k in key))) if probes is not None else set())
+    sub = preds[pd.MultiIndex.from_frame(preds[key]).isin(list(asked))]
+    sub = sub[_covered(sub) & (pd.to_numeric(sub["completion_tokens"], errors="coerce") >= 2).to_numpy()]
+    usable = set(zip(*(sub[k] for k in key)))
+    keep = (lambda f: f[np.array([k in usable for k in zip(*(f[c] for c in key))], dtype=bool)])
     fits = fit_runs(keep(calib), keep(probes) if probes is not None and len(probes) else calib.iloc[0:0])
     if not fits:
         return preds
