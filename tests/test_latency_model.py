@@ -191,3 +191,21 @@ def test_rows_the_model_does_not_cover_get_no_estimate():
     assert out["est_latency_s"][1:3].isna().all() and out["est_note"][1].startswith("not estimated")
     assert out["est_note"][3].startswith("extrapolated") and out["est_latency_s"][3] > 0
     assert (out["est_fit_mape"] == 0.07).all()
+
+
+def test_the_report_names_the_estimate_and_prefers_a_direct_probe(tmp_path):
+    """The latency plots say which measure they show: the estimate when only the model ran, the probe when
+    a direct probe ran (never the time in batch under a latency name)."""
+    from harness.plots import all_plots
+    from harness.results import load_run
+
+    kw = dict(backend=ScriptedBackend(_linear), limit=8, progress=False, write_report=False, cache=False)
+    harness.run(["coin_flip"], ["zero_shot", "few_shot:k=2"], out=tmp_path / "est", latency_calibration=5, **kw)
+    harness.run(["coin_flip"], ["zero_shot", "few_shot:k=2"], out=tmp_path / "probe", latency_probe=2, **kw)
+    for name, word in (("est", "estimate"), ("probe", "probe")):
+        d = load_run(tmp_path / name)
+        plots = {p.id: p for p in all_plots(d["summary"], d["predictions"], None, d["probes"])}
+        front, dist = plots["plot-latency-front"], plots["plot-latency"]
+        assert word in front.title and word in dist.title, (name, front.title, dist.title)
+        assert ("ESTIMATED" in front.caption) == (name == "est")
+        assert "in this batch" not in dist.title
