@@ -57,24 +57,21 @@ def latency_plan(latency_probe: int | None, latency_calibration: int | None) -> 
 
 
 def choose(rows: Sequence[dict], k: int) -> list[dict]:
-    """k rows that span the (prompt tokens, capped output tokens) range: the extremes first, then the
-    farthest remaining row (normalised units) each time. Deterministic for given rows."""
-    cand = [r for r in rows if _calibratable(r)]
-    if not cand:
+    """k rows for the calibration: the row with the longest output first (it gets OUTPUT_CAP tokens and sets
+    the calibrated output range), then rows at evenly spaced ranks of prompt length (shortest and longest
+    included), so the prompt-length fit sees the run's strategies in proportion. Deterministic."""
+    cand = sorted((r for r in rows if _calibratable(r)), key=lambda r: (r["prompt_tokens"], r["completion_tokens"]))
+    if not cand or k < 1:
         return []
-    p = np.array([float(r["prompt_tokens"]) for r in cand])
-    o = np.array([float(min(r["completion_tokens"], OUTPUT_CAP)) for r in cand])
-    xy = np.column_stack([p / max(p.max(), 1.0), o / max(o.max(), 1.0)])  # a narrow range stays narrow
-    picked: list[int] = []
-    for i in (int(np.lexsort((o, p))[0]), int(np.lexsort((o, -p))[0]), int(np.lexsort((p, -o))[0]),
-              int(np.lexsort((p, o))[0])):
-        if i not in picked and len(picked) < k:
-            picked.append(i)
-    while len(picked) < min(k, len(cand)):
-        d = np.min(np.linalg.norm(xy[:, None, :] - xy[None, picked, :], axis=2), axis=1)
+    longest = max(range(len(cand)), key=lambda i: (cand[i]["completion_tokens"], -i))
+    picked = [longest]
+    for i in np.linspace(0, len(cand) - 1, max(k - 1, 1)).round().astype(int):
+        if int(i) not in picked:
+            picked.append(int(i))
+    p = np.array([r["prompt_tokens"] for r in cand], dtype=float)
+    while len(picked) < min(k, len(cand)):  # ranks that fell on the same row: the farthest prompt length left
+        d = np.min(np.abs(p[:, None] - p[None, picked]), axis=1)
         d[picked] = -1.0
-        if d.max() <= 0:
-            break  # only duplicates of picked points are left
         picked.append(int(np.argmax(d)))
     return [cand[i] for i in picked]
 
@@ -114,7 +111,7 @@ def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | 
         return info
     from . import probe
 
-    longest = max(range(len(picked)), key=lambda i: picked[i]["completion_tokens"])
+    longest = 0  # choose() puts the row with the longest output first
 
     def capped(i: int, r: dict):
         u = by_key[(r["task"], r["strategy"], r["example_id"])]

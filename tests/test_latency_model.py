@@ -92,9 +92,15 @@ def test_choose_spans_the_extremes_and_skips_rows_it_cannot_model():
                   ("sc", 70, 300, 5, "generate"), ("ll", 500, 0, None, "loglikelihood"), ("z", 61, 1, 1, "generate")])
     got = lm.choose(rows, 4)
     ids = [r["example_id"] for r in got]
-    assert ids[:3] == ["0", "1", "2"]  # shortest prompt, longest prompt, longest output
+    assert ids[0] == "2"  # the longest output first (it gets the long cap)
+    assert {"0", "1"} <= set(ids)  # the shortest and the longest prompt
     assert not {"6", "7", "8"} & set(ids)  # n > 1, log-likelihood, under 2 output tokens
     assert [r["example_id"] for r in lm.choose(rows, 4)] == ids  # deterministic
+    # a run of two prompt-length clusters (zero-shot ~90 tokens, few-shot ~270): both are calibrated
+    two = _rows([("z", 90 + i % 5, 40 + i, 1, "generate") for i in range(50)]
+                + [("f", 265 + i % 8, 64, 1, "generate") for i in range(50)])
+    picks = lm.choose(two, 6)
+    assert sum(r["strategy"] == "f" for r in picks) >= 2 and sum(r["strategy"] == "z" for r in picks) >= 2
     assert len(lm.choose(rows, 6)) == 6
 
 
