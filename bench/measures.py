@@ -12,7 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .common import Row, abba, best, clock_ratio, clocked, fresh_prefix_cache
+
+GROUP_COLUMNS = ["task", "strategy", "accuracy", "mean_prompt_tokens", "mean_completion_tokens", "latency_source",
+                 "est_latency_p50_s", "est_ttft_p50_s", "est_extrapolated_share", "engine_s_per_example",
+                 "batch_latency_p50_s"]
 
 
 def run(backend: Any, *, quick: bool, out, limit: int | None = None) -> list[Row]:
@@ -22,6 +28,7 @@ def run(backend: Any, *, quick: bool, out, limit: int | None = None) -> list[Row
     limit = limit or (10 if quick else 50)
     reps = 1 if quick else 2
     metas: dict[bool, list[dict]] = {True: [], False: []}
+    groups_seen: list[dict] = []
 
     def side(on: bool):
         def fn():
@@ -32,6 +39,9 @@ def run(backend: Any, *, quick: bool, out, limit: int | None = None) -> list[Row
             clock, _ = clocked(lambda: harness.run(backend=backend, limit=limit, out=folder, progress=False,
                                                    write_report=False, cache=False, **kw))
             metas[on].append(json.loads((Path(folder) / "run.json").read_text()))
+            if on:  # what the default buys: each group's estimate next to its throughput cost
+                summary = pd.read_csv(Path(folder) / "summary.csv")
+                groups_seen[:] = summary.reindex(columns=GROUP_COLUMNS).round(4).to_dict("records")
             return clock
         return fn
 
@@ -48,7 +58,7 @@ def run(backend: Any, *, quick: bool, out, limit: int | None = None) -> list[Row
                 f"best of {reps})", wall, "<= 1.25",
                 detail={**detail, "limit": limit, "calibration_wall_s": calib, "batch_wall_on_s": batch_on,
                         "batch_wall_off_s": batch_off, "fit_loo_mape": mape,
-                        "calibration": [m.get("calibration") for m in metas[True]]},
+                        "calibration": [m.get("calibration") for m in metas[True]], "groups_last_on_run": groups_seen},
                 note=f"on {on_s:.1f} s (batch {min(batch_on):.1f} s split by group + calibration "
                      f"{min(c for c in calib if c is not None) if any(c is not None for c in calib) else 0:.1f} s), "
                      f"off {off_s:.1f} s (batch {min(batch_off):.1f} s); fit leave-one-out MAPE {mape}; "
