@@ -3,7 +3,7 @@
 After the batch, a handful of the run's own requests per model are sent one at a time (the latency
 probe's machinery: same engine, prefix cache emptied, never through the request cache). They are chosen
 to span the run's prompt lengths and output lengths. Their outputs are capped so the calibration stays
-cheap: the one with the longest output at OUTPUT_CAP tokens (it sets the calibrated output range), the
+cheap: the one with the longest context at OUTPUT_CAP tokens (it sets the calibrated context range), the
 others at SHORT_CAP (enough for the time per output token, which a single request decodes at a flat rate). On them two least-squares fits are made:
 
     end-to-end latency ≈ a + b·prompt_tokens + c·output_tokens
@@ -14,7 +14,8 @@ and applied to every row's token counts: `est_latency_s`, `est_ttft_s` (predicti
 `probe_*` stays what a direct probe (`--latency-probe N`) measured. The fit error is the leave-one-out
 error on the calibration requests (each predicted by the fit on the others): `loo_mape` in run.json's
 `latency_model`, `est_fit_mape` in the summary. Where it does not hold, the row says so in `est_note`:
-  - "extrapolated": prompt or output tokens outside the calibrated range (beyond EDGE slack);
+  - "extrapolated": prompt tokens outside the calibrated prompt range, or prompt + output tokens beyond the
+    longest context the calibration decoded at (beyond EDGE slack);
   - "not estimated": rows with several samples (n > 1) or log-likelihood scoring (several requests per
     row, not calibrated);
 and always: the model is single-request latency at concurrency 1 from a cold prefix cache, on this
@@ -57,13 +58,14 @@ def latency_plan(latency_probe: int | None, latency_calibration: int | None) -> 
 
 
 def choose(rows: Sequence[dict], k: int) -> list[dict]:
-    """k rows for the calibration: the row with the longest output first (it gets OUTPUT_CAP tokens and sets
-    the calibrated output range), then rows at evenly spaced ranks of prompt length (shortest and longest
+    """k rows for the calibration: the row with the longest context (prompt + output up to OUTPUT_CAP) first
+    (it gets OUTPUT_CAP tokens and sets the calibrated context range), then rows at evenly spaced ranks of prompt length (shortest and longest
     included), so the prompt-length fit sees the run's strategies in proportion. Deterministic."""
     cand = sorted((r for r in rows if _calibratable(r)), key=lambda r: (r["prompt_tokens"], r["completion_tokens"]))
     if not cand or k < 1:
         return []
-    longest = max(range(len(cand)), key=lambda i: (cand[i]["completion_tokens"], -i))
+    longest = max(range(len(cand)), key=lambda i: (cand[i]["prompt_tokens"] + min(cand[i]["completion_tokens"],
+                                                                                     OUTPUT_CAP), -i))
     picked = [longest]
     for i in np.linspace(0, len(cand) - 1, max(k - 1, 1)).round().astype(int):
         if int(i) not in picked:
@@ -111,7 +113,7 @@ def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | 
         return info
     from . import probe
 
-    longest = 0  # choose() puts the row with the longest output first
+    longest = 0  # choose() puts the row with the longest context first
 
     def capped(i: int, r: dict):
         u = by_key[(r["task"], r["strategy"], r["example_id"])]
@@ -174,6 +176,7 @@ def fit(points: pd.DataFrame) -> dict | None:
     return {"n": int(len(y)), "latency": {"a": a_t - tpot, "b_per_prompt_token": b_t, "c_per_output_token": tpot},
             "ttft": {"a": a_t, "b_per_prompt_token": b_t}, "tpot_s": tpot,
             "prompt_range": [int(p.min()), int(p.max())], "output_range": [int(o.min()), int(o.max())],
+            "context_range": [int((p + o).min()), int((p + o).max())],
             "loo_mape": float(ape.mean()), "loo_max_ape": float(ape.max()), "ttft_loo_mape": float(ape_t.mean()),
             "train_mape": float(np.mean(np.abs(_predict(parts, p, o)[0] - y) / y))}
 
@@ -208,8 +211,9 @@ def apply(preds: pd.DataFrame, fits: dict[str, dict]) -> pd.DataFrame:
         est = np.maximum(lat["a"] + lat["b_per_prompt_token"] * p + lat["c_per_output_token"] * o, 0.0)
         ttft = np.maximum(tt["a"] + tt["b_per_prompt_token"] * p, 0.0) if tt else np.full(len(g), np.nan)
         covered = _covered(g)
-        (p0, p1), (o0, o1) = f["prompt_range"], f["output_range"]
-        inside = (p >= p0 * (1 - EDGE)) & (p <= p1 * (1 + EDGE)) & (o >= o0 * (1 - EDGE)) & (o <= o1 * (1 + EDGE))
+        # TTFT is calibrated over the prompt lengths, the per-token time over the contexts it decoded at
+        (p0, p1), c1 = f["prompt_range"], f["context_range"][1]
+        inside = (p >= p0 * (1 - EDGE)) & (p <= p1 * (1 + EDGE)) & (p + o <= c1 * (1 + EDGE))
         note = np.where(~covered, "not estimated: several samples or requests per row",
                         np.where(inside, None, "extrapolated: tokens outside the calibrated range"))
         idx = preds.index[sel]

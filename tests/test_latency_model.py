@@ -92,8 +92,8 @@ def test_choose_spans_the_extremes_and_skips_rows_it_cannot_model():
                   ("sc", 70, 300, 5, "generate"), ("ll", 500, 0, None, "loglikelihood"), ("z", 61, 1, 1, "generate")])
     got = lm.choose(rows, 4)
     ids = [r["example_id"] for r in got]
-    assert ids[0] == "2"  # the longest output first (it gets the long cap)
-    assert {"0", "1"} <= set(ids)  # the shortest and the longest prompt
+    assert ids[0] == "1"  # the longest context (prompt + output up to the cap) first: it gets the long cap
+    assert {"0", "1", "2"} <= set(ids)  # the shortest and the longest prompt, the longest output
     assert not {"6", "7", "8"} & set(ids)  # n > 1, log-likelihood, under 2 output tokens
     assert [r["example_id"] for r in lm.choose(rows, 4)] == ids  # deterministic
     # a run of two prompt-length clusters (zero-shot ~90 tokens, few-shot ~270): both are calibrated
@@ -191,11 +191,14 @@ def test_rows_the_model_does_not_cover_get_no_estimate():
                           "n_samples": [1, None, 5, 1], "error": None})
     fits = {"m": {"latency": {"a": 0.1, "b_per_prompt_token": 0.001, "c_per_output_token": 0.02},
                   "ttft": {"a": 0.05, "b_per_prompt_token": 0.001}, "prompt_range": [40, 300],
-                  "output_range": [2, 60], "loo_mape": 0.07}}
+                  "output_range": [2, 60], "context_range": [50, 320], "loo_mape": 0.07}}
     out = lm.apply(preds, fits)
     assert out["est_latency_s"][0] == pytest.approx(0.1 + 0.001 * 50 + 0.02 * 5) and out["est_note"][0] is None
     assert out["est_latency_s"][1:3].isna().all() and out["est_note"][1].startswith("not estimated")
-    assert out["est_note"][3].startswith("extrapolated") and out["est_latency_s"][3] > 0
+    assert out["est_note"][3].startswith("extrapolated") and out["est_latency_s"][3] > 0  # prompt beyond 300
+    ctx = lm.apply(pd.DataFrame({"model": "m", "prompt_tokens": [250, 250], "completion_tokens": [120, 40],
+                                 "answer_mode": "generate", "n_samples": 1, "error": None}), fits)
+    assert ctx["est_note"][0].startswith("extrapolated") and ctx["est_note"][1] is None  # 370 > 320 x 1.1; 290
     assert (out["est_fit_mape"] == 0.07).all()
 
 

@@ -140,3 +140,13 @@ def test_estimated_latency_agrees_with_the_direct_probe(two_runs):
     s = a["summary"]
     assert s.loc[("person_json", FEW), "est_ttft_p50_s"] > s.loc[("person_json", "zero_shot"), "est_ttft_p50_s"]
     assert set(s["latency_source"]) == {"probe"}  # a direct probe ran: probe_* is what the report ranks by
+
+
+def test_the_estimate_of_one_strategy_agrees_across_runs(two_runs):
+    """The estimate is fair too: person_json few-shot's estimated p50 in run a (fitted on its calibration)
+    and in run b (other batch mates, fitted on run b's probe requests) within 20 %."""
+    a, b = two_runs["a"]["summary"].loc[("person_json", FEW)], two_runs["b"]["summary"].loc[("person_json", FEW)]
+    assert two_runs["b"]["run"]["latency_model"]["models"]  # run b: fitted on its direct probe's requests
+    ratio = a["est_latency_p50_s"] / b["est_latency_p50_s"]
+    print(f"estimate p50: {a['est_latency_p50_s']:.3f} vs {b['est_latency_p50_s']:.3f} s (ratio {ratio:.2f})")
+    assert 1 / 1.2 <= ratio <= 1.2
