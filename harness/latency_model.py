@@ -1,13 +1,14 @@
 """The calibrated latency model: single-request latency for every row, estimated (docs/measures.md).
 
 After the batch, a handful of the run's own requests per model are sent one at a time (the latency
-probe's machinery: same engine, prefix cache emptied, never through the request cache). They are chosen
-to span the run's prompt lengths and output lengths. Their outputs are capped so the calibration stays
-cheap: the one with the longest context at OUTPUT_CAP tokens (it sets the calibrated context range), the
-others at SHORT_CAP (enough for the time per output token, which a single request decodes at a flat rate). On them two least-squares fits are made:
+probe's machinery: same engine, prefix cache emptied, never through the request cache), chosen to span
+the run's prompt lengths. Their outputs are capped so the calibration stays cheap: the one with the
+longest context at OUTPUT_CAP tokens (it sets the calibrated context range), the others at SHORT_CAP
+(enough for the time per output token, which a single request decodes at a nearly flat rate). On them:
 
-    end-to-end latency ≈ a + b·prompt_tokens + c·output_tokens
-    TTFT               ≈ a' + b'·prompt_tokens
+    TTFT               ≈ a' + b'·prompt_tokens                  (least squares)
+    end-to-end latency ≈ TTFT + TPOT·(output_tokens - 1)        (TPOT: the median time per output token)
+                       = a + b·prompt_tokens + c·output_tokens  (a = a' - TPOT, b = b', c = TPOT)
 
 and applied to every row's token counts: `est_latency_s`, `est_ttft_s` (predictions), `est_latency_p50_s`,
 `est_latency_p95_s`, `est_ttft_p50_s`, `est_ttft_p95_s` (summary). Estimates are labelled `est_` everywhere;
@@ -58,9 +59,10 @@ def latency_plan(latency_probe: int | None, latency_calibration: int | None) -> 
 
 
 def choose(rows: Sequence[dict], k: int) -> list[dict]:
-    """k rows for the calibration: the row with the longest context (prompt + output up to OUTPUT_CAP) first
-    (it gets OUTPUT_CAP tokens and sets the calibrated context range), then rows at evenly spaced ranks of prompt length (shortest and longest
-    included), so the prompt-length fit sees the run's strategies in proportion. Deterministic."""
+    """k rows for the calibration: the row with the longest context (prompt + output up to OUTPUT_CAP)
+    first (it gets OUTPUT_CAP tokens and sets the calibrated context range), then rows at evenly spaced
+    ranks of prompt length (shortest and longest included), so the prompt-length fit sees the run's
+    strategies in proportion. Deterministic."""
     cand = sorted((r for r in rows if _calibratable(r)), key=lambda r: (r["prompt_tokens"], r["completion_tokens"]))
     if not cand or k < 1:
         return []
@@ -99,7 +101,8 @@ def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | 
     records. `rows`: the run's prediction rows (their token counts choose the requests)."""
     n_units = len(rows)
     size = DEFAULT_CALIBRATION if k is None else k
-    info: dict[str, Any] = {"requests_per_model": size, "output_caps": [SHORT_CAP, OUTPUT_CAP], "requests": 0, "wall_s": 0.0}
+    info: dict[str, Any] = {"requests_per_model": size, "output_caps": [SHORT_CAP, OUTPUT_CAP], "requests": 0,
+                            "wall_s": 0.0}
     if k is None and n_units < MIN_UNITS:
         info.update(requests_per_model=0, skipped=f"run too small for the default calibration ({n_units} units < "
                     f"{MIN_UNITS}); give --latency-calibration K or --latency-probe N")
@@ -108,7 +111,8 @@ def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | 
     want = {(r["task"], r["strategy"], r["example_id"]) for r in picked}
     by_key = {key: u for u in units if (key := (u.task.name, u.strategy.spec, u.example.id)) in want}
     # a relabelled (--force) row has no unit under its label; a unit of several requests is not calibrated
-    picked = [r for r in picked if (u := by_key.get((r["task"], r["strategy"], r["example_id"]))) and len(u.requests) == 1]
+    picked = [r for r in picked
+              if (u := by_key.get((r["task"], r["strategy"], r["example_id"]))) and len(u.requests) == 1]
     if not picked:
         return info
     from . import probe
@@ -118,8 +122,9 @@ def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | 
     def capped(i: int, r: dict):
         u = by_key[(r["task"], r["strategy"], r["example_id"])]
         cap = OUTPUT_CAP if i == longest else SHORT_CAP
-        return dataclasses.replace(u, requests=tuple(dataclasses.replace(
-            q, sampling=dataclasses.replace(q.sampling, max_tokens=min(q.sampling.max_tokens, cap))) for q in u.requests))
+        return dataclasses.replace(u, requests=tuple(
+            dataclasses.replace(q, sampling=dataclasses.replace(q.sampling, max_tokens=min(q.sampling.max_tokens, cap)))
+            for q in u.requests))
 
     t0 = time.perf_counter()
     bars = getattr(engine, "use_tqdm", None)
@@ -246,7 +251,8 @@ def add_estimates(run_dir: Path, meta: dict, preds: pd.DataFrame, probes: pd.Dat
     fits = fit_runs(keep(calib), keep(probes) if probes is not None and len(probes) else calib.iloc[0:0])
     if not fits:
         return preds
-    meta["latency_model"] = {"form": "latency ≈ a + b·prompt_tokens + c·output_tokens; TTFT ≈ a' + b'·prompt_tokens",
+    meta["latency_model"] = {"form": "TTFT ≈ a' + b'·prompt_tokens (least squares); latency ≈ TTFT + "
+                                     "TPOT·(output - 1) (TPOT: median) = a + b·prompt_tokens + c·output_tokens",
                              "edge_slack": EDGE, "models": fits}
     return apply(preds, fits)
 
