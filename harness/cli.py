@@ -79,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="$ per hour of the machine the model runs on: $ per example = engine s per example x X / 3600")
     r.add_argument("--latency-probe", type=int, default=None, metavar="N",
                    help="after the batch, send N items per task x strategy one at a time to measure single-request "
-                        "latency (default 0 = off; see docs/measures.md)")
+                        "latency directly (default: none, a calibrated estimate instead; 0 = no latency measure at "
+                        "all; see docs/measures.md)")
+    r.add_argument("--latency-calibration", type=int, default=None, metavar="K",
+                   help="calibrate the latency model on K requests per model (default 6 when the run has >= 100 "
+                        "units; 0 = off); its estimates are labelled est_*")
     r.add_argument("--probe-concurrency", type=_positive, default=1, metavar="C",
                    help="send the probe's items C at a time (latency under load; server backends)")
     r.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
@@ -177,7 +181,8 @@ def cmd_run(a) -> int:
     kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
                   data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
                   price_table=prices, progress=not a.quiet, cache=not a.no_cache, cache_dir=a.cache_dir,
-                  force=a.force, latency_probe=a.latency_probe, probe_concurrency=a.probe_concurrency,
+                  force=a.force, latency_probe=a.latency_probe, latency_calibration=a.latency_calibration,
+                  probe_concurrency=a.probe_concurrency,
                   hourly_usd=a.hourly_usd)
     if a.chunk_size:
         kwargs["chunk_size"] = a.chunk_size

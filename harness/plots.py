@@ -345,6 +345,9 @@ THROUGHPUT_HOW = ("Throughput cost, measured: the wall time of the strategy's ow
                   "examples (cached rows left out).")
 BATCH_HOW = ("Request time in this batch: arrival -> last token inside the run's batched engine call, so it "
              "includes queueing behind the batch mates; it is not single-request latency (no probe in this run).")
+EST_HOW = ("Single-request latency, ESTIMATED by the calibrated latency model (a + b x prompt tokens + c x output "
+           "tokens, fitted on a few requests sent one at a time after the batch; leave-one-out error in the summary's "
+           "est. fit error; docs/measures.md).")
 
 
 def _probe_how(probes: pd.DataFrame | None) -> str:
@@ -358,19 +361,25 @@ def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | N
     s["mean_total_tokens"] = _num(s, "mean_prompt_tokens").fillna(0) + _num(s, "mean_completion_tokens").fillna(0)
     s.loc[_num(s, "mean_prompt_tokens").isna() & _num(s, "mean_completion_tokens").isna(), "mean_total_tokens"] = np.nan
     has_probe = probes is not None and not probes.empty and _num(probes, "latency_s").notna().any()
-    if has_probe:
+    fresh = preds[~preds["cached"].fillna(False).astype(bool)] if "cached" in preds else preds
+    if has_probe:  # measured > estimated > time in batch (named as such)
         dist = latency_plot(probes, "latency_s", caption=_probe_how(probes))
+        front = ("probe_latency_p50_s", "single-request latency p50 (s), latency probe", "probe p50", _probe_how(probes))
+    elif _num(fresh, "est_latency_s").notna().any():
+        dist = latency_plot(fresh, "est_latency_s", xlabel="estimated single-request latency (s), latency model",
+                            title="Single-request latency (estimated by the latency model)", caption=EST_HOW)
+        front = ("est_latency_p50_s", "estimated single-request latency p50 (s), latency model", "estimate p50",
+                 EST_HOW)
     else:
-        fresh = preds[~preds["cached"].fillna(False).astype(bool)] if "cached" in preds else preds
         dist = latency_plot(fresh, "batch_latency_s", xlabel="request time in this batch (s)",
                             title="Request time in this batch (not single-request latency)", caption=BATCH_HOW)
+        front = ("probe_latency_p50_s", "", "", "")
     return [
         *accuracy_plot(s),
         *tradeoff_plot(s, "mean_total_tokens", "mean prompt + completion tokens per example", pid="plot-tokens",
                        title="Accuracy vs tokens", how="Tokens: mean prompt + completion tokens per example."),
-        *tradeoff_plot(s, "probe_latency_p50_s", "single-request latency p50 (s), latency probe",
-                       pid="plot-latency-front", title="Accuracy vs single-request latency (probe p50)",
-                       how=_probe_how(probes)),
+        *tradeoff_plot(s, front[0], front[1], pid="plot-latency-front",
+                       title=f"Accuracy vs single-request latency ({front[2]})", how=front[3]),
         *tradeoff_plot(s, "engine_s_per_example", "engine seconds per example at full batch (measured)",
                        pid="plot-throughput", title="Accuracy vs throughput cost (engine s per example)",
                        how=THROUGHPUT_HOW),

@@ -27,8 +27,8 @@ from .records import Completion
 
 # Per (task, strategy). Measured on 2 CPU cores (docs/measures.md): one probe item costs about as much as
 # its whole group's batched call (a decode step takes nearly the same time for 1 or 50 sequences), so
-# every item per group adds roughly 0.4-0.7x the batch's wall time. Off by default for that reason; opt in
-# with N >= 1 (N > 1 for a p95).
+# every item per group adds roughly 0.4-0.7x the batch's wall time. Off by default for that reason (the
+# default single-request figure is the calibrated estimate of harness/latency_model.py); opt in with N >= 1.
 DEFAULT_PROBE = 0
 
 

@@ -55,7 +55,11 @@ def with_totals(summary: pd.DataFrame) -> pd.DataFrame:
 
 MEASURES_NOTE = (  # the report's definitions of its time and cost columns (docs/measures.md)
     "Probe latency / TTFT: single-request latency, measured by sending a few items of each strategy "
-    "one at a time to the engine (--latency-probe). Engine s / example: throughput cost, the measured "
+    "one at a time to the engine (--latency-probe). Est. latency / TTFT: single-request latency ESTIMATED "
+    "from each row's token counts by the latency model (a + b·prompt + c·output tokens) fitted on a few "
+    "requests sent one at a time after the batch; est. fit error = its leave-one-out error on those "
+    "requests; est. extrapolated = rows outside the calibrated prompt or context range. Engine s / example: "
+    "throughput cost, the measured "
     "wall time of the strategy's own batched engine calls per example; tok/s is prompt + completion "
     "tokens over that time. $ / 1k examples: engine s × the hourly price (self-hosted), else token "
     "prices. Time in batch: arrival → last token inside the batch, queueing included (not a latency). "

@@ -63,7 +63,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         progress: bool = True, cache: bool = True, cache_dir: str | Path | None = None,
         retry_errors: bool = True, force: bool = False, model_name: str | None = None,
         latency_probe: int | None = None, probe_concurrency: int = 1, hourly_usd: float | None = None,
-        split_groups: bool = True) -> pd.DataFrame:
+        split_groups: bool = True, latency_calibration: int | None = None) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
     (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes: the units whose
     content-addressed identity (harness.identity) is in the journal are reused; a unit of the same
@@ -76,13 +76,16 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     `suite` ({task: [strategy, ...]}) gives each task its own strategies; no tasks, strategies or suite
     runs the default suite (harness/defaults.py).
     After the batch, `latency_probe` items per (task, strategy) are sent `probe_concurrency` at a time
-    (default DEFAULT_PROBE, one at a time; 0 = off): see harness/probe.py and docs/measures.md.
+    (default DEFAULT_PROBE, one at a time) and `latency_calibration` requests per model calibrate the
+    latency model (default: harness/latency_model.py's rule; `latency_probe=0` turns both off unless a
+    calibration size is given): see harness/probe.py, harness/latency_model.py and docs/measures.md.
     split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row)."""
     from .pricing import check_hourly
-    from .probe import DEFAULT_PROBE, check_probe_args, run_probe
+    from .latency_model import calibrate, latency_plan
+    from .probe import check_probe_args, run_probe
     from .suite import plan_strategies, resolve_plan
 
-    latency_probe = DEFAULT_PROBE if latency_probe is None else latency_probe
+    latency_probe, latency_calibration = latency_plan(latency_probe, latency_calibration)
     check_probe_args(latency_probe, probe_concurrency)
     check_hourly(hourly_usd)
 
@@ -192,6 +195,13 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                                           model=model_name)
             except KeyboardInterrupt:
                 interrupted = True
+        if latency_calibration != 0 and started and not interrupted:
+            try:
+                meta["calibration"] = calibrate(engine, units, [e["p"] for e in previous + written],
+                                                latency_calibration, journal=Journal(run_dir / "calibration.jsonl"),
+                                                run_id=meta["run_id"], model=model_name)
+            except KeyboardInterrupt:
+                interrupted = True
         with deferred():  # from here a first signal waits until the engine is closed and the files written
             meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
             meta["engine_stats"] = stats_delta(stats_before, engine.stats())
@@ -258,10 +268,12 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
         else:  # the journal's own rule: a later entry for a unit replaces an earlier one
             entries = list({entry_id(e): e for e in entries}.values())
         preds, samples = frames_from_journal(entries)
-    write_frame_atomic(preds, run_dir / "predictions.parquet")
-    write_frame_atomic(samples, run_dir / "samples.parquet")
+    from .latency_model import add_estimates
     from .results import probes_from_journal
     probes = probes_from_journal(run_dir / "probe.jsonl")
+    preds = add_estimates(run_dir, meta, preds, probes)  # the calibrated latency model's est_* columns
+    write_frame_atomic(preds, run_dir / "predictions.parquet")
+    write_frame_atomic(samples, run_dir / "samples.parquet")
     write_frame_atomic(probes, run_dir / "probes.parquet")
     write_frame_atomic(summarize(preds, probes), run_dir / "summary.csv")
     if not samples.empty:

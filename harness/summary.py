@@ -12,6 +12,7 @@ COLUMNS = [("task", "task"), ("strategy", "strategy"), ("n", "n"), ("accuracy", 
            ("parse_fail_rate", "parse_fail"), ("errors", "err"), ("mean_prompt_tokens", "prompt_tok"),
            ("mean_completion_tokens", "compl_tok"), ("cached_rows", "cached"),
            ("probe_latency_p50_s", "probe_p50_s"), ("probe_ttft_p50_s", "probe_ttft_s"),
+           ("est_latency_p50_s", "est_p50_s"), ("est_ttft_p50_s", "est_ttft_s"),
            ("engine_s_per_example", "engine_s/ex"), ("cost_per_example_usd", "usd/ex")]
 
 

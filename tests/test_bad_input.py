@@ -172,6 +172,7 @@ CASES = [
     ("prices-negative-hourly", None, None, None, ["--prices", "@prices"], "non-negative"),
     ("flag-hourly-negative", None, None, None, ["--hourly-usd", "-2.5"], "non-negative"),
     ("flag-latency-probe-negative", None, None, None, ["--latency-probe", "-1"], "--latency-probe"),
+    ("flag-latency-calibration-too-small", None, None, None, ["--latency-calibration", "2"], "--latency-calibration"),
     # command-line flags
     ("flag-limit-zero", None, None, None, ["--limit", "0"], "positive"),
     ("flag-limit-text", None, None, None, ["--limit", "ten"], "not an integer"),

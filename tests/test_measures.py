@@ -23,6 +23,7 @@ from harness.tasks import load_task
 
 LIMIT = 8
 PROBE = 4
+CALIB = 5
 FEW = "few_shot:k=3"
 
 
@@ -30,7 +31,8 @@ FEW = "few_shot:k=3"
 def two_runs(engine, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("measures")
     kw = dict(backend=engine, limit=LIMIT, progress=False, write_report=False, cache=False, latency_probe=PROBE)
-    harness.run(["person_json"], [FEW, "zero_shot"], out=tmp / "a", **kw)
+    # run a also calibrates the latency model (5 requests), to check its estimates against the direct probe
+    harness.run(["person_json"], [FEW, "zero_shot"], out=tmp / "a", latency_calibration=CALIB, **kw)
     harness.run(["coin_flip", "person_json"], [FEW], out=tmp / "b", **kw)  # new batch mates, person_json second
     out = {}
     for name in ("a", "b"):
@@ -115,3 +117,36 @@ def test_probe_latency_matches_raw_vllm_single_requests(engine, two_runs):
     print(f"probe p50 {statistics.median(ours):.3f} s; raw wall p50 {statistics.median(raw_wall):.3f} s "
           f"(ratio {r_wall:.2f}); raw engine metric p50 {statistics.median(raw_metric):.3f} s (ratio {r_metric:.2f})")
     assert 0.75 <= r_wall <= 1.2 and 0.8 <= r_metric <= 1.25
+
+
+def test_estimated_latency_agrees_with_the_direct_probe(two_runs):
+    """The calibrated latency model (fitted on 5 capped requests of run a) against the probe's direct
+    measurement of the same items: the estimate for each probed row (its own token counts) vs the latency
+    the probe measured for it, per strategy."""
+    a = two_runs["a"]
+    assert a["run"]["calibration"]["requests"] == CALIB
+    fit = next(iter(a["run"]["latency_model"]["models"].values()))
+    assert fit["source"] == "calibration" and fit["n"] == CALIB
+    print(f"fit: {fit['latency']}, leave-one-out MAPE {fit['loo_mape']:.3f}")
+    preds = a["preds"].set_index(["strategy", "example_id"])
+    assert preds["est_latency_s"].notna().all()
+    for strat, g in a["probes"].groupby("strategy"):
+        est = preds.loc[[(strat, e) for e in g["example_id"]], "est_latency_s"].to_numpy()
+        ratio = statistics.median(est) / statistics.median(g["latency_s"])
+        ttft = preds.loc[[(strat, e) for e in g["example_id"]], "est_ttft_s"].median() / g["ttft_s"].median()
+        print(f"{strat}: estimate p50 {statistics.median(est):.3f} s vs probe p50 {g['latency_s'].median():.3f} s "
+              f"(ratio {ratio:.2f}); TTFT ratio {ttft:.2f}")
+        assert 1 / 1.5 <= ratio <= 1.5, (strat, ratio)
+    s = a["summary"]
+    assert s.loc[("person_json", FEW), "est_ttft_p50_s"] > s.loc[("person_json", "zero_shot"), "est_ttft_p50_s"]
+    assert set(s["latency_source"]) == {"probe"}  # a direct probe ran: probe_* is what the report ranks by
+
+
+def test_the_estimate_of_one_strategy_agrees_across_runs(two_runs):
+    """The estimate is fair too: person_json few-shot's estimated p50 in run a (fitted on its calibration)
+    and in run b (other batch mates, fitted on run b's probe requests) within 20 %."""
+    a, b = two_runs["a"]["summary"].loc[("person_json", FEW)], two_runs["b"]["summary"].loc[("person_json", FEW)]
+    assert two_runs["b"]["run"]["latency_model"]["models"]  # run b: fitted on its direct probe's requests
+    ratio = a["est_latency_p50_s"] / b["est_latency_p50_s"]
+    print(f"estimate p50: {a['est_latency_p50_s']:.3f} vs {b['est_latency_p50_s']:.3f} s (ratio {ratio:.2f})")
+    assert 1 / 1.2 <= ratio <= 1.2
