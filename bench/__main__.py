@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX", "PROBE", "P7")
+GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         if only & {"P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX", "PROBE"}:
             from . import engine
             rows.extend(engine.run(quick=a.quick, only=only, folder=tmp,
+                                   log=lambda m: print(m, file=sys.stderr, flush=True)))
+            save("running")
+        if only & {"P6", "PARITY"}:
+            from . import parity
+            rows.extend(parity.run(quick=a.quick, only=only, folder=tmp,
                                    log=lambda m: print(m, file=sys.stderr, flush=True)))
             save("running")
         if "P7" in only:

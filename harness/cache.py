@@ -43,6 +43,8 @@ def request_key(model_identity: str, req: Request) -> str:
         "output_type": [req.output_type.kind, req.output_type.spec] if req.output_type else None,
         "continuations": list(req.continuations),
     }
+    if req.prompt is not None:  # completion format (chat-format keys stay as they were)
+        payload["prompt"] = req.prompt
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 

@@ -336,6 +336,8 @@ def extract_with_rule(answer_type: str, text: str, *, labels: Sequence[str] = ()
         m = re.search(pattern, text, re.IGNORECASE | re.DOTALL)
         if m:
             inner = m.group(1) if m.groups() else m.group(0)
+            if answer_type == "number":  # lm-eval's regexes_to_ignore: "1,8" is 18, never "8"
+                inner = inner.replace(",", "")
             got = _by_type(answer_type, inner, labels, choices, "flexible", pattern=True)
             if got.answer is not None:
                 return Extraction(got.answer, "pattern")

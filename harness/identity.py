@@ -106,13 +106,25 @@ def item_hash(example) -> str:
                "choices": list(example.choices), "labels": list(example.labels), "rationale": example.rationale})
 
 
+# task keys added after runs existed: left out of the hash while at their default, so those runs resume
+_LATER_TASK_KEYS = {"format": None, "num_fewshot": 0}
+_LATER_SOURCE_KEYS = {"sample": None, "seed": 0}
+
+
 def task_hash(task) -> str:
-    return _h(task.spec.model_dump(mode="json"))
+    spec = task.spec.model_dump(mode="json")
+    for keys, d in ((_LATER_TASK_KEYS, spec), (_LATER_SOURCE_KEYS, spec.get("source") or {})):
+        for k, default in keys.items():
+            if k in d and d[k] == default:
+                del d[k]
+    return _h(spec)
 
 
 def requests_hash(requests) -> str:
+    # a completion-format request adds its plain-text prompt (chat-format hashes stay as they were)
     return _h([[[[m.role, m.content] for m in r.messages], r.sampling.as_dict(),
                 [r.output_type.kind, r.output_type.spec] if r.output_type else None, list(r.continuations)]
+               + ([r.prompt] if r.prompt is not None else [])
                for r in requests])
 
 

@@ -146,6 +146,21 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- introspection
 
+def has_chat_template(path: str | os.PathLike) -> bool | None:
+    """Whether a local model folder's tokenizer carries a chat template (`chat_template` in
+    tokenizer_config.json, or a chat_template.jinja / .json file); None when it is not a local folder."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return None
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    try:
+        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4,
                 "float64": 8, "float8_e4m3fn": 1, "float8_e5m2": 1}
 

@@ -71,13 +71,21 @@ class OutputType:
 @dataclass(frozen=True)
 class Request:
     """What a strategy asks a backend for. `continuations` turns the request into a
-    log-likelihood request: the backend scores each continuation after the prompt instead of generating."""
+    log-likelihood request: the backend scores each continuation after the prompt instead of generating.
+
+    Two prompt formats: chat (`messages`, rendered with the model's chat template) and completion
+    (`prompt`, one plain text sent as is, no template; `messages` is then empty)."""
 
     key: str
     messages: tuple[Message, ...]
     sampling: Sampling = field(default_factory=Sampling)
     output_type: OutputType | None = None
     continuations: tuple[str, ...] = ()
+    prompt: str | None = None  # completion format: the plain-text prompt
+
+    @property
+    def format(self) -> str:
+        return "chat" if self.prompt is None else "completion"
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,8 @@ SECTIONS: list[Section] = []  # extra sections in every report (write_report's `
 def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows; optional columns appear only when some value is known."""
     cols: list[tuple[str, str | None, Any]] = [
-        ("task", "task", str), ("model", "model", str), ("strategy", "strategy", str), ("n", "n", str),
+        ("task", "task", str), ("model", "model", str), ("strategy", "strategy", str), ("format", "format", str),
+        ("n", "n", str),
         ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
          f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]"),
         *((a.header, a.column, pct if a.kind == "rate" else (lambda v: fnum(v, 3))) for a in all_aggregates()),

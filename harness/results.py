@@ -35,9 +35,9 @@ from .scorers import row_columns
 
 PREDICTION_COLUMNS = [
     "run_id", "task", "strategy", "model", "example_id", "template", "template_hash", "backend",
-    "answer_mode", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+    "answer_mode", "format", "guided", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
     "batch_latency_s", "batch_ttft_s", "batch_itl_s", "engine_s_share",
-    "finish_reason", "output", "answer", "gold", "correct", "correct_norm", "parse_ok", "error", "cached",
+    "finish_reason", "output", "answer", "gold", "correct", "answer_norm", "correct_norm", "parse_ok", "error", "cached",
     "n_samples", "votes", "agreement", "tie_rule", "json_valid", "schema_valid", "field_em", "field_f1",
     "cost_usd", "flops", "decoding", "prompt", "unit_id",
 ]

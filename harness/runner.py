@@ -27,7 +27,7 @@ from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_f
                       write_frame_atomic, write_json_atomic)
 from .strategies import Strategy
 from .suite import suite_config
-from .units import Unit, build_units, make_row  # noqa: F401 - build_units, make_row: their old home
+from .units import Unit, build_units, default_format, make_row  # noqa: F401 - build_units, make_row: their old home
 from .tasks import Task
 
 DEFAULT_CHUNK = 512  # requests per engine call; a run of up to this many requests is one batched call
@@ -90,6 +90,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     check_hourly(hourly_usd)
 
     suite_plan = resolve_plan(tasks, strategies, suite, data_dir=data_dir)
+    fmt = default_format(model, backend)  # completion for a model without a chat template (docs/tasks.md)
+    suite_plan = [(t.with_default_format(fmt), s) for t, s in suite_plan]
     task_objs, strat_objs = [t for t, _ in suite_plan], plan_strategies(suite_plan)
     for _, strats in suite_plan:
         check_distinct(strats)
@@ -146,6 +148,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                          data_dir=data_dir, chunk_size=chunk_size, model_spec=_model_spec(model, engine),
                          resumed=len(units) - len(pending), pending=len(pending), total=len(units))
         meta["engine_started"] = started
+        meta["format"] = {"default": fmt, "used": sorted({u.requests[0].format for u in units if u.requests})}
         meta["pricing"] = {"hourly_usd": hourly, "hourly_source": None if hourly is None else
                            ("--hourly-usd" if hourly_usd is not None else "price table"),
                            "token_prices": {k: v.model_dump() for k, v in (price_table or {}).items()

@@ -121,6 +121,8 @@ def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.Dat
                 vals = ok[agg.source]
                 row[agg.column] = (float(vals.fillna(False).astype(bool).mean()) if agg.kind == "rate"
                                    else _mean(vals))
+        if "format" in g and g["format"].notna().any():
+            row["format"] = "/".join(sorted(set(g["format"].dropna().astype(str))))
         if "cached" in g:
             row["cached_rows"] = int(g["cached"].fillna(False).astype(bool).sum())
         rows.append(row)

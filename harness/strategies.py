@@ -10,10 +10,16 @@ Specs on the command line look like `name:key=value,...`:
     self_consistency:k=8,temperature=0.7,top_k=40,base=cot,shots=0
 
 Every strategy also takes decoding keys (temperature, top_p, top_k, seed, max_tokens, stop, beam_width),
-`guided=true|false`, `answer_mode=generate|choice|loglikelihood` and `template=NAME_OR_PATH` (a template
-variant). `stop` takes several strings separated by '|'. `seed` sets both the exemplar draw and the
+`guided=true|false`, `answer_mode=generate|choice|loglikelihood`, `format=chat|completion` and
+`template=NAME_OR_PATH` (a template variant). `stop` takes several strings separated by '|'. `seed` sets both the exemplar draw and the
 sampling seed; `sampling_seed` sets the sampling seed alone. Value lists (`k={1,3}`) expand into a grid
 before parsing (harness/grid.py). Every key, its default and an example: docs/strategies.md.
+
+Formats. chat: messages rendered by the model's chat template. completion: the sections, the exemplars
+and the item joined into one plain text (blocks separated by a blank line, an exemplar's answer after
+the target delimiter " "), scored continuations are " " + choice: the standard multiple-choice protocol
+(lm-evaluation-harness). The strategy's `format` wins over the task's, which wins over the run's default
+(completion for a model without a chat template, else chat). The layout itself: harness/prompt_layout.py.
 
 Prompt layout (prefix-cache friendly): the shared parts come first and are byte-identical across
 examples (system: context; user: instructions, constraints, exemplars), then the item's input.
@@ -28,11 +34,13 @@ from typing import Any, Sequence
 from .errors import ConfigError, suggest
 from .exemplars import order_exemplars, select_exemplars, selection  # noqa: F401 - select_exemplars re-exported
 from .extract import Extraction, extract_with_rule
-from .records import Completion, Example, Message, OutputType, Prediction, Request, Sample, Sampling
+from .prompt_layout import (_SHOT_BLOCKS, COT_TRIGGER, TARGET_DELIMITER, _shot_block,  # noqa: F401 - re-exported
+                            build_completion_prompt, build_messages, exemplar_answer)
+from .records import Completion, Example, OutputType, Prediction, Request, Sample, Sampling
 from .voting import _winner_rule, vote  # noqa: F401 - vote: also its old import path
 
-COT_TRIGGER = "Let's think step by step."
 ANSWER_MODES = ("generate", "choice", "loglikelihood")
+FORMATS = ("chat", "completion")
 
 
 def _bool(v: str) -> bool:
@@ -89,7 +97,7 @@ DECODING_KEYS = {
     "temperature": _temperature, "top_p": _top_p, "top_k": _nonneg_int, "seed": int,
     "max_tokens": _pos_int, "stop": lambda v: tuple(s for s in v.split("|") if s), "beam_width": _nonneg_int,
     "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool, "sampling_seed": int,
-    "template": _template_value,
+    "template": _template_value, "format": _choice(*FORMATS),
 }
 # keys of the strategies that show exemplars: which ones (selection, seed) and in what order
 SELECTIONS = ("first", "random", "random_set", "balanced")
@@ -115,6 +123,10 @@ class Strategy:
     def answer_mode(self, task) -> str:
         return self.params.get("answer_mode", task.spec.answer_mode)
 
+    def prompt_format(self, task) -> str:
+        """The strategy's `format`, else the task's, else the run's default (`Task.default_format`)."""
+        return self.params.get("format") or task.spec.format or task.default_format
+
     def sampling(self, task, *, run_seed: int) -> Sampling:
         p = self.params
         temperature = 0.0 if p.get("greedy") else p.get("temperature", 0.0)
@@ -126,7 +138,9 @@ class Strategy:
 
     # -- expand -----------------------------------------------------------------------------
     def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
-        return []
+        """None beyond the task's own protocol (`num_fewshot`: a fixed set, the first of the pool)."""
+        k = task.spec.num_fewshot
+        return select_exemplars(task, example, k=k, selection="first", seed=run_seed) if k else []
 
     def expand(self, task, example: Example, *, run_seed: int = 0) -> list[Request]:
         mode = self.answer_mode(task)
@@ -135,13 +149,20 @@ class Strategy:
                               f"'{task.name}' has answer_type '{task.spec.answer_type}'", where=self.spec,
                               field="answer_mode", fix="use answer_mode=generate on this task")
         shots = self.exemplars(task, example, run_seed=run_seed)
-        messages = build_messages(task, example, shots, cot=self.cot and mode == "generate",
-                                  as_chat=bool(self.params.get("as_chat", False)))
+        cot = self.cot and mode == "generate"
         sampling = self.sampling(task, run_seed=run_seed)
         key = f"{task.name}|{self.spec}|{example.id}"
+        if self.prompt_format(task) == "completion":
+            messages, prompt = (), build_completion_prompt(task, example, shots, cot=cot)
+        else:
+            messages = build_messages(task, example, shots, cot=cot, as_chat=bool(self.params.get("as_chat", False)))
+            prompt = None
         if mode == "loglikelihood":
             conts = tuple(example.choices or example.labels)
-            return [Request(key=key, messages=messages, sampling=replace(sampling, max_tokens=1), continuations=conts)]
+            if prompt is not None:  # the standard protocol: the choice after the target delimiter
+                conts = tuple(TARGET_DELIMITER + c for c in conts)
+            return [Request(key=key, messages=messages, sampling=replace(sampling, max_tokens=1), continuations=conts,
+                            prompt=prompt)]
         output_type = None
         if mode == "choice":
             output_type = OutputType("choice", json.dumps(list(example.labels)))
@@ -150,7 +171,7 @@ class Strategy:
             if output_type is None:
                 raise ConfigError("guided=true but the task declares no output_type", where=str(task.file),
                                   field="output_type", fix="add an output_type to the task, or use guided=false")
-        return [Request(key=key, messages=messages, sampling=sampling, output_type=output_type)]
+        return [Request(key=key, messages=messages, sampling=sampling, output_type=output_type, prompt=prompt)]
 
     # -- reduce -----------------------------------------------------------------------------
     def reduce(self, task, example: Example, completions: Sequence[Completion]) -> Prediction:
@@ -182,13 +203,14 @@ def extract_answer(task, example: Example, text: str, *, mode: str | None = None
 
 
 def reduce_loglikelihood(task, example: Example, c: Completion) -> Prediction:
-    """acc: argmax of summed log-probability; acc_norm: argmax of log-probability per byte of the
-    continuation (the lm-evaluation-harness definition)."""
+    """acc: argmax of summed log-probability; acc_norm: argmax of summed log-probability divided by the
+    choice's length in characters, without the target delimiter (lm-evaluation-harness's `acc_norm`:
+    `len(choice)` of the choice text). Ties go to the first choice, as numpy's argmax does."""
     names = example.labels
     conts = example.choices or example.labels
     lp = list(c.continuation_logprobs)
     best = max(range(len(lp)), key=lambda i: lp[i])
-    norm = [lp[i] / max(1, len(conts[i].encode("utf-8"))) for i in range(len(lp))]
+    norm = [lp[i] / max(1, len(conts[i])) for i in range(len(lp))]
     best_norm = max(range(len(norm)), key=lambda i: norm[i])
     return Prediction(output=json.dumps({n: round(v, 4) for n, v in zip(names, lp)}), answer=names[best],
                       parse_ok=True, extra={"answer_norm": names[best_norm], "extract_rule": "loglikelihood"})
@@ -196,25 +218,29 @@ def reduce_loglikelihood(task, example: Example, c: Completion) -> Prediction:
 
 @dataclass(frozen=True)
 class FewShot(Strategy):
+    default_k = 5
+
     @property
     def k(self) -> int:
-        return int(self.params.get("k", 5))
+        return int(self.params.get("k", self.default_k))
+
+    def shots(self, task) -> int:
+        """`k=`, else the task's protocol shot count (`num_fewshot`), else the strategy's default."""
+        return int(self.params.get("k", task.spec.num_fewshot or self.default_k))
 
     def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
-        shots = select_exemplars(task, example, k=self.k, selection=selection(self.params),
+        shots = select_exemplars(task, example, k=self.shots(task), selection=selection(self.params),
                                  seed=self.params.get("seed", run_seed), need_rationale=self.cot)
         return order_exemplars(shots, self.params)
 
 
 @dataclass(frozen=True)
 class ChainOfThought(FewShot):
+    default_k = 0
+
     @property
     def cot(self) -> bool:
         return True
-
-    @property
-    def k(self) -> int:
-        return int(self.params.get("k", 0))
 
 
 @dataclass(frozen=True)
@@ -230,7 +256,7 @@ class SelfConsistency(Strategy):
         return self.params.get("base", "cot") in ("cot", "few_shot_cot")
 
     def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
-        shots = int(self.params.get("shots", 0))
+        shots = int(self.params.get("shots", task.spec.num_fewshot))
         if not shots:
             return []
         chosen = select_exemplars(task, example, k=shots, selection=selection(self.params),
@@ -270,67 +296,6 @@ class SelfConsistency(Strategy):
                                                                                   s_answer))
         return Prediction(output=winner_text, answer=answer, parse_ok=answer is not None, samples=tuple(samples),
                           extra=extra)
-
-
-def _variables(example: Example, cot: bool) -> dict[str, Any]:
-    return {**example.fields, "cot": cot}
-
-
-def exemplar_answer(task, ex: Example, *, cot: bool) -> str:
-    gold = ex.gold if isinstance(ex.gold, str) else json.dumps(ex.gold)
-    rendered = task.template.render({**_variables(ex, cot), "answer": gold, "rationale": ex.rationale or ""},
-                                    sections=("answer",))["answer"]
-    if rendered:
-        return rendered
-    if cot and ex.rationale:
-        return f"{ex.rationale} The answer is {gold}."
-    return f"The answer is {gold}."
-
-
-_SHOT_BLOCKS: dict[tuple[int, int, bool], tuple[Any, Example, str]] = {}
-
-
-def _shot_block(task, ex: Example, *, cot: bool) -> str:
-    """One exemplar as written in a few-shot prompt ("<input>\\n<answer>"). Every example of a run
-    repeats the same exemplars, so each block is rendered once: keyed by the identity of the task and
-    exemplar objects, which the entry holds, so an id cannot be reused while it is cached."""
-    key = (id(task), id(ex), cot)
-    hit = _SHOT_BLOCKS.get(key)
-    if hit is not None and hit[0] is task and hit[1] is ex:
-        return hit[2]
-    ex_in = task.template.render(_variables(ex, cot), sections=("input",))["input"]
-    text = f"{ex_in}\n{exemplar_answer(task, ex, cot=cot)}"
-    if len(_SHOT_BLOCKS) >= 4096:
-        _SHOT_BLOCKS.clear()
-    _SHOT_BLOCKS[key] = (task, ex, text)
-    return text
-
-
-def build_messages(task, example: Example, shots: Sequence[Example], *, cot: bool,
-                   as_chat: bool = False) -> tuple[Message, ...]:
-    tpl = task.template
-    head = tpl.render(_variables(example, cot), sections=("context", "instructions", "constraints", "input"))
-    item = head["input"]
-    trigger = f"\n\n{COT_TRIGGER}" if cot else ""
-    shared = "\n\n".join(x for x in (head["instructions"], head["constraints"]) if x)
-    msgs: list[Message] = []
-    if as_chat:
-        system = "\n\n".join(x for x in (head["context"], shared) if x)
-        if system:
-            msgs.append(Message("system", system))
-        for ex in shots:
-            ex_in = tpl.render(_variables(ex, cot), sections=("input",))["input"]
-            msgs.append(Message("user", ex_in + trigger))
-            msgs.append(Message("assistant", exemplar_answer(task, ex, cot=cot)))
-        msgs.append(Message("user", item + trigger))
-        return tuple(msgs)
-    if head["context"]:
-        msgs.append(Message("system", head["context"]))
-    blocks = [shared] if shared else []
-    blocks.extend(_shot_block(task, ex, cot=cot) for ex in shots)
-    blocks.append(item + trigger)
-    msgs.append(Message("user", "\n\n".join(blocks)))
-    return tuple(msgs)
 
 
 # -- the one name -> constructor table ------------------------------------------------------

@@ -35,6 +35,10 @@ def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
         rows = _load_hub(src, where, field)
     if not rows:
         raise DataError("the dataset is empty", where=where, field=field, fix="point the task at a file with rows")
+    if src.sample is not None:
+        import random
+
+        rows = random.Random(src.seed).sample(rows, min(src.sample, len(rows)))
     return rows
 
 

@@ -70,3 +70,40 @@ def one_line(exc: ValidationError, path: Path, raw: dict, model: type[BaseModel]
     if err["type"] == "missing":
         return ConfigError("required field is missing", where=str(path), field=loc, fix=f"add '{loc}'")
     return ConfigError(err["msg"], where=str(path), field=loc or None, fix="see docs/tasks.md")
+
+
+def check_scorer(spec: Any, path: Path) -> dict[str, Any]:
+    """The task's scorer exists, suits its answer type, and its scorer_params are valid (a user
+    scorer's function is imported here, so a typo fails before the engine starts)."""
+    from .scorers import SCORERS, check_params, load_user_function
+
+    name = spec.scorer or ("json_fields" if spec.answer_type == "json" else "exact")
+    where = str(path)
+    if name not in SCORERS:
+        raise ConfigError(f"unknown scorer '{name}'", where=where, field="scorer", fix=suggest(name, SCORERS))
+    types = SCORERS[name].answer_types
+    if types and spec.answer_type not in types:
+        raise ConfigError(f"scorer '{name}' needs answer_type {' or '.join(types)}", where=where, field="scorer",
+                          fix=f"use another scorer, or answer_type {types[0]}")
+    try:
+        params = check_params(name, spec.scorer_params)
+    except KeyError as exc:
+        key = exc.args[0]
+        allowed = SCORERS[name].params
+        if key in allowed:
+            raise ConfigError(f"scorer '{name}' needs scorer_params.{key}", where=where, field=f"scorer_params.{key}",
+                              fix=f"add {key}: package.module:function") from None
+        raise ConfigError(f"unknown scorer parameter '{key}' for scorer '{name}'", where=where,
+                          field=f"scorer_params.{key}",
+                          fix=suggest(key, allowed) if allowed else f"scorer '{name}' takes no parameters") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"bad scorer parameter: {exc}", where=where, field="scorer_params",
+                          fix="see docs/tasks.md (scorers)") from None
+    if name == "user":
+        try:
+            load_user_function(params["function"])
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot import scorer '{params['function']}': {exc}", where=where,
+                              field="scorer_params.function",
+                              fix="check the module is importable and the function exists") from None
+    return params

@@ -21,7 +21,7 @@ from .errors import ConfigError, DataError, TemplateError, suggest
 from .records import Example, OutputType
 from .task_schema import load_schema, pydantic_schema
 from .task_data import DATA_SUFFIXES, load_rows  # noqa: F401 - DATA_SUFFIXES re-exported (its former home)
-from .task_file import one_line, read_yaml_mapping
+from .task_file import check_scorer, one_line, read_yaml_mapping  # noqa: F401 - check_scorer: its former home
 from .templates import Template, load_template
 
 ROOT = Path(os.environ.get("HARNESS_HOME", Path(__file__).resolve().parent.parent))
@@ -48,6 +48,8 @@ class SourceSpec(Strict):
     hub: str | None = None
     config: str | None = None
     split: str = "test"
+    sample: int | None = None  # keep a fixed random draw of this many rows (seeded by `seed`), in draw order
+    seed: int = 0
 
     @model_validator(mode="after")
     def one_source(self):
@@ -87,7 +89,7 @@ class TaskSpec(Strict):
     id_field: str | None = None
     gold_field: str = "answer"
     rationale_field: str | None = None
-    choices_field: str | None = None
+    choices_field: str | list[str] | None = None  # one column holding the list, or one column per choice
     labels_field: str | None = None
     labels: list[str] | None = None
     template: str
@@ -99,6 +101,8 @@ class TaskSpec(Strict):
     extraction: Literal["flexible", "strict", "both"] = "flexible"
     output_type: OutputTypeSpec | None = None
     answer_mode: Literal["generate", "choice", "loglikelihood"] = "generate"
+    format: Literal["chat", "completion"] | None = None  # None: the run's default (chat if the model has a template)
+    num_fewshot: int = 0  # the protocol's fixed exemplars: the first of the pool, never the item asked
     max_tokens: int = 48
     cot_max_tokens: int = 256
     stop: list[str] = []
@@ -117,6 +121,13 @@ class TaskSpec(Strict):
         bad = next((name for name in v if not SAFE_NAME.match(name)), None)
         if bad is not None:
             raise ValueError(f"variant name '{bad}': use letters, digits, '_', '-' and '.' only")
+        return v
+
+    @field_validator("num_fewshot")
+    @classmethod
+    def not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 or more")
         return v
 
     @field_validator("max_tokens", "cot_max_tokens")
@@ -158,6 +169,7 @@ class Task:
     file: Path
     template_folders: tuple[Path, ...]
     data_dir: Path | None = None
+    default_format: str = "chat"  # the run's prompt format where neither the strategy nor the task names one
 
     @property
     def name(self) -> str:
@@ -174,6 +186,14 @@ class Task:
     @cached_property
     def template(self) -> Template:
         return load_template(self.spec.template, self.template_folders)
+
+    def with_default_format(self, fmt: str) -> "Task":
+        """This task with the run's default prompt format (data and template shared)."""
+        if fmt == self.default_format:
+            return self
+        task = replace(self, default_format=fmt)
+        task.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("template", "examples", "pool")})
+        return task
 
     def variant(self, value: str) -> "Task":
         """The same task and data with another template: a named variant from `templates:`, or a
@@ -275,8 +295,11 @@ class Task:
                             fix="fill in the gold answer, or drop the row")
         choices: tuple[str, ...] = ()
         labels: tuple[str, ...] = tuple(s.labels or ())
-        if s.choices_field:
+        if isinstance(s.choices_field, list):
+            choices = tuple(str(get(col, "choices_field")) for col in s.choices_field)
+        elif s.choices_field:
             choices = tuple(str(c) for c in get(s.choices_field, "choices_field"))
+        if s.choices_field:
             if not s.labels_field and not s.labels:
                 if len(choices) > len(DEFAULT_LABELS):
                     raise DataError(f"row {i + 1} (id '{ex_id}') has {len(choices)} choices; the default labels "
@@ -286,6 +309,9 @@ class Task:
         if s.labels_field:
             labels = tuple(str(x) for x in get(s.labels_field, "labels_field"))
         if s.answer_type in ("label", "choice"):
+            if s.answer_type == "choice" and isinstance(gold, int) and not isinstance(gold, bool) \
+                    and 0 <= gold < len(labels):
+                gold = labels[gold]  # a 0-based index of the gold choice (PIQA's `label`)
             gold = _canonical_label(gold, labels)
             if gold not in labels:
                 raise DataError(f"row {i + 1} (id '{ex_id}'): gold '{gold}' is not one of the labels "
@@ -316,43 +342,6 @@ def _canonical_label(gold: Any, labels: tuple[str, ...]) -> Any:
         if str(gold).strip().lower() == label.lower():
             return label
     return str(gold)
-
-
-def check_scorer(spec: TaskSpec, path: Path) -> dict[str, Any]:
-    """The task's scorer exists, suits its answer type, and its scorer_params are valid (a user
-    scorer's function is imported here, so a typo fails before the engine starts)."""
-    from .scorers import SCORERS, check_params, load_user_function
-
-    name = spec.scorer or ("json_fields" if spec.answer_type == "json" else "exact")
-    where = str(path)
-    if name not in SCORERS:
-        raise ConfigError(f"unknown scorer '{name}'", where=where, field="scorer", fix=suggest(name, SCORERS))
-    types = SCORERS[name].answer_types
-    if types and spec.answer_type not in types:
-        raise ConfigError(f"scorer '{name}' needs answer_type {' or '.join(types)}", where=where, field="scorer",
-                          fix=f"use another scorer, or answer_type {types[0]}")
-    try:
-        params = check_params(name, spec.scorer_params)
-    except KeyError as exc:
-        key = exc.args[0]
-        allowed = SCORERS[name].params
-        if key in allowed:
-            raise ConfigError(f"scorer '{name}' needs scorer_params.{key}", where=where, field=f"scorer_params.{key}",
-                              fix=f"add {key}: package.module:function") from None
-        raise ConfigError(f"unknown scorer parameter '{key}' for scorer '{name}'", where=where,
-                          field=f"scorer_params.{key}",
-                          fix=suggest(key, allowed) if allowed else f"scorer '{name}' takes no parameters") from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"bad scorer parameter: {exc}", where=where, field="scorer_params",
-                          fix="see docs/tasks.md (scorers)") from None
-    if name == "user":
-        try:
-            load_user_function(params["function"])
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"cannot import scorer '{params['function']}': {exc}", where=where,
-                              field="scorer_params.function",
-                              fix="check the module is importable and the function exists") from None
-    return params
 
 
 def task_files() -> dict[str, Path]:

@@ -34,6 +34,17 @@ def build_units(tasks: Sequence[Task], strategies: Sequence[Strategy], *, limit:
     return units
 
 
+def default_format(model: str | None, backend: Any = None) -> str:
+    """completion for a local model folder whose tokenizer has no chat template, else chat."""
+    from .models import has_chat_template, resolve_model
+
+    try:
+        path = backend.model_path if backend is not None else resolve_model(model)[0]
+    except Exception:  # a bad --model is reported by the engine start, in its own words
+        return "chat"
+    return "completion" if path and has_chat_template(path) is False else "chat"
+
+
 _encode_prompt = json.JSONEncoder(ensure_ascii=False).encode  # = json.dumps(x, ensure_ascii=False), built once
 
 
@@ -62,7 +73,8 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
     row: dict[str, Any] = {
         "run_id": run_id, "task": task.name, "strategy": spec, "model": model,
         "example_id": ex.id, "template": task.spec.template, "template_hash": task.template.hash,
-        "backend": backend, "answer_mode": strat.answer_mode(task), "guided": req.output_type is not None,
+        "backend": backend, "answer_mode": strat.answer_mode(task), "format": req.format,
+        "guided": req.output_type is not None,
         "prompt_tokens": ptoks, "completion_tokens": ctoks, "cached_prompt_tokens": c.cached_prompt_tokens,
         "batch_latency_s": None if cached else c.latency_s, "batch_ttft_s": None if cached else c.ttft_s,
         "batch_itl_s": None if cached else c.itl_s, "engine_s_share": None if cached else engine_s,
@@ -70,10 +82,11 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
         "output": pred.output, "answer": pred.answer, "parse_ok": pred.parse_ok, "error": c.error,
         "cached": cached, "n_samples": len(c.texts) or None,
         "decoding": _decoding_json(req.sampling),
-        "prompt": _encode_prompt(message_dicts(req.messages)),
+        "prompt": _encode_prompt(message_dicts(req.messages) if req.prompt is None
+                                 else [{"role": "completion", "content": req.prompt}]),
     }
     row.update(scored)
-    for k in ("votes", "agreement", "tie_rule"):
+    for k in ("votes", "agreement", "tie_rule", "answer_norm"):
         if k in pred.extra:
             row[k] = pred.extra[k]
     if hourly_usd is not None:

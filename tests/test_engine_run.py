@@ -81,7 +81,7 @@ def test_guided_output_parses_with_sampling_on(engine, tmp_path, task):
 
 
 def test_answer_modes_on_the_same_items(engine, tmp_path):
-    df = harness.run(["arc_easy"], ["zero_shot", "zero_shot:answer_mode=choice", "zero_shot:answer_mode=loglikelihood"],
+    df = harness.run(["arc_easy_chat"], ["zero_shot", "zero_shot:answer_mode=choice", "zero_shot:answer_mode=loglikelihood"],
                      backend=engine, limit=6, data_dir=DATA, out=tmp_path / "r", progress=False,
                      write_report=False, cache=False)
     assert len(df) == 18

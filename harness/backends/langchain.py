@@ -94,6 +94,8 @@ def sample_request(request: Request, j: int) -> Request:
 def unsupported(request: Request) -> str | None:
     if request.continuations:
         return "loglikelihood is not supported on the langchain backend"
+    if request.prompt is not None:
+        return "the completion format is not supported on the langchain backend (it drives chat models)"
     if request.sampling.beam_width > 0:
         return "beam search is not supported on the langchain backend"
     if request.sampling.top_k > 0:

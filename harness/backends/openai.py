@@ -224,7 +224,10 @@ class OpenAIBackend(BackendBase):
             return await self._loglikelihood(client, base, req, start)
         if req.sampling.beam_width > 0:
             return await self._beam(client, req, start)
-        if self.endpoint == "chat":
+        if req.prompt is not None:  # completion format: the plain text on the completions endpoint
+            kwargs = to_completion_kwargs(req, self.model_name, self.structured, prompt=req.prompt, stream=self.stream)
+            call = client.completions.create
+        elif self.endpoint == "chat":
             kwargs = to_chat_kwargs(req, self.model_name, self.structured, stream=self.stream)
             call = client.chat.completions.create
         else:
@@ -256,34 +259,58 @@ class OpenAIBackend(BackendBase):
 
     async def _tokenize(self, client: Any, base: str, body: dict[str, Any]) -> list[int]:
         root = base[: -len("/v1")] if base.endswith("/v1") else base
-        body = {"model": self.model_name, "add_special_tokens": False, **body}
+        body = {"model": self.model_name, "add_special_tokens": False, **body}  # body may override
         out = await client.post(f"{root}/tokenize", body=body, cast_to=object)
         return list(out["tokens"])
 
     async def _loglikelihood(self, client: Any, base: str, req: Request, start: float) -> Completion:
-        """vLLM only: chat-template token ids (+ each continuation's ids) scored with prompt_logprobs,
-        the same token layout as the offline backend."""
+        """vLLM only: the same token layout as the offline backend (chat: chat-template ids + each
+        continuation's own ids; completion: lm-evaluation-harness's pair encoding, `encode_pair`),
+        scored with prompt_logprobs. The server offers no `skip_reading_prefix_cache`, so each pair is
+        computed in full (the plain way; exact, without the offline engine's prefix reuse)."""
         if self.structured != "vllm":
             raise BackendError("loglikelihood is not supported on the openai backend against the OpenAI API "
                                "(it needs a vLLM server's /tokenize and prompt_logprobs)")
+        if req.prompt is not None:
+            return await self._loglikelihood_text(client, req, base, start)
         ids = await self._chat_ids(client, base, req)
         totals, lengths = [], []
         for cont in req.continuations:
             cids = await self._tokenize(client, base, {"prompt": cont})
-            if not cids:
-                raise BackendError("empty continuation: nothing to score")
-            resp = await client.completions.create(model=self.model_name, prompt=ids + cids, max_tokens=1,
-                                                   temperature=0.0, extra_body={"prompt_logprobs": 0})
-            plp = (resp.choices[0].model_extra or {}).get("prompt_logprobs") or []
-            total = 0.0
-            for pos in range(len(ids), len(ids) + len(cids)):
-                entry = plp[pos] if pos < len(plp) else None
-                tok = (entry or {}).get(str((ids + cids)[pos]))
-                total += float(tok["logprob"]) if tok else float("-inf")
-            totals.append(total)
+            totals.append(await self._continuation_logprob(client, ids, cids))
             lengths.append(len(cids))
         return Completion(texts=(), prompt_tokens=len(ids), continuation_logprobs=tuple(totals),
                           continuation_tokens=tuple(lengths), latency_s=time.perf_counter() - start)
+
+    async def _loglikelihood_text(self, client: Any, req: Request, base: str, start: float) -> Completion:
+        """Completion format on a vLLM server: /tokenize with the tokenizer's own special tokens."""
+        from .loglik import pair_texts
+
+        totals, lengths, n_ctx = [], [], 0
+        for cont in req.continuations:
+            ctx_text, whole_text = pair_texts(req.prompt, cont)
+            ctx = await self._tokenize(client, base, {"prompt": ctx_text, "add_special_tokens": True})
+            whole = await self._tokenize(client, base, {"prompt": whole_text, "add_special_tokens": True})
+            totals.append(await self._continuation_logprob(client, ctx, whole[len(ctx):]))
+            lengths.append(len(whole) - len(ctx))
+            n_ctx = len(ctx)
+        return Completion(texts=(), prompt_tokens=n_ctx, continuation_logprobs=tuple(totals),
+                          continuation_tokens=tuple(lengths), latency_s=time.perf_counter() - start)
+
+    async def _continuation_logprob(self, client: Any, ctx: list[int], cont: list[int]) -> float:
+        """Summed prompt_logprobs of `cont` after `ctx` (one completions request, max_tokens=1)."""
+        if not cont:
+            raise BackendError("empty continuation: nothing to score")
+        ids = ctx + cont
+        resp = await client.completions.create(model=self.model_name, prompt=ids, max_tokens=1,
+                                               temperature=0.0, extra_body={"prompt_logprobs": 0})
+        plp = (resp.choices[0].model_extra or {}).get("prompt_logprobs") or []
+        total = 0.0
+        for pos in range(len(ctx), len(ids)):
+            entry = plp[pos] if pos < len(plp) else None
+            tok = (entry or {}).get(str(ids[pos]))
+            total += float(tok["logprob"]) if tok else float("-inf")
+        return total
 
     async def _beam(self, client: Any, req: Request, start: float) -> Completion:
         """vLLM only: `use_beam_search` with n = beam width, not streamed; the best beam is kept and

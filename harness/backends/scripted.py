@@ -28,7 +28,7 @@ class ScriptedBackend(BackendBase):
                 out.append(res)
                 continue
             texts = (res,) * r.sampling.n if isinstance(res, str) else tuple(res)
-            prompt_tokens = sum(len(m.content.split()) for m in r.messages)
+            prompt_tokens = sum(len(m.content.split()) for m in r.messages) + len((r.prompt or "").split())
             out.append(Completion(texts=texts, prompt_tokens=prompt_tokens,
                                   completion_tokens=tuple(len(t.split()) for t in texts),
                                   finish_reasons=("stop",) * len(texts), latency_s=0.0))

@@ -1,9 +1,11 @@
 """The vLLM backend: one offline `vllm.LLM` engine, one batched call per kind of request.
 
-`VLLMBackend.generate(requests)` sorts the requests into three kinds and makes one engine call per
-kind: chat generation (`LLM.chat` with one `SamplingParams` per conversation), beam search
-(`LLM.beam_search` on chat-template-rendered token ids) and log-likelihood scoring (`LLM.generate`
-with `prompt_logprobs` over prompt + continuation token ids). Completions come back in request order.
+`VLLMBackend.generate(requests)` sorts the requests into kinds and makes one engine call per kind:
+chat generation (`LLM.chat` with one `SamplingParams` per conversation), completion-format generation
+(`LLM.generate` on the plain prompt's token ids, no chat template), beam search (`LLM.beam_search` on
+token ids) and log-likelihood scoring (`LLM.generate` with `prompt_logprobs` over context +
+continuation token ids, reading the shared prefix from the prefix cache: see `_run_score`).
+Completions come back in request order.
 
 Prompts are measured with the engine's tokenizer first: a prompt that leaves no room in the
 model's context becomes `Completion.failed(...)` and is not sent; `max_tokens` is clamped to the
@@ -22,7 +24,6 @@ A log-likelihood request takes the largest latency among its continuations (they
 from __future__ import annotations
 
 import gc
-import math
 import os
 import time
 from typing import Any, Sequence
@@ -32,6 +33,8 @@ from ..errors import EngineStartError, missing_extra
 from ..guided import structured_outputs
 from ..models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
+from .timing import _timing, apportion  # noqa: F401 - apportion re-exported
+from .loglik import PromptLogprobScoring, encode_pair, encode_pairs, pair_texts  # noqa: F401 - re-exported
 from .base import BackendBase
 from .chat import cut_at_stop, to_chat_messages
 
@@ -72,25 +75,9 @@ def to_sampling_params(sampling: Sampling, output_type: OutputType | None = None
     return kwargs
 
 
-def apportion(wall_s: float, weights: Sequence[int]) -> list[float]:
-    """Split `wall_s` in proportion to `weights` (equal shares if all are 0)."""
-    total = sum(weights)
-    if total <= 0:
-        return [wall_s / len(weights)] * len(weights) if weights else []
-    return [wall_s * w / total for w in weights]
-
-
-def _timing(metrics: Any) -> tuple[float | None, float | None]:
-    """(latency_s, ttft_s) from a `RequestStateStats`, or (None, None)."""
-    if metrics is None or not getattr(metrics, "first_token_ts", 0.0):
-        return None, None
-    ttft = float(metrics.first_token_latency)
-    return ttft + max(0.0, metrics.last_token_ts - metrics.first_token_ts), ttft
-
-
 # --------------------------------------------------------------------------- the backend
 
-class VLLMBackend(BackendBase):
+class VLLMBackend(PromptLogprobScoring, BackendBase):
     """A local vLLM engine (built on first use).
 
     >>> backend = VLLMBackend()                    # the bundled SmolLM2-135M-Instruct  # doctest: +SKIP
@@ -237,11 +224,14 @@ class VLLMBackend(BackendBase):
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         """One Completion per request, in order; see the module docstring for the batching."""
         results: list[Completion | None] = [None] * len(requests)
-        chat, beam, score = [], [], []
+        chat, text, beam, score = [], [], [], []
         for i, req in enumerate(requests):
-            (score if req.continuations else beam if req.sampling.beam_width > 0 else chat).append(i)
+            (score if req.continuations else beam if req.sampling.beam_width > 0
+             else chat if req.prompt is None else text).append(i)
         if chat:
             self._run_chat(requests, chat, results)
+        if text:
+            self._run_chat(requests, text, results)
         if beam:
             self._run_beam(requests, beam, results)
         if score:
@@ -250,7 +240,12 @@ class VLLMBackend(BackendBase):
 
     # ---- helpers
     def _prompt_ids(self, request: Request) -> list[int]:
+        """Chat format: the chat template's text, encoded without adding special tokens (what
+        `LLM.chat` sends). Completion format: the plain text with the tokenizer's own special tokens
+        (a BOS where the tokenizer adds one, as base models need; none for SmolLM2)."""
         tok = self.tokenizer
+        if request.prompt is not None:
+            return list(tok.encode(request.prompt))
         text = tok.apply_chat_template(to_chat_messages(request), add_generation_prompt=True,
                                        tokenize=False)
         return list(tok.encode(text, add_special_tokens=False))
@@ -272,10 +267,13 @@ class VLLMBackend(BackendBase):
 
     def _run_chat(self, requests: Sequence[Request], idx: list[int],
                   results: list[Completion | None]) -> None:
+        """Generation: `LLM.chat` for chat-format requests, `LLM.generate` on token ids for
+        completion-format ones (`idx` holds one kind)."""
         send, conversations, params = [], [], []
         for i in idx:
             req = requests[i]
-            n_prompt = len(self._prompt_ids(req))
+            ids = self._prompt_ids(req)
+            n_prompt = len(ids)
             error = self._too_long(n_prompt)
             if error:
                 results[i] = Completion.failed(error)
@@ -283,12 +281,15 @@ class VLLMBackend(BackendBase):
             kwargs = to_sampling_params(req.sampling, req.output_type)
             kwargs["max_tokens"] = min(kwargs["max_tokens"], self.max_model_len - n_prompt)
             send.append(i)
-            conversations.append(to_chat_messages(req))
+            conversations.append(to_chat_messages(req) if req.prompt is None else {"prompt_token_ids": ids})
             params.append(self._sampling_params(kwargs))
         if not send:
             return
         start = time.perf_counter()
-        outputs = self.llm.chat(conversations, params, use_tqdm=self.use_tqdm)
+        if requests[send[0]].prompt is None:
+            outputs = self.llm.chat(conversations, params, use_tqdm=self.use_tqdm)
+        else:
+            outputs = self.llm.generate(conversations, params, use_tqdm=self.use_tqdm)
         wall = time.perf_counter() - start
         sizes = [len(o.prompt_token_ids or ()) + sum(len(c.token_ids) for c in o.outputs) for o in outputs]
         shares = apportion(wall, sizes)
@@ -342,48 +343,6 @@ class VLLMBackend(BackendBase):
                 results[i] = Completion(texts=(text,), prompt_tokens=n_prompt,
                                         completion_tokens=(n_new,), finish_reasons=(finish,),
                                         cumulative_logprobs=(float(cum),), latency_s=share)
-
-    def _run_score(self, requests: Sequence[Request], idx: list[int],
-                   results: list[Completion | None]) -> None:
-        tok = self.tokenizer
-        prompts, owners = [], []  # one engine prompt per (request, continuation)
-        meta: dict[int, tuple[int, list[int]]] = {}
-        for i in idx:
-            req = requests[i]
-            ids = self._prompt_ids(req)
-            conts = [list(tok.encode(c, add_special_tokens=False)) for c in req.continuations]
-            longest = max(len(c) for c in conts)
-            error = self._too_long(len(ids), room=longest + 1)
-            if error or any(not c for c in conts):
-                results[i] = Completion.failed(error or "empty continuation: nothing to score")
-                continue
-            meta[i] = (len(ids), [len(c) for c in conts])
-            for c in conts:
-                prompts.append({"prompt_token_ids": ids + c})
-                owners.append(i)
-        if not prompts:
-            return
-        params = self._sampling_params({"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0})
-        start = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=self.use_tqdm)
-        wall = time.perf_counter() - start
-        shares = apportion(wall, [len(p["prompt_token_ids"]) for p in prompts])
-        per_req: dict[int, list[tuple[float, float | None, float]]] = {}
-        for prompt, out, owner, share in zip(prompts, outputs, owners, shares):
-            ids, n_prompt = prompt["prompt_token_ids"], meta[owner][0]
-            total = 0.0
-            for pos in range(n_prompt, len(ids)):
-                entry = out.prompt_logprobs[pos]
-                total += entry[ids[pos]].logprob if entry and ids[pos] in entry else -math.inf
-            latency, _ = _timing(out.metrics)
-            per_req.setdefault(owner, []).append((total, latency, share))
-        for i, scored in per_req.items():
-            latencies = [lat for _, lat, _ in scored if lat is not None]
-            results[i] = Completion(
-                texts=(), prompt_tokens=meta[i][0],
-                continuation_logprobs=tuple(s for s, _, _ in scored),
-                continuation_tokens=tuple(meta[i][1]),
-                latency_s=max(latencies) if latencies else sum(sh for *_, sh in scored))
 
 
 def _cuda_available() -> bool:
