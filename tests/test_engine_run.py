@@ -40,7 +40,11 @@ def test_run_token_counts_agree_with_the_tokenizer(engine, tmp_path):
 
 def test_greedy_output_identical_across_runs_with_the_same_seed(engine, tmp_path):
     kw = dict(backend=engine, limit=3, progress=False, write_report=False, cache=False, seed=7)
+    # Each run from an empty prefix cache: in bfloat16 a cached prefix and a recomputed one round differently,
+    # which can flip a near-tied greedy token (seen once); the claim is "same seed, same state, same output".
+    assert engine.reset_prefix_cache()
     a = harness.run(["multistep_arithmetic"], ["cot"], out=tmp_path / "a", **kw)
+    assert engine.reset_prefix_cache()
     b = harness.run(["multistep_arithmetic"], ["cot"], out=tmp_path / "b", **kw)
     assert a["output"].tolist() == b["output"].tolist()
     assert all(len(o) > 0 for o in a["output"])
