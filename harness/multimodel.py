@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from .errors import ConfigError
+from .procs import process_tree
 from .results import write_json_atomic
 
 __all__ = ["run_models", "split_model_spec", "multi_model_resume", "engine_children"]
@@ -49,31 +50,8 @@ def split_model_spec(spec: str | None) -> tuple[str | None, str | None]:
 
 
 def _descendants() -> set[tuple[int, int]]:
-    """(pid, start time) of this process's live descendants, from /proc (empty where there is none)."""
-    import os
-
-    parent, start = {}, {}
-    try:
-        names = [n for n in os.listdir("/proc") if n.isdigit()]
-    except OSError:
-        return set()
-    for n in names:
-        try:
-            with open(f"/proc/{n}/stat", "rb") as f:
-                text = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        rest = text[text.rindex(")") + 2:].split()
-        if rest[0] != "Z":  # a zombie is dead (nobody reaped it yet)
-            parent[int(n)], start[int(n)] = int(rest[1]), int(rest[19])
-    out, todo = set(), [os.getpid()]
-    while todo:
-        pid = todo.pop()
-        for child, pp in parent.items():
-            if pp == pid and (child, start[child]) not in out:
-                out.add((child, start[child]))
-                todo.append(child)
-    return out
+    """(pid, start time) of this process's live descendants."""
+    return set(process_tree().items())
 
 
 def _cmdline(pid: int) -> str:

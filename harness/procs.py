@@ -60,24 +60,37 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _descendants() -> list[int]:
-    """Every process below this one now (from /proc), the watchdog excepted."""
-    kids: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
+def process_tree(root: int | None = None) -> dict[int, int]:
+    """{pid: start time} of every live (not zombie) process below `root` (default: this process), read
+    from /proc; empty where there is no /proc. (The watchdog keeps its own copy: it imports nothing.)"""
+    kids: dict[int, list[tuple[int, int]]] = {}
+    try:
+        names = [n for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return {}
+    for name in names:
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 text = f.read().decode(errors="replace")
-            kids.setdefault(int(text[text.rindex(")") + 2:].split()[1]), []).append(int(name))
+            rest = text[text.rindex(")") + 2:].split()
         except (OSError, ValueError):
             continue
-    wd = _STATE["watchdog"]
-    out, todo = [], list(kids.get(os.getpid(), ()))
+        if rest[0] != "Z":  # a zombie is dead (nobody reaped it yet)
+            kids.setdefault(int(rest[1]), []).append((int(name), int(rest[19])))
+    out: dict[int, int] = {}
+    todo = [os.getpid() if root is None else root]
     while todo:
-        pid = todo.pop()
-        if wd is None or pid != wd[0].pid:
-            out.append(pid)
-            todo.extend(kids.get(pid, ()))
+        for pid, start in kids.get(todo.pop(), ()):
+            if pid not in out:
+                out[pid] = start
+                todo.append(pid)
     return out
+
+
+def _descendants() -> list[int]:
+    """Every process below this one now, the watchdog excepted."""
+    wd = _STATE["watchdog"]
+    return [pid for pid in process_tree() if wd is None or pid != wd[0].pid]
 
 
 def _exit_now(signum: int, err: str, out: str) -> None:
