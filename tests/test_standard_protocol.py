@@ -95,6 +95,10 @@ def test_gsm8k_cot_8shot_prompt_and_extraction():
     pred = parse_strategy("zero_shot").reduce(t, ex, [Completion(texts=(out,))])
     assert pred.answer == "18"  # the first "The answer is", commas removed (lm-eval's strict match)
     assert score(t, ex, pred)["correct"] is True
+    # strict match: without "The answer is N" there is no answer, even when the last number is the gold
+    # (lm-eval's gsm8k_cot strict-match gives "[invalid]"; the flexible fallback would have read 18)
+    pred = parse_strategy("zero_shot").reduce(t, ex, [Completion(texts=(" 16 - 3 - 4 = 9 and 9 * 2 = 18",))])
+    assert pred.answer is None and score(t, ex, pred)["correct"] is False
 
 
 def test_old_chat_tasks_keep_their_behaviour_under_new_names():
