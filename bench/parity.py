@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,11 @@ def reference_items(task: str, limit: int | None = None) -> list[dict]:
         for r in _rows("piqa/validation.jsonl"):
             items.append({"id": r["id"], "context": f"Question: {r['goal']}\nAnswer:",
                           "choices": [r["sol1"], r["sol2"]], "gold": int(r["label"])})
+    elif task == "boolq":  # lm-eval boolq; the shared file's questions already end with "?"
+        for r in _rows("boolq/validation.jsonl"):
+            question = r["question"].rstrip("?")
+            items.append({"id": r["id"], "context": f"{r['passage']}\nQuestion: {question}?\nAnswer:",
+                          "choices": ["no", "yes"], "gold": int(bool(r["answer"])), "labels": ["no", "yes"]})
     else:
         raise ValueError(f"no reference for task {task!r}")
     return items[:limit] if limit else items
@@ -123,16 +129,79 @@ def compare(backend: Any, task: str, *, limit: int | None, folder: Path) -> dict
                      progress=False, write_report=False, cache=False)
     harness_wall = time.perf_counter() - t0
     by_id = {r["example_id"]: r for r in df.to_dict("records")}
-    labels = "ABCDEFGHIJ"
+    labels = {it["id"]: it.get("labels", "ABCDEFGHIJ") for it in items}
     n = len(ref)
-    agree = sum(by_id[r["id"]]["answer"] == labels[r["acc_pick"]] for r in ref) / n
-    agree_norm = sum(by_id[r["id"]]["answer_norm"] == labels[r["norm_pick"]] for r in ref) / n
+    agree = sum(by_id[r["id"]]["answer"] == labels[r["id"]][r["acc_pick"]] for r in ref) / n
+    agree_norm = sum(by_id[r["id"]].get("answer_norm", by_id[r["id"]]["answer"]) == labels[r["id"]][r["norm_pick"]]
+                     for r in ref) / n
     return {
         "task": task, "n": n, "ref_wall_s": round(ref_wall, 2), "harness_wall_s": round(harness_wall, 2),
         "ref_acc": sum(r["acc_pick"] == r["gold"] for r in ref) / n,
         "ref_acc_norm": sum(r["norm_pick"] == r["gold"] for r in ref) / n,
-        "acc": float(df["correct"].astype(bool).mean()), "acc_norm": float(df["correct_norm"].astype(bool).mean()),
+        "acc": float(df["correct"].astype(bool).mean()),
+        "acc_norm": float(df["correct_norm"].astype(bool).mean()) if "correct_norm" in df else None,
         "agree": agree, "agree_norm": agree_norm, "errors": int(df["error"].notna().sum()),
+        "cached_prompt_tokens": int(df["cached_prompt_tokens"].fillna(0).sum()),
+        "prompt_tokens": int(df["prompt_tokens"].fillna(0).sum()),
+    }
+
+
+GSM8K_STOP = ["Q:", "</s>", "<|im_end|>"]
+GSM8K_STRICT = re.compile(r"The answer is (\-?[0-9\.\,]+).")  # lm-eval gsm8k_cot "strict-match"
+
+
+def gsm8k_normalize(s: str) -> str:
+    """lm-eval's exact_match regexes_to_ignore for gsm8k: ',', '$', '(?s).*#### ' and a final '.'."""
+    return re.sub(r"\.$", "", re.sub(r"(?s).*#### ", "", s.replace(",", "").replace("$", ""))).strip()
+
+
+def gsm8k_reference(llm: Any, limit: int | None) -> list[dict]:
+    """lm-eval gsm8k_cot, written from its definition: the 8 Wei et al. exemplars as
+    'Q: {q}\\nA: {rationale} The answer is {n}.' joined by blank lines, then 'Q: {question}\\nA:';
+    greedy, up to 256 tokens, stop at 'Q:'; strict match on the number after 'The answer is'."""
+    from vllm import SamplingParams
+
+    shots = _rows("gsm8k/cot_exemplars_wei2022.jsonl")
+    prefix = "".join(f"Q: {s['question']}\nA: {s['rationale']} The answer is {s['answer']}.\n\n" for s in shots)
+    rows = _rows("gsm8k/test_parsed.jsonl")[:limit]
+    params = SamplingParams(temperature=0.0, max_tokens=256, stop=GSM8K_STOP)
+    outs = llm.generate([prefix + f"Q: {r['question']}\nA:" for r in rows], params, use_tqdm=False)
+    out = []
+    for r, o in zip(rows, outs):
+        text = o.outputs[0].text
+        m = GSM8K_STRICT.search(text)
+        answer = gsm8k_normalize(m.group(1)) if m else "[invalid]"
+        out.append({"id": r["id"], "text": text, "answer": answer, "gold": gsm8k_normalize(r["answer"])})
+    return out
+
+
+def compare_gsm8k(backend: Any, *, limit: int | None, folder: Path) -> dict[str, Any]:
+    """gsm8k_cot_8shot: the harness (greedy generation, its own extraction) against gsm8k_reference."""
+    import harness
+
+    fresh_prefix_cache(backend)
+    t0 = time.perf_counter()
+    ref = gsm8k_reference(backend.llm, limit)
+    ref_wall = time.perf_counter() - t0
+    fresh_prefix_cache(backend)
+    t0 = time.perf_counter()
+    df = harness.run(["gsm8k_cot_8shot"], ["zero_shot"], backend=backend, limit=len(ref), data_dir=DATA,
+                     out=folder / "gsm8k_cot_8shot", progress=False, write_report=False, cache=False)
+    harness_wall = time.perf_counter() - t0
+    by_id = {r["example_id"]: r for r in df.to_dict("records")}
+    n = len(ref)
+
+    def said(row: dict) -> str:  # the harness's answer, "[invalid]" when none was extracted
+        a = row["answer"]
+        return "[invalid]" if a is None or a != a else str(a)  # a != a: NaN
+
+    return {
+        "task": "gsm8k_cot_8shot", "n": n, "ref_wall_s": round(ref_wall, 2), "harness_wall_s": round(harness_wall, 2),
+        "ref_acc": sum(r["answer"] == r["gold"] for r in ref) / n, "ref_acc_norm": None,
+        "acc": float(df["correct"].astype(bool).mean()), "acc_norm": None,
+        "agree": sum(said(by_id[r["id"]]) == r["answer"] for r in ref) / n,
+        "same_text": sum(by_id[r["id"]]["output"] == r["text"] for r in ref) / n, "agree_norm": None,
+        "errors": int(df["error"].notna().sum()),
         "cached_prompt_tokens": int(df["cached_prompt_tokens"].fillna(0).sum()),
         "prompt_tokens": int(df["prompt_tokens"].fillna(0).sum()),
     }
@@ -140,12 +209,15 @@ def compare(backend: Any, task: str, *, limit: int | None, folder: Path) -> dict
 
 def parity_rows(r: dict[str, Any]) -> list[Row]:
     task, pts = r["task"], lambda a, b: abs(a - b) * 100  # noqa: E731
-    note = (f"harness acc {r['acc']:.4f} acc_norm {r['acc_norm']:.4f}; reference acc {r['ref_acc']:.4f} "
-            f"acc_norm {r['ref_acc_norm']:.4f}; same answer {r['agree']:.4f} / {r['agree_norm']:.4f} (norm); n={r['n']}")
+    f4 = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    note = (f"harness acc {f4(r['acc'])} acc_norm {f4(r['acc_norm'])}; reference acc {f4(r['ref_acc'])} "
+            f"acc_norm {f4(r['ref_acc_norm'])}; same answer {f4(r['agree'])} / {f4(r['agree_norm'])} (norm); "
+            f"n={r['n']}" + (f"; same text {f4(r['same_text'])}" if "same_text" in r else ""))
     rows = [Row(f"PAR-{task}-acc", f"{task}: |acc - raw-vLLM reference acc|, points", pts(r["acc"], r["ref_acc"]),
-                "<= 0.5", r, note),
-            Row(f"PAR-{task}-norm", f"{task}: |acc_norm - reference acc_norm|, points",
-                pts(r["acc_norm"], r["ref_acc_norm"]), "<= 0.5", r)]
+                "<= 0.5", r, note)]
+    if r["acc_norm"] is not None and r["ref_acc_norm"] is not None:
+        rows.append(Row(f"PAR-{task}-norm", f"{task}: |acc_norm - reference acc_norm|, points",
+                        pts(r["acc_norm"], r["ref_acc_norm"]), "<= 0.5", r))
     ext = EXTERNAL.get(task)
     if ext and r["n"] == 2376:
         rows.append(Row(f"PAR-{task}-lmeval", f"{task}: max |acc, acc_norm - lm-eval 0.4.13 figures|, points",
@@ -188,7 +260,8 @@ def run(*, quick: bool, only: set[str], folder: Path, log=print, backend: Any = 
 def main(argv: list[str] | None = None) -> int:
     """One task alone (to keep each engine command short): python -m bench.parity TASK [--limit N]."""
     p = argparse.ArgumentParser(prog="python -m bench.parity")
-    p.add_argument("task", choices=["arc_easy", "arc_challenge", "arc_challenge_25shot", "piqa"])
+    p.add_argument("task", choices=["arc_easy", "arc_challenge", "arc_challenge_25shot", "piqa", "boolq",
+                                    "gsm8k_cot_8shot"])
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", default=None, help="append the result as one JSON line to this file")
     p.add_argument("--block-size", type=int, default=None)
@@ -202,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     entry._env(tmp)
     backend = engine(**({"block_size": a.block_size} if a.block_size else {}))
     try:
-        r = compare(backend, a.task, limit=a.limit, folder=tmp)
+        if a.task == "gsm8k_cot_8shot":
+            r = compare_gsm8k(backend, limit=a.limit, folder=tmp)
+        else:
+            r = compare(backend, a.task, limit=a.limit, folder=tmp)
     finally:
         backend.close()
     p6 = {"arc_challenge_25shot": ("P6a", "<= 0.5"), "arc_easy": ("P6b", "<= 1.0")}.get(a.task, ("wall", "<= 1.0"))
