@@ -144,9 +144,9 @@ def scratch_dir() -> Path:
 
 def requests_of(tasks: Sequence[Any], strategies: Sequence[str], *, limit: int, seed: int = 0) -> list[Any]:
     """The rendered requests the harness would send (one per unit for these strategies)."""
-    from harness.runner import build_units
-    from harness.strategies import parse_strategy
-    from harness.tasks import load_task
+    from harness.runs.runner import build_units
+    from harness.strategy.strategies import parse_strategy
+    from harness.task.tasks import load_task
 
     task_objs = [t if not isinstance(t, str) else load_task(t) for t in tasks]
     units = build_units(task_objs, [parse_strategy(s) for s in strategies], limit=limit, seed=seed)

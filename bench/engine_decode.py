@@ -14,7 +14,7 @@ REGEX_ANSWER = r"The answer is -?[0-9]{1,6}\."               # the free answer's
 
 
 def _regex_task(s: Settings) -> Any:
-    from harness.tasks import load_task
+    from harness.task.tasks import load_task
 
     root = Path(__file__).resolve().parent.parent
     src = (root / "tasks" / "multistep_arithmetic.yaml").read_text(encoding="utf-8")
@@ -30,7 +30,7 @@ def p4(s: Settings, backend: Any, *, tag: str = "P4") -> list[Row]:
     first to its last token, over tokens - 1; the median over requests, best of the repeats): the
     prefill is the same work either way, and with output lengths that differ (the free answer
     rambles on after "The answer is N.") wall / generated tokens mostly measures the prefill share."""
-    from harness.extract import extract_json
+    from harness.scoring.extract import extract_json
 
     limit = 8 if s.quick else 40
     rows = []

@@ -45,7 +45,7 @@ def worker(n: int, strategy: str) -> dict[str, Any]:
     """One size, in this process. Returns times, throughput and memory."""
     import harness
     from harness.backends.scripted import ScriptedBackend
-    from harness.tasks import load_task
+    from harness.task.tasks import load_task
 
     folder = scratch_dir()
     backend = ScriptedBackend(lambda r: "The answer is 7.")

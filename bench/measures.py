@@ -1,6 +1,6 @@
 """PROBE: what the default latency and cost measures of docs/measures.md cost on the default suite.
 
-`harness.run` of the default suite (harness/defaults.py: 11 task x strategy groups) with the default
+`harness.run` of the default suite (harness/runs/defaults.py: 11 task x strategy groups) with the default
 measures on (one engine call per group for the throughput cost, then the latency model's calibration
 requests: no flag given) / off (chunks that mix groups, `latency_probe=0`), same engine, request cache off,
 each from an empty prefix cache, alternating. The note splits the "on" run into the batch and the
@@ -23,7 +23,7 @@ GROUP_COLUMNS = ["task", "strategy", "accuracy", "mean_prompt_tokens", "mean_com
 
 def run(backend: Any, *, quick: bool, out, limit: int | None = None) -> list[Row]:
     import harness
-    from harness.defaults import DEFAULT_SUITE
+    from harness.runs.defaults import DEFAULT_SUITE
 
     limit = limit or (10 if quick else 50)
     reps = 1 if quick else 2

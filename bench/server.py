@@ -1,6 +1,6 @@
 """P7: the OpenAI backend against a bare async `openai` loop, same server, same prompts and settings.
 
-One vLLM server (`harness.serve.serve()`, prefix caching off so that neither side profits from the
+One vLLM server (`harness.backends.serve.serve()`, prefix caching off so that neither side profits from the
 other's KV blocks) answers both: `OpenAIBackend(url, concurrency=C).generate(requests)` and a plain
 asyncio loop that streams the same chat requests through `AsyncOpenAI` with a semaphore of C.
 """
@@ -45,7 +45,7 @@ async def _bare(url: str, model: str, reqs: list[Any], concurrency: int) -> list
 
 def run(*, quick: bool, log=print) -> list[Row]:
     from harness.backends.openai import OpenAIBackend
-    from harness.serve import serve
+    from harness.backends.serve import serve
 
     reqs = requests_of(P1_TASKS, P1_STRATEGIES, limit=5 if quick else 20)
     log("[bench] P7: starting a vLLM server")

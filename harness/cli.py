@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_view(a) -> int:
-    from .results import RESULTS_DIR
-    from .view import make_server, view_url
+    from .runs.results import RESULTS_DIR
+    from .report.view import make_server, view_url
 
     srv = make_server(a.results_dir or RESULTS_DIR, host=a.host, port=a.port, allow_remote=a.allow_remote)
     print(view_url(srv), flush=True)
@@ -164,16 +164,16 @@ def cmd_view(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from .api import write_report_safely
-    from .multimodel import cli_backend_factory, multi_model_resume, run_models
-    from .runner import RunInterrupted, run
-    from .summary import print_summary
+    from .runs.api import write_report_safely
+    from .runs.multimodel import cli_backend_factory, multi_model_resume, run_models
+    from .runs.runner import RunInterrupted, run
+    from .report.summary import print_summary
 
     recorded = multi_model_resume(a.resume or a.retry_errors) if (a.resume or a.retry_errors) else None
     models = a.model or (recorded[0] if recorded else [None])
     a.model = models[0] if len(models) == 1 and "@http" not in str(models[0]) else None
 
-    from .pricing import DEFAULT_PRICES, load_price_table, parse_price_flag
+    from .report.pricing import DEFAULT_PRICES, load_price_table, parse_price_flag
     prices = load_price_table(a.prices) if a.prices else (
         load_price_table(DEFAULT_PRICES) if DEFAULT_PRICES.is_file() else {})
     for flag in a.price:
@@ -189,10 +189,10 @@ def cmd_run(a) -> int:
     if a.check_determinism:
         return _check_determinism(a)
     if a.resume or a.retry_errors:
-        from .runner import resume_args
+        from .runs.runner import resume_args
         kwargs.update(resume_args(a.resume or a.retry_errors, explicit={**kwargs, "backend_kind": a.backend}))
     elif not a.task and a.limit is None:
-        from .defaults import DEFAULT_LIMIT
+        from .runs.defaults import DEFAULT_LIMIT
         kwargs["limit"] = DEFAULT_LIMIT
     if a.dry_run:
         code = _dry_run(kwargs)
@@ -209,7 +209,7 @@ def cmd_run(a) -> int:
     try:
         preds = run(**kwargs)
     except RunInterrupted as exc:
-        from .procs import exit_code, signal_name
+        from .runs.procs import exit_code, signal_name
         backend.close()  # first: what the engine says as it stops (a Ctrl-C reaches it too) comes before this
         print(f"\ninterrupted ({signal_name()}): what was done is kept. Resume with:\n"
               f"  harness run --resume {exc.run_dir}", file=sys.stderr)
@@ -228,9 +228,9 @@ def cmd_run(a) -> int:
 
 def _dry_run(kw: dict) -> int:
     """Load the tasks, expand the grids, render every prompt (so bad input fails here too), count."""
-    from .grid import format_plan, plan
-    from .runner import build_units
-    from .suite import plan_strategies, resolve_plan
+    from .strategy.grid import format_plan, plan
+    from .runs.runner import build_units
+    from .runs.suite import plan_strategies, resolve_plan
 
     suite_plan = resolve_plan(kw["tasks"], kw["strategies"], kw.get("suite"), data_dir=kw["data_dir"])
     strategies = plan_strategies(suite_plan)
@@ -248,14 +248,14 @@ def make_backend(a, *, model: str | None = None):
 
 
 def cmd_serve(a) -> int:
-    from .serve import main_serve
+    from .backends.serve import main_serve
 
     return main_serve(a)
 
 
 def _check_determinism(a) -> int:
-    from .defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
-    from .determinism import check_determinism
+    from .runs.defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
+    from .runs.determinism import check_determinism
 
     backend = make_backend(a, model=a.model)
     df = check_determinism(a.task or DEFAULT_TASKS, a.strategy or DEFAULT_STRATEGIES, backend=backend,
@@ -268,7 +268,7 @@ def _check_determinism(a) -> int:
 
 
 def cmd_tasks(a) -> int:
-    from .tasks import load_task, task_files
+    from .task.tasks import load_task, task_files
 
     for name, path in task_files().items():
         spec = load_task(path).spec
@@ -278,14 +278,14 @@ def cmd_tasks(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from .models import describe_model
+    from .backends.models import describe_model
 
     print(describe_model(a.model, memory=a.memory))
     return 0
 
 
 def cmd_report(a) -> int:
-    from .report import write_report
+    from .report.report import write_report
 
     for path in write_report(a.run_dir):
         print(path)
@@ -293,7 +293,7 @@ def cmd_report(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    from .report import write_compare
+    from .report.report import write_compare
 
     for path in write_compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs):
         print(path)
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if getattr(a, "verbose", False) else "WARNING")
         if a.cmd in ("run", "serve"):
-            from .procs import guard, handle_signals
+            from .runs.procs import guard, handle_signals
             # SIGTERM / SIGHUP act like Ctrl-C, also in a background job that inherited SIGINT ignored
             handle_signals()
             guard()  # no engine or server process outlives this one, whatever ends it (docs/faults.md)
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        from .procs import exit_code, signal_name
+        from .runs.procs import exit_code, signal_name
         print(f"\ninterrupted ({signal_name()})", file=sys.stderr)
         return exit_code()
 

@@ -1,6 +1,6 @@
 """Export a harness prompt as a LangChain `ChatPromptTemplate` (template_format="jinja2").
 
-    >>> from harness.tasks import load_task
+    >>> from harness.task.tasks import load_task
     >>> tpl = to_chat_prompt_template(load_task("person_json"))
     >>> [m.type for m in tpl.format_messages(text="Ann Lee, 31, likes chess.")]
     ['system', 'human']
@@ -33,7 +33,7 @@ def to_chat_prompt_template(task: Any, strategy_spec: str = "zero_shot") -> Any:
     """The task's prompt for `strategy_spec` as a ChatPromptTemplate with the item as Jinja."""
     from langchain_core.prompts import ChatPromptTemplate
 
-    from .strategies import build_messages, parse_strategy
+    from .strategy.strategies import build_messages, parse_strategy
 
     strategy = parse_strategy(strategy_spec)
     if "template" in strategy.params:  # a template variant (docs/strategies.md)

@@ -46,7 +46,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 VLLM_LOGGING_LE
 # The limits after the install sum to 600 s: the 10 minutes a lent GPU machine gives.
 STEPS=(
   "install|900|install_env"
-  "guard|30|\$VPY -c 'import json, torch; from harness.engine_versions import check_vllm; print(json.dumps(check_vllm(False))); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available()); assert torch.cuda.is_available(), \"no CUDA device visible to torch\"'"
+  "guard|30|\$VPY -c 'import json, torch; from harness.backends.engine_versions import check_vllm; print(json.dumps(check_vllm(False))); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available()); assert torch.cuda.is_available(), \"no CUDA device visible to torch\"'"
   "engine|200|\$VPY -m pytest -q -rs -m engine tests/"
   "parity|60|\$VPY -m bench --only parity --limit 200 --out $OUT/parity.json"
   "bench|210|\$VPY -m bench --quick --out $OUT/bench.json"

@@ -2,7 +2,7 @@
 
     python scripts/gpu_check_pins.py REPORT.json     # prints one line per package of interest; exit 1 on a bad pin
 
-Reads the tested releases from harness/engine_versions.py without importing the harness (this runs before
+Reads the tested releases from harness/backends/engine_versions.py without importing the harness (this runs before
 anything is installed). Fails when the report's vllm is not a tested release, when torch is a CPU build
 (a machine-local wheel masked the CUDA one), or when vLLM is missing from the report.
 """
@@ -20,10 +20,10 @@ SHOWN = ("vllm", "torch", "transformers", "xgrammar", "flashinfer-python", "ray"
 
 
 def tested_versions() -> tuple[str, ...]:
-    text = (ROOT / "harness" / "engine_versions.py").read_text(encoding="utf-8")
+    text = (ROOT / "harness" / "backends" / "engine_versions.py").read_text(encoding="utf-8")
     m = re.search(r"^TESTED_VLLM_VERSIONS[^=]*=\s*(\(.*?\))", text, re.M)
     if not m:
-        sys.exit("gpu-check: TESTED_VLLM_VERSIONS not found in harness/engine_versions.py")
+        sys.exit("gpu-check: TESTED_VLLM_VERSIONS not found in harness/backends/engine_versions.py")
     return tuple(ast.literal_eval(m.group(1)))
 
 

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness.models import bundled_model_dir
+from harness.backends.models import bundled_model_dir
 
 NAME = "SmolLM2-135M-Instruct-nosys"
 TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "

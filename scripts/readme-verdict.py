@@ -4,7 +4,7 @@
     python scripts/readme-verdict.py              # run the default suite first (starts the engine)
     python scripts/readme-verdict.py --check RUN_DIR   # exit 1 if README.md is not what RUN_DIR gives
 
-Run it whenever harness/defaults.py, a default-suite task, template or the scoring changes. It refuses a
+Run it whenever harness/runs/defaults.py, a default-suite task, template or the scoring changes. It refuses a
 run folder that is not a complete run of the current default suite at the default size.
 """
 from __future__ import annotations
@@ -20,13 +20,13 @@ END = "<!-- default-suite-verdict:end -->"
 
 def quote(run_dir: Path) -> str:
     """The block: the report's verdict lines and an accuracy table, from the run folder's own files."""
-    from harness.defaults import DEFAULT_LIMIT, DEFAULT_SUITE
+    from harness.runs.defaults import DEFAULT_LIMIT, DEFAULT_SUITE
     from harness.errors import ConfigError
-    from harness.paired import pairs_table
-    from harness.report import verdicts
-    from harness.report_format import pct
-    from harness.results import load_run
-    from harness.stats import summarize
+    from harness.report.paired import pairs_table
+    from harness.report.report import verdicts
+    from harness.report.report_format import pct
+    from harness.runs.results import load_run
+    from harness.report.stats import summarize
 
     data = load_run(run_dir)
     run, preds = data["run"], data["predictions"]
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.run_dir is None:
             import harness
-            from harness.defaults import DEFAULT_LIMIT
+            from harness.runs.defaults import DEFAULT_LIMIT
 
             run_dir = Path(harness.run(limit=DEFAULT_LIMIT, progress=False).attrs["run_dir"])
         else:

@@ -1,6 +1,6 @@
 """Re-score a run folder's outputs with two extraction codes, without rerunning the engine.
 
-    git show d084fdb:harness/extract.py > /tmp/old_extract.py
+    git show d084fdb:harness/scoring/extract.py > /tmp/old_extract.py
     python scripts/rescore_extraction.py results/RUN --old /tmp/old_extract.py [--data-dir ../shared/data]
 
 Prints accuracy per task x strategy with the old and the new extraction (exact-match scoring of the
@@ -15,14 +15,14 @@ from collections import defaultdict
 import pandas as pd
 
 import harness
-from harness.extract import normalize_gold
-from harness.strategies import extract_answer
+from harness.scoring.extract import normalize_gold
+from harness.strategy.strategies import extract_answer
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
-    ap.add_argument("--old", required=True, help="path to the old harness/extract.py")
+    ap.add_argument("--old", required=True, help="path to the old harness/scoring/extract.py")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--show", type=int, default=160, help="characters of output shown per changed row")
     a = ap.parse_args()

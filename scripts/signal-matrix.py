@@ -125,7 +125,7 @@ def _run_case(kind, sig, timing, *, tmp, limit, url) -> dict:
 
 
 def _serve_case(sig, timing, tmp) -> dict:
-    from harness.serve import free_port
+    from harness.backends.serve import free_port
 
     port = free_port()
     log = open(tmp / f"serve-{sig}-{timing}.log", "wb")
@@ -197,14 +197,14 @@ def main() -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from harness.procs import guard
+    from harness.runs.procs import guard
     guard()  # this script's own children (a shared server) end with it
     tmp = Path(tempfile.mkdtemp(prefix="signal-matrix-"))
     kinds = a.only.split(",")
     server = None
     try:
         if "openai" in kinds:
-            from harness.serve import serve
+            from harness.backends.serve import serve
             server = serve(kv_cache_gib=1, timeout_s=300)
         for kind in kinds:
             for sig in a.signals.split(","):

@@ -28,7 +28,7 @@ GOOD_TEMPLATE = "{% block input %}Q: {{ question }}{% endblock %}"
 def bundled_run(tmp_path_factory):
     """A finished run labelled with the bundled model's name and weights (a scripted backend wrote it),
     for a re-run whose configuration differs: refused before any engine starts."""
-    from harness.models import BUNDLED_NAME, bundled_model_dir
+    from harness.backends.models import BUNDLED_NAME, bundled_model_dir
 
     out = tmp_path_factory.mktemp("runs") / "bundled"
     backend = ScriptedBackend(lambda r: "The answer is yes.")

@@ -1,4 +1,4 @@
-"""The vLLM version guard (harness/engine_versions.py): an untested release is refused at engine start with one
+"""The vLLM version guard (harness/backends/engine_versions.py): an untested release is refused at engine start with one
 line and exit 2, before vLLM is even imported; `--allow-untested-vllm` (or the environment variable) runs it and
 run.json records that it did. The installed version is faked by patching importlib.metadata.version in a child
 process (the parent's interpreter is never patched).
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness import engine_versions
-from harness.engine_versions import ALLOW_ENV, TESTED_VLLM_VERSIONS, check_vllm, release
+from harness.backends.engine_versions import ALLOW_ENV, TESTED_VLLM_VERSIONS, check_vllm, release
 from harness.errors import EngineStartError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,12 +11,12 @@ import pytest
 
 import harness
 from harness.backends.scripted import ScriptedBackend
-from harness.defaults import DEFAULT_LIMIT, DEFAULT_STRATEGIES, DEFAULT_SUITE, DEFAULT_TASKS
-from harness.generators import GENERATORS
-from harness.runner import build_units, resume_args
-from harness.strategies import parse_strategy
-from harness.suite import resolve_plan
-from harness.tasks import load_task
+from harness.runs.defaults import DEFAULT_LIMIT, DEFAULT_STRATEGIES, DEFAULT_SUITE, DEFAULT_TASKS
+from harness.task.generators import GENERATORS
+from harness.runs.runner import build_units, resume_args
+from harness.strategy.strategies import parse_strategy
+from harness.runs.suite import resolve_plan
+from harness.task.tasks import load_task
 
 NEW_TASKS = ["country_capital", "larger_number", "sentiment", "contact_json", "unit_conversion", "next_day"]
 

@@ -79,7 +79,7 @@ def test_guided_output_parses_with_sampling_on(engine, tmp_path, task):
     assert df["parse_ok"].all(), df["output"].tolist()
     if task == "person_json":
         assert df["json_valid"].all() and df["schema_valid"].all()
-        from harness.schemas import Person
+        from harness.task.schemas import Person
         for out in df["output"]:
             Person.model_validate_json(out)
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from harness.extract import CUES, extract, extract_with_rule, normalize_number
+from harness.scoring.extract import CUES, extract, extract_with_rule, normalize_number
 
 
 def test_the_issue_examples():

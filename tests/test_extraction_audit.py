@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.extract import extract_with_rule
+from harness.scoring.extract import extract_with_rule
 
 AUDIT = Path(__file__).parent / "data" / "extraction_audit.jsonl"
 CASES = [json.loads(line) for line in AUDIT.read_text(encoding="utf-8").splitlines() if line.strip()]

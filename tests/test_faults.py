@@ -38,7 +38,7 @@ _SERVER: dict = {}
 @pytest.fixture(scope="module")
 def vllm_server(request):
     """A real `harness serve` server on the bundled model, shared with later modules that use it."""
-    from harness.serve import serve
+    from harness.backends.serve import serve
 
     handle = _SERVER.get("handle")
     if handle is None or not handle.alive():
@@ -77,8 +77,8 @@ def _pass_mode(proxy):
 # --------------------------------------------------------------------------- helpers
 
 def _requests(k: int):
-    from harness.strategies import parse_strategy
-    from harness.tasks import load_task
+    from harness.strategy.strategies import parse_strategy
+    from harness.task.tasks import load_task
 
     task, strat = load_task("coin_flip"), parse_strategy("zero_shot")
     return [strat.expand(task, ex)[0] for ex in task.examples[:k]]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.engine_versions import TESTED_VLLM_VERSIONS
+from harness.backends.engine_versions import TESTED_VLLM_VERSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu-check.sh"

@@ -16,9 +16,9 @@ import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.cli import main
 from harness.errors import ConfigError, TemplateError
-from harness.grid import expand_grid
-from harness.paired import pairs_table
-from harness.strategies import parse_strategy
+from harness.strategy.grid import expand_grid
+from harness.report.paired import pairs_table
+from harness.strategy.strategies import parse_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 TERSE = ROOT / "prompts" / "coin_flip_terse.j2"
@@ -239,7 +239,7 @@ def test_template_variants_get_paired_statistics(tmp_path, monkeypatch):
 
 
 def test_the_reference_page_lists_every_strategy_and_key():
-    from harness.strategies import DECODING_KEYS, STRATEGIES
+    from harness.strategy.strategies import DECODING_KEYS, STRATEGIES
 
     doc = (ROOT / "docs" / "strategies.md").read_text()
     keys = set(DECODING_KEYS) | {k for _, own in STRATEGIES.values() for k in own}

@@ -1,4 +1,4 @@
-"""Content-addressed unit identity and resume (harness/identity.py, runner.plan_units), with the scripted
+"""Content-addressed unit identity and resume (harness/runs/identity.py, runner.plan_units), with the scripted
 backend: which units a re-run into the same folder reuses, refuses, or (with force) runs next to the old
 ones. The same rules on the real engine, through `harness run --resume` after an interrupt, are in
 tests/test_cli_engine.py."""
@@ -12,9 +12,9 @@ import pytest
 import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.errors import ConfigError
-from harness.identity import normalized_strategy, weights_fingerprint
-from harness.runner import resume_args
-from harness.strategies import parse_strategy
+from harness.runs.identity import normalized_strategy, weights_fingerprint
+from harness.runs.runner import resume_args
+from harness.strategy.strategies import parse_strategy
 
 KEY = ["task", "strategy", "model", "example_id"]
 
@@ -135,7 +135,7 @@ def test_resume_args_keep_chunk_size_and_model_name(tmp_path):
 
 
 def test_the_bundled_folder_keeps_the_bundled_name():
-    from harness.models import BUNDLED_NAME, bundled_model_dir, resolve_model
+    from harness.backends.models import BUNDLED_NAME, bundled_model_dir, resolve_model
 
     assert resolve_model(str(bundled_model_dir())) == (str(bundled_model_dir()), BUNDLED_NAME)
 

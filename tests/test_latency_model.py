@@ -1,4 +1,4 @@
-"""The calibrated latency model (harness/latency_model.py, docs/measures.md): the fit checked against an
+"""The calibrated latency model (harness/runs/latency_model.py, docs/measures.md): the fit checked against an
 independent least-squares / leave-one-out implementation (scipy, and the hat-matrix identity), the choice
 of calibration requests, and the pipeline with a scripted backend whose latency is a known linear function
 of the token counts. The fit on the real engine, against a direct probe, is in tests/test_measures.py."""
@@ -205,8 +205,8 @@ def test_rows_the_model_does_not_cover_get_no_estimate():
 def test_the_report_names_the_estimate_and_prefers_a_direct_probe(tmp_path):
     """The latency plots say which measure they show: the estimate when only the model ran, the probe when
     a direct probe ran (never the time in batch under a latency name)."""
-    from harness.plots import all_plots
-    from harness.results import load_run
+    from harness.report.plots import all_plots
+    from harness.runs.results import load_run
 
     kw = dict(backend=ScriptedBackend(_linear), limit=8, progress=False, write_report=False, cache=False)
     harness.run(["coin_flip"], ["zero_shot", "few_shot:k=2"], out=tmp_path / "est", latency_calibration=5, **kw)

@@ -18,11 +18,11 @@ from scipy.stats import binomtest
 
 from harness.backends.scripted import ScriptedBackend
 from harness.cli import main
-from harness.matrix import cell_pairs, cell_table, matrix_verdicts, mark_cells
-from harness.multimodel import run_models, split_model_spec
-from harness.report import write_report
-from harness.report_format import fp
-from harness.view import safe_path, start_in_thread
+from harness.report.matrix import cell_pairs, cell_table, matrix_verdicts, mark_cells
+from harness.runs.multimodel import run_models, split_model_spec
+from harness.report.report import write_report
+from harness.report.report_format import fp
+from harness.report.view import safe_path, start_in_thread
 from test_report import Browser  # the DevTools driver of the report's browser tests
 
 XSS = "<script>window.__xss=1;document.title='pwned'</script><img src=x onerror=\"window.__xss=2\">"
@@ -98,7 +98,7 @@ def test_several_models_share_one_run_folder_and_resume_per_model(two_models, tm
 
 
 def test_a_resume_finds_every_recorded_model(two_models, capsys):
-    from harness.multimodel import multi_model_resume
+    from harness.runs.multimodel import multi_model_resume
 
     specs, names = multi_model_resume(two_models)
     assert names[:2] == ["strong", "weak"] and specs == names  # (a later test may add a third)
@@ -411,7 +411,7 @@ def test_the_leftover_check_sees_a_process_started_after_the_snapshot():
     import subprocess
     import sys
 
-    from harness.multimodel import _descendants, _wait_children_gone, engine_children
+    from harness.runs.multimodel import _descendants, _wait_children_gone, engine_children
 
     before = _descendants()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -425,9 +425,9 @@ def test_the_leftover_check_sees_a_process_started_after_the_snapshot():
 
 
 def test_run_json_keeps_both_hashes_of_a_variant_name_two_tasks_share():
-    from harness.provenance import templates_used
-    from harness.strategies import parse_strategy
-    from harness.tasks import load_task
+    from harness.runs.provenance import templates_used
+    from harness.strategy.strategies import parse_strategy
+    from harness.task.tasks import load_task
 
     coin, person = load_task("coin_flip"), load_task("person_json")
     used = templates_used([coin, person], [parse_strategy("zero_shot"), parse_strategy("zero_shot:template=terse")])
@@ -441,7 +441,7 @@ def test_view_filters_by_template_hash_and_model(view, results_root):
     import re
     import urllib.request
 
-    from harness.tasks import load_task
+    from harness.task.tasks import load_task
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

@@ -17,9 +17,9 @@ import pytest
 import harness
 from harness.backends.chat import to_chat_messages
 from harness.backends.vllm import to_sampling_params
-from harness.runner import build_units
-from harness.strategies import parse_strategy
-from harness.tasks import load_task
+from harness.runs.runner import build_units
+from harness.strategy.strategies import parse_strategy
+from harness.task.tasks import load_task
 
 LIMIT = 8
 PROBE = 4

@@ -348,7 +348,7 @@ def test_langchain_model_spec_loading(tmp_path, monkeypatch):
 
 
 def test_server_log_reason_and_command(tmp_path):
-    from harness.serve import last_log_line, server_command
+    from harness.backends.serve import last_log_line, server_command
 
     log = tmp_path / "server.log"
     log.write_text("(APIServer pid=1) INFO starting\nTraceback (most recent call last):\n"

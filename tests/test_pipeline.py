@@ -11,11 +11,11 @@ import pytest
 
 import harness
 from harness.backends.scripted import ScriptedBackend
-from harness.extract import extract_choice, extract_json, extract_label, extract_number, extract_text
+from harness.scoring.extract import extract_choice, extract_json, extract_label, extract_number, extract_text
 from harness.records import Sample
-from harness.results import Journal
-from harness.stats import maj_at_k_exact, summarize, wilson_ci
-from harness.strategies import parse_strategy, select_exemplars, vote
+from harness.runs.results import Journal
+from harness.report.stats import maj_at_k_exact, summarize, wilson_ci
+from harness.strategy.strategies import parse_strategy, select_exemplars, vote
 
 
 # -- extraction: formats the bundled model really produces ---------------------------------
@@ -223,8 +223,8 @@ def test_errors_are_not_wrong_answers():
 
 
 def test_person_json_scoring_guided_and_free():
-    from harness.scoring import score_json
-    from harness.schemas import Person
+    from harness.scoring.scoring import score_json
+    from harness.task.schemas import Person
 
     schema = Person.model_json_schema()
     gold = {"first_name": "Ada", "last_name": "Khan", "age": 40, "hobby": "chess"}

@@ -13,10 +13,10 @@ import pandas as pd
 import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.records import Sampling
-from harness.results import Journal, frames_from_journal, write_frame_atomic
-from harness.runner import build_units
-from harness.strategies import _SHOT_BLOCKS, parse_strategy
-from harness.tasks import load_task
+from harness.runs.results import Journal, frames_from_journal, write_frame_atomic
+from harness.runs.runner import build_units
+from harness.strategy.strategies import _SHOT_BLOCKS, parse_strategy
+from harness.task.tasks import load_task
 
 TASKS = ["coin_flip", "person_json", "multistep_arithmetic", "last_letter_concat"]
 STRATEGIES = ["zero_shot", "few_shot:k=3", "self_consistency:k=3"]

@@ -15,9 +15,9 @@ from harness.backends import BACKENDS, BackendBase, backend_class
 from harness.backends.base import Backend, check_backend, stats_delta
 from harness.backends.chat import cut_at_stop, run_sync, to_chat_messages
 from harness.backends.scripted import ScriptedBackend
-from harness.cache import CachedBackend, RequestCache, model_identity
+from harness.backends.cache import CachedBackend, RequestCache, model_identity
 from harness.errors import ConfigError
-from harness.guided import json_schema, response_format, structured_outputs, unsupported
+from harness.backends.guided import json_schema, response_format, structured_outputs, unsupported
 from harness.records import Completion, Message, OutputType, Request
 
 

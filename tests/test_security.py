@@ -6,8 +6,8 @@ import os
 import pytest
 
 from harness.errors import ConfigError, TemplateError
-from harness.results import check_run_id
-from harness.templates import load_template
+from harness.runs.results import check_run_id
+from harness.task.templates import load_template
 
 PAYLOADS = [
     "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
@@ -63,7 +63,7 @@ def test_run_ids_cannot_escape(run_id):
 
 
 def test_task_names_cannot_escape():
-    from harness.tasks import load_task
+    from harness.task.tasks import load_task
 
     with pytest.raises(ConfigError):
         load_task("..%2Fevil")

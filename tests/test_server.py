@@ -1,6 +1,6 @@
 """The server backends on a REAL vLLM OpenAI-compatible server (harness serve) on the bundled model.
 
-One server for the module (started by `harness.serve.serve`, stopped by its PID at the end); the
+One server for the module (started by `harness.backends.serve.serve`, stopped by its PID at the end); the
 data-parallel test starts a second one for itself. The offline reference runs in a short subprocess
 (its own VLLMBackend with a 256 MiB KV cache) while the server runs, and exits before the next test.
 """
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def server():
-    from harness.serve import serve
+    from harness.backends.serve import serve
 
     handle = serve(kv_cache_gib=1, timeout_s=300)
     try:
@@ -44,8 +44,8 @@ def backend(server):
 def _arith_requests(k: int = 4, max_tokens: int = 24) -> list[Request]:
     from dataclasses import replace
 
-    from harness.strategies import parse_strategy
-    from harness.tasks import load_task
+    from harness.strategy.strategies import parse_strategy
+    from harness.task.tasks import load_task
 
     task, strat = load_task("multistep_arithmetic"), parse_strategy("zero_shot")
     out = []
@@ -126,8 +126,8 @@ def test_completion_format_matches_the_offline_engine(backend, tmp_path):
     from dataclasses import replace
     from pathlib import Path
 
-    from harness.strategies import parse_strategy
-    from harness.tasks import load_task
+    from harness.strategy.strategies import parse_strategy
+    from harness.task.tasks import load_task
 
     data = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
     strat = parse_strategy("zero_shot")
@@ -172,7 +172,7 @@ def test_n_samples_and_seeds(backend):
 
 
 def test_guided_json_validates(backend):
-    from harness.schemas import Person
+    from harness.task.schemas import Person
 
     schema = json.dumps(Person.model_json_schema())
     r = Request("person", (Message("user", "Invent a person: name, age and hobby, as JSON."),),
@@ -195,7 +195,7 @@ def test_timing_and_usage(backend):
 
 
 def test_failed_start_reports_the_reason(tmp_path):
-    from harness.serve import serve
+    from harness.backends.serve import serve
 
     bad = tmp_path / "bad-model"
     bad.mkdir()
@@ -232,8 +232,8 @@ def test_exported_chat_prompt_template_matches(server, backend):
     """The exported template renders the harness's messages for every item, and the LangChain model
     fed with them answers as the harness backend does."""
     from harness.lc_export import messages_from_template, to_chat_prompt_template
-    from harness.strategies import parse_strategy
-    from harness.tasks import load_task
+    from harness.strategy.strategies import parse_strategy
+    from harness.task.tasks import load_task
 
     for name, spec in [("person_json", "zero_shot"), ("person_json", "few_shot:k=2,as_chat=true"),
                        ("multistep_arithmetic", "cot:k=2"), ("coin_flip", "cot")]:
@@ -251,7 +251,7 @@ def test_exported_chat_prompt_template_matches(server, backend):
 
 
 SERVE_CLI = ("import argparse, sys\n"
-             "from harness.serve import main_serve\n"
+             "from harness.backends.serve import main_serve\n"
              "sys.exit(main_serve(argparse.Namespace(kv_cache_gib=1, timeout=300)))\n")
 
 

@@ -40,7 +40,7 @@ def test_serve_sigterm_during_start_frees_everything(matrix, tmp_path):
 
 
 def test_openai_run_sigkill_mid_run_resumes_to_n_rows(matrix, tmp_path):
-    from harness.serve import serve
+    from harness.backends.serve import serve
 
     with serve(kv_cache_gib=1, timeout_s=300) as server:
         r = matrix.run_case("openai", "KILL", "mid", tmp=tmp_path, limit=LIMIT, url=server.url)

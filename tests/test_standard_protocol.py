@@ -12,10 +12,10 @@ import pytest
 import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.records import Completion, Example
-from harness.runner import default_format
-from harness.scoring import score
-from harness.strategies import parse_strategy, reduce_loglikelihood
-from harness.tasks import load_task
+from harness.runs.runner import default_format
+from harness.scoring.scoring import score
+from harness.strategy.strategies import parse_strategy, reduce_loglikelihood
+from harness.task.tasks import load_task
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
@@ -174,7 +174,7 @@ def test_encode_pair_moves_trailing_space_and_splits_the_whole_encoding():
     from transformers import AutoTokenizer
 
     from harness.backends.vllm import encode_pair
-    from harness.models import bundled_model_dir
+    from harness.backends.models import bundled_model_dir
 
     tok = AutoTokenizer.from_pretrained(str(bundled_model_dir()))
     ctx, cont = encode_pair(tok, "Question: Is it?\nAnswer:", " yes")

@@ -12,7 +12,7 @@ import pytest
 from harness.backends.vllm import (apportion, constraint_for, to_chat_messages,
                                    to_sampling_params, _timing)
 from harness.errors import ConfigError, EngineStartError
-from harness.models import kv_tokens_fitting, model_info, model_info_from_config, resolve_model
+from harness.backends.models import kv_tokens_fitting, model_info, model_info_from_config, resolve_model
 from harness.records import Message, OutputType, Request, Sampling
 
 USER = (Message("user", "What is 2 + 2? Answer briefly."),)

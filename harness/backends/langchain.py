@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from ..errors import ConfigError
-from ..guided import json_schema, unsupported as guided_unsupported
+from .guided import json_schema, unsupported as guided_unsupported
 from ..records import Completion, Request
 from .base import BackendBase, identity_of
 from .chat import run_sync

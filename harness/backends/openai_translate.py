@@ -1,18 +1,18 @@
 """The OpenAI-compatible backend's pure translation: a Request -> the keyword arguments of the chat and
-completions calls (no I/O, unit-testable without a server). Guided decoding comes from harness.guided."""
+completions calls (no I/O, unit-testable without a server). Guided decoding comes from harness.backends.guided."""
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..guided import response_format, structured_outputs
+from .guided import response_format, structured_outputs
 from ..records import OutputType, Request
 from .chat import to_chat_messages
 
 
 def constraint_kwargs(output_type: OutputType, structured: str) -> dict[str, Any]:
-    """OutputType -> request fields (harness.guided does the translation). vLLM:
+    """OutputType -> request fields (harness.backends.guided does the translation). vLLM:
     {"extra_body": {"structured_outputs": {...}}} (a choice list becomes a regex, as in the offline
     backend); OpenAI: {"response_format": {"type": "json_schema", ...}}. Choice and regex raise
     ConfigError on the OpenAI API, which cannot constrain them.

@@ -28,10 +28,10 @@ import os
 import time
 from typing import Any, Sequence
 
-from ..engine_versions import check_vllm
+from .engine_versions import check_vllm
 from ..errors import EngineStartError, missing_extra
-from ..guided import structured_outputs
-from ..models import resolve_model
+from .guided import structured_outputs
+from .models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
 from .timing import _timing, apportion  # noqa: F401 - apportion re-exported
 from .loglik import PromptLogprobScoring, encode_pair, encode_pairs, pair_texts  # noqa: F401 - re-exported
@@ -44,7 +44,7 @@ SHUTDOWN_GRACE_S = 20  # seconds a closing engine waits for its worker before ki
 
 # --------------------------------------------------------------------------- pure translation
 
-constraint_for = structured_outputs  # the former name (harness.guided is the one place)
+constraint_for = structured_outputs  # the former name (harness.backends.guided is the one place)
 
 
 def to_sampling_params(sampling: Sampling, output_type: OutputType | None = None) -> dict[str, Any]:
