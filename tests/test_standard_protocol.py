@@ -99,6 +99,13 @@ def test_gsm8k_cot_8shot_prompt_and_extraction():
     # (lm-eval's gsm8k_cot strict-match gives "[invalid]"; the flexible fallback would have read 18)
     pred = parse_strategy("zero_shot").reduce(t, ex, [Completion(texts=(" 16 - 3 - 4 = 9 and 9 * 2 = 18",))])
     assert pred.answer is None and score(t, ex, pred)["correct"] is False
+    # nor with another explicit statement ("#### 18"): strict-match is the one regex
+    pred = parse_strategy("zero_shot").reduce(t, ex, [Completion(texts=(" 9 * 2 = 18.\n#### 18",))])
+    assert pred.answer is None
+    # the regex is case-sensitive, as lm-eval's is: "So the answer is 2 x 2 = 4" is not a statement
+    # (a real SmolLM2 output on GSM8K; the harness read 2 where lm-eval reads 4)
+    out = " 1/2 x 2 = 2 bolts of white fiber. So the answer is 2 x 2 = 4 bolts of white fiber. The answer is 4.\n\n"
+    assert parse_strategy("zero_shot").reduce(t, ex, [Completion(texts=(out,))]).answer == "4"
 
 
 def test_old_chat_tasks_keep_their_behaviour_under_new_names():

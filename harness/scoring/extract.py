@@ -328,12 +328,15 @@ def extract_json(text: str) -> tuple[Any, bool]:
 
 def extract_with_rule(answer_type: str, text: str, *, labels: Sequence[str] = (), choices: Sequence[str] = (),
                       pattern: str | None = None, mode: str = "flexible") -> Extraction:
-    """Dispatch on the task's answer type. A task's `pattern` (a regex with one group) comes first
-    (rule `pattern`); when it does not match, the type's own rules apply."""
+    """Dispatch on the task's answer type. A task's `pattern` (a regex with one group, searched as
+    Python's `re.search` does: case-sensitive, `.` not matching a newline, unless the pattern says
+    `(?i)` / `(?s)`, like lm-evaluation-harness's regex filter) comes first (rule `pattern`); when it
+    does not match, the type's own rules apply in flexible mode, and in strict mode there is no answer
+    (lm-eval's "strict-match": the one regex or "[invalid]")."""
     if mode not in MODES:
         raise ValueError(f"unknown extraction mode {mode!r}")
     if pattern:
-        m = re.search(pattern, text, re.IGNORECASE | re.DOTALL)
+        m = re.search(pattern, text)
         if m:
             inner = m.group(1) if m.groups() else m.group(0)
             if answer_type == "number":  # lm-eval's regexes_to_ignore: "1,8" is 18, never "8"
@@ -341,6 +344,8 @@ def extract_with_rule(answer_type: str, text: str, *, labels: Sequence[str] = ()
             got = _by_type(answer_type, inner, labels, choices, "flexible", pattern=True)
             if got.answer is not None:
                 return Extraction(got.answer, "pattern")
+        if mode == "strict":
+            return NONE
     return _by_type(answer_type, text, labels, choices, mode)
 
 
