@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY")
+GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B128", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY", "DEFAULTS")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +45,7 @@ def _baseline(rev: str, tmp: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default=None, help=f"comma-separated groups: {','.join(GROUPS)}")
-    p.add_argument("--quick", action="store_true", help="smaller sizes; skips the compiled, block-32 and guidance engines and CTX (~5 min)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes; skips the compiled, block-128 and guidance engines and CTX (~5 min)")
     p.add_argument("--out", default=None, help="JSON file (default results/bench-<timestamp>.json)")
     p.add_argument("--p5-before", default=None, metavar="REV",
                    help="also run P5 on the harness of git revision REV (e.g. HEAD) for before/after")
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             print("[bench] P5 (harness only, scripted backend)", flush=True)
             rows.extend(harness_only.run(quick=a.quick, baseline=_baseline(a.p5_before, tmp) if a.p5_before else None))
             save("running")
-        if only & {"P1", "P2", "P3", "P4", "SPEC", "B32", "COMPILE", "CTX", "PROBE"}:
+        if only & {"P1", "P2", "P3", "P4", "SPEC", "B128", "COMPILE", "CTX", "PROBE"}:
             from . import engine
             rows.extend(engine.run(quick=a.quick, only=only, folder=tmp,
                                    log=lambda m: print(m, file=sys.stderr, flush=True)))
@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             from . import parity
             rows.extend(parity.run(quick=a.quick, only=only, folder=tmp,
                                    log=lambda m: print(m, file=sys.stderr, flush=True)))
+            save("running")
+        if "DEFAULTS" in only:
+            from . import defaults
+            rows.extend(defaults.run(quick=a.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
             save("running")
         if "P7" in only:
             from . import server

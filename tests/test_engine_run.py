@@ -52,9 +52,9 @@ def test_greedy_output_identical_across_runs_with_the_same_seed(engine, tmp_path
 
 def test_self_consistency_is_one_request_with_n_and_the_prompt_is_shared(engine, tmp_path):
     """vLLM v1 runs n=k as k child requests that share the prompt's KV blocks through the prefix cache:
-    only the last, partial block (block size 128 on the CPU build) is computed again per extra sample."""
+    only the last, partial block is computed again per extra sample."""
     before = engine.stats()
-    k, block = 8, 128
+    k, block = 8, engine.engine_settings().get("block_size", 128)
     df = harness.run(["multistep_arithmetic"], [f"self_consistency:k={k},max_tokens=40,shots=4"], backend=engine,
                      limit=3, out=tmp_path / "r", progress=False, write_report=False, cache=False)
     after = engine.stats()

@@ -180,7 +180,7 @@ def test_prompt_tokens_match_chat_template(engine):
 
 @pytest.mark.engine
 def test_greedy_is_reproducible_and_prefix_cache_counts(engine):
-    # long enough to fill whole KV blocks (prefix caching works per full block; 128 tokens on CPU)
+    # long enough to fill whole KV blocks (prefix caching works per full block)
     context = Message("system", "You are a careful assistant. " * 60)
     r = req("g", (context, *USER), sampling=Sampling(temperature=0.0, seed=3, max_tokens=16))
     [a] = engine.generate([r])
@@ -272,3 +272,36 @@ def test_overlong_prompt_fails_alone_in_a_mixed_batch(engine):
     for c in out[1:4]:
         assert c.error and "exceeds the model's context of 2048" in c.error and c.texts == ()
     assert out[4].error is None and len(out[4].continuation_logprobs) == 2
+
+
+@pytest.mark.engine
+def test_cpu_engine_defaults_block_32_and_tcmalloc_in_the_engine_processes_only(engine):
+    """The CPU defaults chosen by bench/defaults.py (docs/engine.md "Engine defaults"): 32-token KV
+    blocks, and Debian's tcmalloc preloaded into the spawned engine processes (read from their memory
+    maps) while this process's own LD_PRELOAD is left as it was."""
+    import os
+
+    from harness.backends.preload import TCMALLOC
+    from harness.runs.procs import process_tree
+
+    engine.start()
+    settings = engine.engine_settings()
+    assert settings["block_size"] == 32
+    assert engine.llm.llm_engine.vllm_config.cache_config.block_size == 32  # what the engine really uses
+    have = next((p for p in TCMALLOC if os.path.isfile(p)), None)
+    if have is None or os.environ.get("HARNESS_PRELOAD") == "0":
+        assert settings["ld_preload"] == []
+        return
+    assert settings["ld_preload"] == [have]
+    assert "libtcmalloc" not in os.environ.get("LD_PRELOAD", "")
+    maps = {}
+    for pid in process_tree():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{pid}/maps") as f:
+                maps[pid] = (cmd, "libtcmalloc" in f.read())
+        except OSError:
+            continue
+    engine_procs = [hit for cmd, hit in maps.values() if b"spawn_main" in cmd or b"VLLM" in cmd]
+    assert engine_procs and all(engine_procs), maps

@@ -108,6 +108,13 @@ def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, m
     else:
         env.pop("VLLM_CPU_KVCACHE_SPACE", None)
         extra = ["--kv-cache-memory-bytes", str(int(float(kv_cache_gib) * 2**30)), *extra]
+    from .preload import preload_env
+    from .vllm import CPU_BLOCK_SIZE, _cuda_available
+
+    if not _cuda_available():  # the offline engine's CPU defaults (docs/engine.md "Engine defaults")
+        preload_env(env)
+        if not any(a.startswith("--block-size") for a in extra):
+            extra = ["--block-size", str(CPU_BLOCK_SIZE), *extra]
     cmd = server_command(path, served_name=name, host=host, port=port, max_model_len=max_model_len,
                          extra_args=extra)
     from ..runs.procs import GUARD_VAR, guard

@@ -36,9 +36,11 @@ from ..records import Completion, OutputType, Request, Sampling
 from .timing import _timing, apportion  # noqa: F401 - apportion re-exported
 from .loglik import PromptLogprobScoring, encode_pair, encode_pairs, pair_texts  # noqa: F401 - re-exported
 from .base import BackendBase
+from .preload import preloaded
 from .chat import cut_at_stop, to_chat_messages
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
+CPU_BLOCK_SIZE = 32  # the CPU build's smallest KV block; chosen by bench/defaults.py (docs/engine.md)
 SHUTDOWN_GRACE_S = 20  # seconds a closing engine waits for its worker before killing it
 
 
@@ -111,6 +113,9 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
         if block_size is not None:
             self._settings["block_size"] = block_size
         if not _cuda_available():
+            # CPU default block size 32, not vLLM's 128 (docs/engine.md "Engine defaults": 5-shot
+            # generation 0.69x the wall; the last partial block of a shared prefix is reused)
+            self._settings.setdefault("block_size", CPU_BLOCK_SIZE)
             # vLLM 0.32 CPU: a seeded sampling request whose prompt is split by chunked prefill crashes the
             # engine ("CPU Generator does not use offset": the discarded-token rewind is CUDA-only).
             # Without chunked prefill no prompt is split, so seeded sampling is safe in any batch.
@@ -131,6 +136,7 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             # vLLM's CPU default (a share of node memory) fails on small machines.
             self._settings["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
         self._llm: Any = None
+        self.preloaded: list[str] | None = None  # what preload.py put in LD_PRELOAD for the engine (once started)
 
     # ---- engine lifecycle
     @classmethod
@@ -142,6 +148,8 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
         settings = self._llm_kwargs()
         if self.vllm_check is not None:
             settings["vllm_check"] = dict(self.vllm_check)
+        if self.preloaded is not None:
+            settings["ld_preload"] = list(self.preloaded)  # not in the identity: no effect on answers
         return settings
 
     def _llm_kwargs(self) -> dict[str, Any]:
@@ -159,7 +167,9 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             except ImportError as exc:
                 raise missing_extra("vllm", "cpu") from exc
             try:
-                self._llm = LLM(**self._llm_kwargs())
+                with preloaded() as added:  # tcmalloc for the spawned engine processes (preload.py)
+                    self._llm = LLM(**self._llm_kwargs())
+                self.preloaded = added
             except Exception as exc:  # vLLM raises many types here; report one line
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
                 raise EngineStartError(f"the vLLM engine failed to start: {type(exc).__name__}: {first}",

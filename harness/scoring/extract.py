@@ -328,11 +328,10 @@ def extract_json(text: str) -> tuple[Any, bool]:
 
 def extract_with_rule(answer_type: str, text: str, *, labels: Sequence[str] = (), choices: Sequence[str] = (),
                       pattern: str | None = None, mode: str = "flexible") -> Extraction:
-    """Dispatch on the task's answer type. A task's `pattern` (a regex with one group, searched as
-    Python's `re.search` does: case-sensitive, `.` not matching a newline, unless the pattern says
-    `(?i)` / `(?s)`, like lm-evaluation-harness's regex filter) comes first (rule `pattern`); when it
-    does not match, the type's own rules apply in flexible mode, and in strict mode there is no answer
-    (lm-eval's "strict-match": the one regex or "[invalid]")."""
+    """Dispatch on the task's answer type. A task's `pattern` (one group; plain `re.search`, as
+    lm-eval's regex filter: case-sensitive unless `(?i)`) comes first (rule `pattern`); when it does
+    not match, flexible mode applies the type's rules and strict mode gives no answer (lm-eval's
+    "strict-match": the one regex or "[invalid]")."""
     if mode not in MODES:
         raise ValueError(f"unknown extraction mode {mode!r}")
     if pattern:
