@@ -114,20 +114,26 @@ def reference_scores(llm: Any, items: Sequence[dict]) -> list[dict]:
 
 # ------------------------------------------------------------------------------ side by side
 
-def compare(backend: Any, task: str, *, limit: int | None, folder: Path) -> dict[str, Any]:
-    """Run the reference and the harness on the same items and engine; walls, accuracies, agreement."""
+def side_by_side(backend: Any, task: str, reference: Any, folder: Path) -> tuple[list[dict], float, Any, float]:
+    """`reference()` (raw vLLM), then `harness.run(task, zero_shot)` on as many items, same engine, each
+    from an empty prefix cache: (reference rows, its wall, the harness's dataframe, its wall)."""
     import harness
 
-    items = reference_items(task, limit)
     fresh_prefix_cache(backend)
     t0 = time.perf_counter()
-    ref = reference_scores(backend.llm, items)
+    ref = reference()
     ref_wall = time.perf_counter() - t0
     fresh_prefix_cache(backend)
     t0 = time.perf_counter()
-    df = harness.run([task], ["zero_shot"], backend=backend, limit=len(items), data_dir=DATA, out=folder / task,
+    df = harness.run([task], ["zero_shot"], backend=backend, limit=len(ref), data_dir=DATA, out=folder / task,
                      progress=False, write_report=False, cache=False)
-    harness_wall = time.perf_counter() - t0
+    return ref, ref_wall, df, time.perf_counter() - t0
+
+
+def compare(backend: Any, task: str, *, limit: int | None, folder: Path) -> dict[str, Any]:
+    """Run the reference and the harness on the same items and engine; walls, accuracies, agreement."""
+    items = reference_items(task, limit)
+    ref, ref_wall, df, harness_wall = side_by_side(backend, task, lambda: reference_scores(backend.llm, items), folder)
     by_id = {r["example_id"]: r for r in df.to_dict("records")}
     labels = {it["id"]: it.get("labels", "ABCDEFGHIJ") for it in items}
     n = len(ref)
@@ -177,17 +183,8 @@ def gsm8k_reference(llm: Any, limit: int | None) -> list[dict]:
 
 def compare_gsm8k(backend: Any, *, limit: int | None, folder: Path) -> dict[str, Any]:
     """gsm8k_cot_8shot: the harness (greedy generation, its own extraction) against gsm8k_reference."""
-    import harness
-
-    fresh_prefix_cache(backend)
-    t0 = time.perf_counter()
-    ref = gsm8k_reference(backend.llm, limit)
-    ref_wall = time.perf_counter() - t0
-    fresh_prefix_cache(backend)
-    t0 = time.perf_counter()
-    df = harness.run(["gsm8k_cot_8shot"], ["zero_shot"], backend=backend, limit=len(ref), data_dir=DATA,
-                     out=folder / "gsm8k_cot_8shot", progress=False, write_report=False, cache=False)
-    harness_wall = time.perf_counter() - t0
+    ref, ref_wall, df, harness_wall = side_by_side(backend, "gsm8k_cot_8shot",
+                                                   lambda: gsm8k_reference(backend.llm, limit), folder)
     by_id = {r["example_id"]: r for r in df.to_dict("records")}
     n = len(ref)
 
