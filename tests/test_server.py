@@ -112,7 +112,10 @@ def test_server_matches_the_offline_engine(backend, tmp_path):
     want_ll, got_ll = offline[4]["continuation_logprobs"], served[4].continuation_logprobs
     print("loglikelihood offline vs server:", want_ll, got_ll)
     assert served[4].prompt_tokens == offline[4]["prompt_tokens"]
-    assert got_ll == pytest.approx(want_ll, abs=0.05)
+    # the offline engine reads the shared prefix from its cache (32-token blocks), the server computes
+    # every pair: equal in float32, up to ~0.1 nats apart in bf16 here (docs/engine.md); same choice
+    assert got_ll == pytest.approx(want_ll, abs=0.15)
+    assert max(range(3), key=got_ll.__getitem__) == max(range(3), key=want_ll.__getitem__)
     assert served[4].continuation_tokens == (1, 1, 2)
     print("beam offline vs server:", offline[5]["texts"], served[5].texts)
     assert list(served[5].texts) == offline[5]["texts"]
@@ -147,7 +150,7 @@ def test_completion_format_matches_the_offline_engine(backend, tmp_path):
     for want, got in zip(offline[:3], served[:3]):
         print("\nARC-Easy loglik offline vs server:", want["continuation_logprobs"], got.continuation_logprobs)
         assert len(got.continuation_logprobs) == len(want["continuation_logprobs"]) >= 3
-        assert got.continuation_logprobs == pytest.approx(want["continuation_logprobs"], abs=0.1)
+        assert got.continuation_logprobs == pytest.approx(want["continuation_logprobs"], abs=0.15)  # bf16: see above
     for want, got in zip(offline[3:], served[3:]):
         print("GSM8K completion offline vs server:", repr(want["texts"][0][:80]), repr(got.texts[0][:80]))
         # bf16 greedy near-ties can flip with batch shape (docs/engine.md): the start must agree
