@@ -63,7 +63,8 @@ def p1(s: Settings, backend: Any) -> tuple[list[Row], RawBaseline]:
         fresh_prefix_cache(backend)
         clock, df = clocked(lambda: harness.run(list(P1_TASKS), list(P1_STRATEGIES), backend=backend,
                                                 limit=limit, out=s.out("p1"), progress=False,
-                                                report=False, cache=False, latency_probe=0))
+                                                report=False, cache=False, latency_probe=0,
+                                                split_groups=False))
         frames.append(df)
         return clock
 
@@ -80,7 +81,8 @@ def p1(s: Settings, backend: Any) -> tuple[list[Row], RawBaseline]:
     # the same run as the CLI does it by default: with the HTML/Markdown report
     fresh_prefix_cache(backend)
     t, _ = timed(lambda: harness.run(list(P1_TASKS), list(P1_STRATEGIES), backend=backend, limit=limit,
-                                     out=s.out("p1r"), progress=False, report=True, cache=False, latency_probe=0))
+                                     out=s.out("p1r"), progress=False, report=True, cache=False, latency_probe=0,
+                                     split_groups=False))
     rows.append(Row("P1r", "harness.run with report=True / raw LLM.chat, wall", ratio(t, best(tr).wall),
                     None, detail={"harness_report_s": t}, note=f"{t:.2f} s incl. the report with plots"))
     return rows, baseline
