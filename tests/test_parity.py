@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 import harness
 from bench.parity import reference_items, reference_scores, reference_sums
 from harness.records import Request, Sampling
+from shared_data import DATA
 
 pytestmark = pytest.mark.engine
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
 BLOCK = 32
 

@@ -129,15 +129,15 @@ def test_completion_format_matches_the_offline_engine(backend, tmp_path):
     each choice as the continuation) and for generation (GSM8K 8-shot CoT, stop at the next shot), and
     gives what the offline engine's LLM.generate gives on the same text."""
     from dataclasses import replace
-    from pathlib import Path
+
+    from shared_data import DATA
 
     from harness.strategy.strategies import parse_strategy
     from harness.task.tasks import load_task
 
-    data = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
     strat = parse_strategy("zero_shot")
-    arc = load_task("arc_easy", data_dir=data)
-    gsm = load_task("gsm8k_cot_8shot", data_dir=data)
+    arc = load_task("arc_easy", data_dir=DATA)
+    gsm = load_task("gsm8k_cot_8shot", data_dir=DATA)
     ll = [strat.expand(arc, ex)[0] for ex in arc.examples[:3]]
     gen = [strat.expand(gsm, ex)[0] for ex in gsm.examples[:2]]
     gen = [replace(r, sampling=replace(r.sampling, max_tokens=48)) for r in gen]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,8 +15,8 @@ from harness.runs.runner import default_format
 from harness.scoring.scoring import score
 from harness.strategy.strategies import parse_strategy, reduce_loglikelihood
 from harness.task.tasks import load_task
+from shared_data import DATA
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
 
 

@@ -22,11 +22,17 @@ TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/x86_
             "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc_minimal.so.4")
 
 
+def tcmalloc_path() -> str | None:
+    """Debian's tcmalloc on this machine, or None (bench/defaults.py measures the same file)."""
+    return next((p for p in TCMALLOC if os.path.isfile(p)), None)
+
+
 def preload_libs() -> list[str]:
     """The libraries to preload on this machine (empty when turned off or absent)."""
     if os.environ.get("HARNESS_PRELOAD", "1") == "0":
         return []
-    return [p for p in TCMALLOC if os.path.isfile(p)][:1]
+    found = tcmalloc_path()
+    return [found] if found else []
 
 
 def preload_env(env: MutableMapping[str, str]) -> list[str]:
