@@ -21,7 +21,7 @@ STAGES = {
     "runs": ("api", "runner", "units", "identity", "results", "procs", "_watchdog", "provenance", "determinism",
              "probe", "latency_model", "suite", "defaults", "multimodel"),
     "scoring": ("scoring", "scorers", "extract"),
-    "report": ("report", "report_format", "verdicts", "plots", "summary", "stats", "paired", "variance", "pricing",
+    "report": ("report", "report_format", "verdicts", "plots", "summary", "paired", "variance", "pricing",
                "matrix", "view"),
 }
 MOVED = {f"harness.{m}": f"harness.{stage}.{m}" for stage, mods in STAGES.items() for m in mods

@@ -1,0 +1,1 @@
+"""Pure statistics: functions over arrays and DataFrames (numpy, scipy, statsmodels, pandas only)."""
