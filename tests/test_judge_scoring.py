@@ -73,10 +73,10 @@ def test_panel_columns_are_order_free_on_random_outputs():
 
 def test_one_failed_judge_or_an_even_split_is_no_majority():
     three = judge_columns([verdict(5, True), "garbage", verdict(4, True)])
-    assert three["judge_verdict"] == NO_MAJORITY and three["correct"] is False and three["parse_ok"] is False
+    assert three["judge_verdict"] == NO_MAJORITY and three["correct"] is False and three["judge_parse_ok"] is False
     assert three["judge_parse_error"].startswith("not JSON")
     split = judge_columns([verdict(5, True), verdict(1, False)])
-    assert split["judge_verdict"] == NO_MAJORITY and split["parse_ok"] is True
+    assert split["judge_verdict"] == NO_MAJORITY and split["judge_parse_ok"] is True
     errored = judge_columns([verdict(5, True), verdict(5, True), verdict(5, True)], errors=[None, "timeout", None])
     assert errored["judge_verdict"] == NO_MAJORITY and "timeout" in errored["judge_parse_error"]
     assert judge_columns([verdict(5, True), verdict(1, False), verdict(4, True)])["judge_verdict"] == "pass"

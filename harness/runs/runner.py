@@ -63,7 +63,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         progress: bool = True, cache: bool = True, cache_dir: str | Path | None = None,
         retry_errors: bool = True, force: bool = False, model_name: str | None = None,
         latency_probe: int | None = None, probe_concurrency: int = 1, hourly_usd: float | None = None,
-        split_groups: bool = True, latency_calibration: int | None = None) -> pd.DataFrame:
+        split_groups: bool = True, latency_calibration: int | None = None,
+        judges: dict | None = None) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
     (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes: the units whose
     content-addressed identity (harness.runs.identity) is in the journal are reused; a unit of the same
@@ -79,7 +80,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     (default DEFAULT_PROBE, one at a time) and `latency_calibration` requests per model calibrate the
     latency model (default: harness/runs/latency_model.py's rule; `latency_probe=0` turns both off unless a
     calibration size is given): see harness/runs/probe.py, harness/runs/latency_model.py and docs/measures.md.
-    split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row)."""
+    split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row).
+    `judges` ({name: backend}) gives judge models by name to tasks with `scorer: judge` (harness/runs/judging.py)."""
     from ..report.pricing import check_hourly
     from .latency_model import calibrate, latency_plan
     from .probe import check_probe_args, run_probe
@@ -121,11 +123,18 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     if plan.conflicts and not force:
         raise plan.refusal(run_dir)
     pending = plan.pending
+    judging = None
     try:
         if cache:
             from ..backends.cache import CachedBackend, RequestCache
             backend = CachedBackend(engine, RequestCache(cache_dir))
+        from .judging import Judges, check_judges, judge_entries
+        judging = Judges(run_backend=backend, run_model_spec=_model_spec(model, engine), given=judges,
+                         cache=backend.cache if cache else None)
+        check_judges(task_objs, judging)
         started = _needs_engine(pending, backend if cache else None)  # all done or cached: no engine start
+        started = started or any(judging.uses_run_engine(m) for u in pending if u.task.spec.judge
+                                 for m in u.task.spec.judge.models)  # the run's engine judges its rows
         if started:
             from .procs import check_main_guard, exit_on_signal, guard, start_note
             if _spawns_engine(engine):
@@ -180,6 +189,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                                             backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token,
                                             identity=ident, label=plan.labels.get(ident["id"]), engine_s=share,
                                             hourly_usd=hourly))
+                judge_entries(entries, chunk, judging)  # tasks with scorer: judge, before the journal
                 journal.append(entries)
                 written.extend(entries)
                 if bar is not None:
@@ -214,6 +224,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             preds = finalize(run_dir, meta, complete=not interrupted,
                              entries=None if interrupted else previous + written)
     finally:
+        if judging is not None:
+            judging.close()  # the judge engines this run started (never the run's own)
         if own_engine:
             engine.close()  # also when the run failed or was stopped before its loop (idempotent)
     if interrupted:

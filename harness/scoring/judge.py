@@ -103,7 +103,7 @@ def majority(passes: Sequence[bool | None]) -> str:
 def judge_columns(outputs: Sequence[str | None], *, schema: Mapping[str, Any] = DEFAULT_SCHEMA,
                   threshold: int | None = None, errors: Sequence[str | None] | None = None) -> dict[str, Any]:
     """The scored columns of one row from its judges' raw outputs (one per panel member, in panel order):
-    correct, parse_ok, judge_verdict (pass / fail / no_majority), judge_score (the mean of the parsed
+    correct, judge_verdict (pass / fail / no_majority), judge_score (the mean of the parsed
     scores), judge_pass (the single judge's, or the panel's when it decided), judge_parse_ok (every
     judge gave a verdict), judge_reasoning (the first judge's), judge_parse_error."""
     errors = list(errors) if errors is not None else [None] * len(outputs)
@@ -124,7 +124,6 @@ def judge_columns(outputs: Sequence[str | None], *, schema: Mapping[str, Any] = 
     first = parsed[0] or {}
     row: dict[str, Any] = {
         "correct": decision == PASS,
-        "parse_ok": all(v is not None for v in parsed),
         "judge_verdict": decision,
         "judge_pass": None if decision == NO_MAJORITY else decision == PASS,
         "judge_score": float(sum(scores) / len(scores)) if scores else None,

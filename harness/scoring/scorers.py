@@ -193,6 +193,30 @@ def score_user(x: ScoreInput) -> dict:
     return {"correct": bool(got)}
 
 
+def score_judge(x: ScoreInput) -> dict:
+    """A model judge grades the output after generation (harness/runs/judging.py, then
+    harness/scoring/judge.py): until then the row is not scored (correct None). With scorer_params.rule
+    the rule scorer of that name scores the row too (`rule_correct`), for the judge's q0, q1 and kappa."""
+    rule = x.params.get("rule")
+    if not rule:
+        return {"correct": None}
+    res = SCORERS[rule].fn(ScoreInput(x.answer, x.output, x.gold, x.gold_norm, x.rule,
+                                      dict(x.params.get("rule_params") or {}), x.schema))
+    return {"correct": None, "rule_correct": bool(res["correct"])}
+
+
+def _rule(v: Any) -> str:
+    if v not in SCORERS or v in ("judge", "user"):
+        raise ValueError(f"rule '{v}' is not a rule scorer (one of {', '.join(k for k in SCORERS if k not in ('judge', 'user'))})")
+    return str(v)
+
+
+def _mapping(v: Any) -> dict:
+    if not isinstance(v, Mapping):
+        raise ValueError("must be a mapping")
+    return dict(v)
+
+
 _USER: dict[str, Callable] = {}
 
 
@@ -245,6 +269,15 @@ SCORERS: dict[str, Scorer] = {s.name: s for s in [
     Scorer("user", score_user, "your function, by import path (scorer_params.function)", columns=("user_score",),
            aggregates=(Aggregate("user_score_mean", "user_score", "user score", "user", "mean"),),
            params={"function": str}),
+    Scorer("judge", score_judge, "a model judge grades the output with a rubric (task's `judge:` block)",
+           columns=("rule_correct", "judge_verdict", "judge_pass", "judge_score", "judge_parse_ok", "no_majority",
+                    "judge_prompt_tokens", "judge_completion_tokens"),
+           aggregates=(Aggregate("rule_accuracy", "rule_correct", "rule accuracy", "rule_acc"),
+                       Aggregate("judge_score_mean", "judge_score", "judge score", "j_score", "mean"),
+                       Aggregate("judge_parse_rate", "judge_parse_ok", "judge parsed", "j_parse"),
+                       Aggregate("no_majority_rate", "no_majority", "no majority", "no_maj"),
+                       Aggregate("judge_tokens_mean", "judge_completion_tokens", "judge tokens", "j_tok", "mean")),
+           params={"rule": _rule, "rule_params": _mapping}),
 ]}
 
 # Aggregates of every task, whatever its scorer: log-likelihood's length-normalized accuracy and the

@@ -25,7 +25,7 @@ def score(task, example: Example, pred: Prediction) -> dict[str, Any]:
     row["extract_rule"] = rule
     res = scorer.fn(ScoreInput(pred.answer, pred.output, example.gold, gold, rule, params, schema))
     row.update(res)
-    row["correct"] = bool(res["correct"])
+    row["correct"] = None if res["correct"] is None else bool(res["correct"])  # None: a judge scores it later
     if "answer_strict" in pred.extra:
         strict = pred.extra["answer_strict"]
         rule_s = pred.extra.get("extract_rule_strict")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from ..errors import ConfigError, DataError, TemplateError, suggest
 from ..records import Example, OutputType
+from .judge_spec import JudgeSpec
 from .task_schema import load_schema, pydantic_schema
 from .task_data import DATA_SUFFIXES, load_rows  # noqa: F401 - DATA_SUFFIXES re-exported (its former home)
 from .task_file import check_scorer, one_line, read_yaml_mapping  # noqa: F401 - check_scorer: its former home
@@ -100,6 +101,7 @@ class TaskSpec(Strict):
     scorer_params: dict[str, Any] = {}
     extraction: Literal["flexible", "strict", "both"] = "flexible"
     output_type: OutputTypeSpec | None = None
+    judge: JudgeSpec | None = None  # scorer: judge (harness/task/judge_spec.py, docs/judge.md)
     answer_mode: Literal["generate", "choice", "loglikelihood"] = "generate"
     format: Literal["chat", "completion"] | None = None  # None: the run's default (chat if the model has a template)
     num_fewshot: int = 0  # the protocol's fixed exemplars: the first of the pool, never the item asked
@@ -158,6 +160,8 @@ class TaskSpec(Strict):
             raise ValueError("answer_type 'label' needs 'labels' (a list) or 'labels_field'")
         if self.answer_type == "choice" and not self.choices_field:
             raise ValueError("answer_type 'choice' needs 'choices_field'")
+        if (self.scorer == "judge") != (self.judge is not None):
+            raise ValueError("scorer 'judge' and a 'judge:' block go together (docs/judge.md)")
         if self.answer_mode != "generate" and self.answer_type not in ("choice", "label"):
             raise ValueError(f"answer_mode '{self.answer_mode}' needs answer_type 'choice' or 'label'")
         return self

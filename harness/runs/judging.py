@@ -1,0 +1,203 @@
+"""The judge pass: after a chunk is generated and before it is journaled, every row of a task scored
+by `scorer: judge` is graded by its judge model(s).
+
+    rows ──► judge Requests (the rubric rendered with the item, the output and the gold; the verdict's
+             JSON schema as a guided output type) ──► one batched generate per judge backend, through the
+             request cache ──► harness.scoring.judge.judge_columns (pure) ──► the row's judge_* columns
+
+Judge calls go through the request cache like generation calls, so a re-run or a resume answers them
+from disk; their tokens and time are counted apart (judge_prompt_tokens, judge_completion_tokens,
+judge_latency_s), never in the row's own prompt_tokens / completion_tokens / cost.
+
+A judge model is `bundled` (reuses the run's engine when the run is on the bundled model), `run` (the
+model being evaluated, whatever its backend), a local model folder (its own offline engine), `NAME@URL`
+(an OpenAI-compatible server: OpenAIBackend(URL, model=NAME)), or a name given to `run(judges={...})`
+(a backend object: tests, or a backend built in code).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Mapping, Sequence
+
+from ..backends.chat import message_dicts
+from ..errors import ConfigError
+from ..records import Completion, Message, OutputType, Request, Sampling
+from ..scoring.judge import DEFAULT_SCHEMA, PAIRWISE_SCHEMA, judge_columns
+from ..task.tasks import Task
+from ..task.templates import load_template
+
+JUDGE_COLUMNS = ("judge_model", "judge_prompt", "judge_output", "judge_prompt_tokens", "judge_completion_tokens",
+                 "judge_latency_s", "judge_cached", "judge_error")
+
+
+def judge_schema(task: Task) -> dict:
+    """The verdict's JSON schema: the task's `judge.schema` (inline or a file), else the default."""
+    spec = task.spec.judge
+    if spec.schema_ is None:
+        return PAIRWISE_SCHEMA if spec.mode == "pairwise" else DEFAULT_SCHEMA
+    from ..task.task_schema import load_schema
+
+    return load_schema(spec.schema_, task)
+
+
+@dataclass
+class Rubric:
+    """A task's judge, ready to render: its template, schema and sampling."""
+
+    task: Task
+
+    @cached_property
+    def template(self):
+        return load_template(self.task.spec.judge.rubric, self.task.template_folders)
+
+    @cached_property
+    def schema(self) -> dict:
+        schema = judge_schema(self.task)
+        threshold = self.task.spec.judge.threshold
+        if threshold is not None and "score" not in schema.get("properties", {}):
+            raise ConfigError("judge.threshold needs a 'score' field in the verdict schema", where=str(self.task.file),
+                              field="judge.threshold", fix="remove the threshold or add an integer 'score'")
+        return schema
+
+    @cached_property
+    def output_type(self) -> OutputType | None:
+        # key order kept: the verdict's reasoning comes before its score when the schema says so
+        return OutputType("json", json.dumps(self.schema)) if self.task.spec.judge.guided else None
+
+    def request(self, key: str, variables: Mapping[str, Any]) -> Request:
+        spec = self.task.spec.judge
+        parts = self.template.render(variables)
+        user = "\n\n".join(parts[s] for s in ("instructions", "constraints", "input") if parts[s])
+        messages = ((Message("system", parts["context"]),) if parts["context"] else ()) + (Message("user", user),)
+        sampling = Sampling(temperature=spec.temperature, max_tokens=spec.max_tokens, seed=0)
+        return Request(key=key, messages=messages, sampling=sampling, output_type=self.output_type)
+
+
+def variables(task: Task, example, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The rubric's variables: the task's fields, the model's whole `output`, its extracted `answer`,
+    and the item's `gold` (a reference answer or fact)."""
+    return {**example.fields, "output": row.get("output") or "", "answer": row.get("answer"), "gold": example.gold}
+
+
+class Judges:
+    """Judge model specs -> backends, resolved once per run and wrapped in the request cache. Backends
+    this object builds (a folder's engine, a server client) are closed by `close()`; the run's own and
+    the given ones are not."""
+
+    def __init__(self, *, run_backend: Any, run_model_spec: str | None, given: Mapping[str, Any] | None = None,
+                 cache: Any = None) -> None:
+        self.run_backend, self.run_model_spec = run_backend, run_model_spec
+        self.given = dict(given or {})
+        self.cache = cache
+        self._built: dict[str, Any] = {}
+        self._own: list[Any] = []
+
+    def uses_run_engine(self, spec: str) -> bool:
+        return spec not in self.given and (spec == "run" or (spec == "bundled" and self.run_model_spec == "bundled"))
+
+    def backend(self, spec: str) -> Any:
+        if self.uses_run_engine(spec):
+            return self.run_backend  # already behind the run's request cache
+        if spec not in self._built:
+            if spec in self.given:
+                raw = self.given[spec]
+            else:
+                raw = self._build(spec)
+                self._own.append(raw)
+            if self.cache is not None:
+                from ..backends.cache import CachedBackend
+
+                raw = CachedBackend(raw, self.cache)
+            self._built[spec] = raw
+        return self._built[spec]
+
+    @staticmethod
+    def _build(spec: str, where: str | None = None) -> Any:
+        if "@" in spec:
+            name, _, url = spec.partition("@")
+            if not name or not url.startswith(("http://", "https://")):
+                raise ConfigError(f"judge model '{spec}' is not NAME@URL", where=where, field="judge.model",
+                                  fix="write the server's model name, '@', and its base URL (http://host:port/v1)")
+            from ..backends.openai import OpenAIBackend
+
+            return OpenAIBackend(url, model=name)
+        if spec == "bundled" or os.path.isdir(spec):
+            from ..backends.vllm import VLLMBackend
+
+            return VLLMBackend(None if spec == "bundled" else spec, use_tqdm=False)
+        raise ConfigError(f"unknown judge model '{spec}'", where=where, field="judge.model",
+                          fix="use bundled, run, a local model folder, NAME@URL, or a name passed in judges={...}")
+
+    def close(self) -> None:
+        for b in self._own:
+            b.close()
+        self._own.clear()
+
+
+def check_judges(tasks: Sequence[Task], judges: Judges) -> None:
+    """Render-free checks before anything runs: the rubric loads, the schema is valid, every judge model
+    resolves to a kind we know."""
+    for t in tasks:
+        if t.spec.judge is None:
+            continue
+        r = Rubric(t)
+        r.template, r.schema  # noqa: B018 - load now: a bad rubric fails before the engine starts
+        for spec in t.spec.judge.models:
+            if not (spec in judges.given or judges.uses_run_engine(spec)):
+                _check_spec(spec, str(t.file))
+
+
+def _check_spec(spec: str, where: str) -> None:
+    """A judge model spec we can build (one-line ConfigError otherwise); builds nothing."""
+    if spec == "bundled" or os.path.isdir(spec):
+        return
+    name, at, url = spec.partition("@")
+    if at and name and url.startswith(("http://", "https://")):
+        return
+    Judges._build(spec, where)  # raises the one-line error that says what is wrong
+
+
+def judge_rows(items: Sequence[tuple[Task, Any, dict]], judges: Judges) -> None:
+    """Grade rows in place. `items`: (task, example, row) for every row to grade (rubric mode, no
+    generation error). All requests to one judge backend go in one batched call."""
+    rubrics: dict[int, Rubric] = {}
+    calls: dict[str, list[tuple[int, int, Request]]] = {}  # judge spec -> (row index, panel position, request)
+    for i, (task, ex, row) in enumerate(items):
+        rubric = rubrics.setdefault(id(task), Rubric(task))
+        req = rubric.request(f"judge:{row.get('unit_id', i)}", variables(task, ex, row))
+        row["judge_prompt"] = json.dumps(message_dicts(req.messages), ensure_ascii=False)
+        for pos, spec in enumerate(task.spec.judge.models):
+            calls.setdefault(spec, []).append((i, pos, req))
+    answers: dict[tuple[int, int], Completion] = {}
+    for spec, todo in calls.items():
+        comps = judges.backend(spec).generate([r for _, _, r in todo])
+        for (i, pos, _), c in zip(todo, comps):
+            answers[(i, pos)] = c
+    for i, (task, _, row) in enumerate(items):
+        models = task.spec.judge.models
+        comps = [answers[(i, pos)] for pos in range(len(models))]
+        outputs = [c.texts[0] if c.texts else None for c in comps]
+        row.update(judge_columns(outputs, schema=rubrics[id(task)].schema, threshold=task.spec.judge.threshold,
+                                 errors=[c.error for c in comps]))
+        single = len(models) == 1
+        lat = [c.latency_s for c in comps if c.latency_s is not None and not c.cached]
+        row.update({
+            "judge_model": models[0] if single else json.dumps(list(models)),
+            "judge_output": outputs[0] if single else json.dumps(outputs, ensure_ascii=False),
+            "judge_prompt_tokens": sum(c.prompt_tokens or 0 for c in comps),
+            "judge_completion_tokens": sum(sum(c.completion_tokens) for c in comps),
+            "judge_latency_s": max(lat) if lat else None,
+            "judge_cached": all(c.cached for c in comps),
+            "judge_error": next((c.error for c in comps if c.error), None),
+        })
+
+
+def judge_entries(entries: Sequence[dict], units: Sequence[Any], judges: Judges) -> None:
+    """The runner's hook: grade the journal entries of one chunk (entries[i] is units[i]'s row)."""
+    items = [(u.task, u.example, e["p"]) for u, e in zip(units, entries)
+             if u.task.spec.judge is not None and u.task.spec.judge.mode == "rubric" and not e["p"].get("error")]
+    if items:
+        judge_rows(items, judges)

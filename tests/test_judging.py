@@ -1,0 +1,132 @@
+"""The judge pass end to end on the scripted backend: a task with `scorer: judge` in YAML, its rubric in
+a template, judge_* columns, the request cache (a re-run judges from disk), a three-judge panel with
+one unparseable judge -> no_majority whatever the judges' order, and the rule scorer beside the judge."""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness.backends.scripted import ScriptedBackend
+from harness.errors import ConfigError
+
+RUBRIC = """\
+{% block context %}You grade answers. Reply with JSON only.{% endblock %}
+{% block instructions %}Grade the answer against the reference fact.{% endblock %}
+{% block input %}Question: Why is {{ thing }} {{ colour }}?
+Reference fact: {{ gold }}
+Answer: {{ output }}{% endblock %}
+"""
+TEMPLATE = """\
+{% block context %}You explain things.{% endblock %}
+{% block input %}Why is {{ thing }} {{ colour }}?{% endblock %}
+"""
+ITEMS = [{"id": "sky", "thing": "the sky", "colour": "blue", "answer": "Rayleigh scattering"},
+         {"id": "grass", "thing": "grass", "colour": "green", "answer": "chlorophyll"},
+         {"id": "blood", "thing": "blood", "colour": "red", "answer": "haemoglobin"}]
+
+
+def write_task(folder: Path, judge: dict, *, scorer_params: str = "{}") -> Path:
+    (folder / "why.j2").write_text(TEMPLATE)
+    (folder / "why_rubric.j2").write_text(RUBRIC)
+    (folder / "why.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ITEMS))
+    path = folder / "why.yaml"
+    path.write_text(f"""\
+name: why
+source: {{path: why.jsonl}}
+fields: {{thing: thing, colour: colour}}
+template: why.j2
+answer_type: text
+scorer: judge
+scorer_params: {scorer_params}
+judge: {json.dumps(judge)}
+""")
+    return path
+
+
+def model(req):
+    """Explains the sky and grass right, blood wrong."""
+    text = req.messages[-1].content
+    return {"sky": "Because of Rayleigh scattering.", "grass": "It has chlorophyll.",
+            "blood": "Because it is hot."}[next(k for k in ("sky", "grass", "blood") if k in text)]
+
+
+def fair_judge(req):
+    """Passes an answer that contains the reference fact (read from the rendered rubric)."""
+    user = req.messages[-1].content
+    fact = user.split("Reference fact: ")[1].split("\n")[0]
+    answer = user.split("Answer: ")[1]
+    ok = fact.lower() in answer.lower()
+    return json.dumps({"reasoning": "has the fact" if ok else "misses the fact", "score": 5 if ok else 1, "pass": ok})
+
+
+def test_judge_scorer_end_to_end_with_cache(tmp_path):
+    task = write_task(tmp_path, {"rubric": "why_rubric.j2", "model": "fair", "threshold": 4})
+    judge = ScriptedBackend(fair_judge, model_name="fair-judge")
+    df = harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges={"fair": judge},
+                     out=tmp_path / "run", progress=False, cache_dir=tmp_path / "cache", latency_probe=0)
+    got = df.set_index("example_id")
+    assert got["correct"].to_dict() == {"sky": True, "grass": True, "blood": False}
+    assert got.loc["blood", "judge_verdict"] == "fail" and got.loc["sky", "judge_score"] == 5
+    assert "Reference fact: haemoglobin" in json.loads(got.loc["blood", "judge_prompt"])[-1]["content"]
+    assert json.loads(got.loc["sky", "judge_output"])["reasoning"] == "has the fact"
+    assert judge.calls == [3]  # one batched call for the chunk
+    # judge tokens are counted apart from the model's
+    assert (got["judge_prompt_tokens"] > 0).all() and (got["judge_prompt_tokens"] != got["prompt_tokens"]).all()
+    summary = harness.load_run(tmp_path / "run")["summary"]
+    assert summary.loc[0, "accuracy"] == pytest.approx(2 / 3) and summary.loc[0, "judge_parse_rate"] == 1.0
+    # a second run in a new folder: generation and judge calls both come from the request cache
+    judge2 = ScriptedBackend(fair_judge, model_name="fair-judge")  # same identity: the cache answers
+    df2 = harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges={"fair": judge2},
+                      out=tmp_path / "run2", progress=False, cache_dir=tmp_path / "cache", latency_probe=0)
+    assert df2["judge_cached"].all() and df2["correct"].tolist() == df["correct"].tolist()
+    assert judge2.calls == []
+
+
+def test_three_judge_panel_one_unparseable_is_no_majority_in_every_order(tmp_path):
+    judges = {"good1": ScriptedBackend(fair_judge, model_name="g1"),
+              "good2": ScriptedBackend(fair_judge, model_name="g2"),
+              "broken": ScriptedBackend(lambda r: "I think it deserves a 5.", model_name="broken")}
+    outcomes = set()
+    for i, order in enumerate(itertools.permutations(judges)):
+        task = write_task(tmp_path, {"rubric": "why_rubric.j2", "model": list(order)})
+        df = harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges=judges,
+                         out=tmp_path / f"run{i}", progress=False, cache=False, latency_probe=0)
+        assert (df["judge_verdict"] == "no_majority").all() and not df["correct"].any()
+        assert not df["judge_parse_ok"].any() and df["no_majority"].all()
+        outcomes.add(tuple(df.sort_values("example_id")["judge_verdict"]))
+    assert len(outcomes) == 1
+    # without the broken judge, the two agree: the verdict is theirs
+    task = write_task(tmp_path, {"rubric": "why_rubric.j2", "model": ["good1", "good2"]})
+    df = harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges=judges,
+                     out=tmp_path / "run-two", progress=False, cache=False, latency_probe=0)
+    assert df.set_index("example_id")["judge_verdict"].to_dict() == {"sky": "pass", "grass": "pass", "blood": "fail"}
+
+
+def test_rule_scorer_runs_beside_the_judge(tmp_path):
+    lenient = ScriptedBackend(lambda r: json.dumps({"reasoning": "fine", "score": 4, "pass": True}))
+    task = write_task(tmp_path, {"rubric": "why_rubric.j2", "model": "lenient"}, scorer_params="{rule: contains}")
+    df = harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges={"lenient": lenient},
+                     out=tmp_path / "run", progress=False, cache=False, latency_probe=0)
+    got = df.set_index("example_id")
+    assert got["rule_correct"].to_dict() == {"sky": True, "grass": True, "blood": False}
+    assert got["correct"].all()  # the lenient judge passes everything; the rule does not
+
+
+@pytest.mark.parametrize("judge,scorer_params,field", [
+    ({"rubric": "missing.j2", "model": "x"}, "{}", "template"),
+    ({"rubric": "why_rubric.j2", "model": "nonsense"}, "{}", "judge.model"),
+    ({"rubric": "why_rubric.j2", "model": "x", "bogus": 1}, "{}", "judge.bogus"),
+    ({"rubric": "why_rubric.j2", "model": "x"}, "{rule: judge}", "scorer_params"),
+])
+def test_bad_judge_config_is_one_line_before_anything_runs(tmp_path, judge, scorer_params, field):
+    task = write_task(tmp_path, judge, scorer_params=scorer_params)
+    with pytest.raises(ConfigError) as exc:
+        harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges={"x": ScriptedBackend(model)},
+                    out=tmp_path / "run", progress=False, cache=False, latency_probe=0)
+    line = exc.value.one_line()
+    assert field in line and "\n" not in line
+    assert not (tmp_path / "run").exists()
