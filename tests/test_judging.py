@@ -114,6 +114,11 @@ def test_rule_scorer_runs_beside_the_judge(tmp_path):
     got = df.set_index("example_id")
     assert got["rule_correct"].to_dict() == {"sky": True, "grass": True, "blood": False}
     assert got["correct"].all()  # the lenient judge passes everything; the rule does not
+    import pandas as pd
+
+    q = pd.read_csv(tmp_path / "run" / "judge.csv").iloc[0]
+    assert (q["tp"], q["fp"], q["tn"], q["fn"]) == (2, 1, 0, 0)
+    assert q["q1"] == 1.0 and q["q0"] == 0.0 and q["rule_accuracy"] == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize("judge,scorer_params,field", [

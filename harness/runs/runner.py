@@ -297,6 +297,10 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     variance = variance_table(preds)
     if not variance.empty:  # only runs with several exemplar draws / orders / sampling seeds
         write_frame_atomic(variance, run_dir / "variance.csv")
+    from ..stats.judge import quality_table
+    judge_quality = quality_table(preds)
+    if not judge_quality.empty:  # tasks with scorer: judge and a rule beside it (docs/judge.md)
+        write_frame_atomic(judge_quality, run_dir / "judge.csv")
     meta["status"] = "complete" if complete else "interrupted"
     meta["finished_at"] = _now()
     meta["rows"] = len(preds)

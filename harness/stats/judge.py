@@ -135,9 +135,10 @@ def judge_quality(judge: Sequence[bool], gold: Sequence[bool], *, alpha: float =
         table = np.array([[tn, fp], [fn, tp]], dtype=float)  # rows: gold wrong/correct; columns: judge fail/pass
         pe = ((tn + fp) * (tn + fn) + (fn + tp) * (fp + tp)) / n ** 2
         if pe < 1:  # κ is undefined when both raters give one label only
-            res = cohens_kappa(table, return_results=True)  # Fleiss-Cohen-Everitt large-sample variance
+            with np.errstate(invalid="ignore", divide="ignore"):  # a one-label rater: no variance
+                res = cohens_kappa(table, return_results=True)  # Fleiss-Cohen-Everitt large-sample variance
             kappa, half = float(res.kappa), _z(alpha) * float(res.std_kappa)
-            kappa_ci = (kappa - half, kappa + half)
+            kappa_ci = (kappa - half, kappa + half) if math.isfinite(half) else None
     return JudgeQuality(n=n, m0=m0, m1=m1, tp=tp, fp=fp, tn=tn, fn=fn, q0=q0, q0_ci=q0_ci, q1=q1, q1_ci=q1_ci,
                         kappa=kappa, kappa_ci=kappa_ci, agreement=(tp + tn) / n if n else None)
 
@@ -212,3 +213,46 @@ def preference_test(outcomes: Sequence[str]) -> dict:
     if a + b:
         out["p_value"] = float(binomtest(a, a + b, 0.5).pvalue)
     return out
+
+
+GROUP = ["task", "strategy", "model"]
+
+
+def calibration_half(example_ids, share: float = 0.5) -> np.ndarray:
+    """A fixed split of items into calibration (True) and test (False): the first byte of the sha256 of
+    the item id, so the same item is on the same side in every run and every strategy."""
+    import hashlib
+
+    return np.array([hashlib.sha256(str(i).encode()).digest()[0] < 256 * share for i in example_ids], dtype=bool)
+
+
+def quality_table(preds, *, alpha: float = 0.05, share: float = 0.5):
+    """One row per task x strategy x model whose rows carry both the judge's pass (`correct`) and a
+    rule's (`rule_correct`): the judge's q0, q1 and κ against the rule on every judged item, and θ̂ with
+    the plug-in interval where q0 and q1 come from the calibration half of the items
+    (`calibration_half`) and p from the other half, next to the rule's accuracy on that same test half
+    (what θ̂ estimates). Rows without a verdict (no_majority, errors) are left out and counted."""
+    import pandas as pd
+
+    if preds.empty or "rule_correct" not in preds or "judge_verdict" not in preds:
+        return pd.DataFrame()
+    rows = []
+    for key, g in preds.groupby(GROUP, sort=True, dropna=False):
+        g = g[g["rule_correct"].notna()]
+        decided = g[g["judge_verdict"].isin(["pass", "fail"])]
+        if g.empty:
+            continue
+        judge = (decided["judge_verdict"] == "pass").to_numpy()
+        rule = decided["rule_correct"].astype(bool).to_numpy()
+        q = judge_quality(judge, rule, alpha=alpha)
+        row = {**dict(zip(GROUP, key)), "judged": len(decided), "undecided": len(g) - len(decided),
+               "rule_accuracy": float(rule.mean()) if rule.size else None,
+               "judge_pass_rate": float(judge.mean()) if judge.size else None, **q.as_dict()}
+        cal = calibration_half(decided["example_id"], share)
+        c = corrected_accuracy(judge[~cal], judge[cal], rule[cal], alpha=alpha)
+        row.update({"calibration_items": int(cal.sum()), "test_items": c["n_test"], "test_p_raw": c["p_raw"],
+                    "test_rule_accuracy": float(rule[~cal].mean()) if (~cal).any() else None,
+                    "theta": c["theta"], "theta_low": c["theta_low"], "theta_high": c["theta_high"],
+                    "theta_note": c["theta_note"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
