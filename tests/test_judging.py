@@ -135,3 +135,54 @@ def test_bad_judge_config_is_one_line_before_anything_runs(tmp_path, judge, scor
     line = exc.value.one_line()
     assert field in line and "\n" not in line
     assert not (tmp_path / "run").exists()
+
+
+PAIR_RUBRIC = """\
+{% block context %}You compare two answers. Reply with JSON only.{% endblock %}
+{% block input %}Question: Why is {{ thing }} {{ colour }}?
+Reference fact: {{ gold }}
+First answer: {{ first }}
+Second answer: {{ second }}{% endblock %}
+"""
+
+
+def terse_model(req):
+    """A second strategy's answers (template variant 'terse'): wrong on the sky, right elsewhere."""
+    text = req.messages[-1].content
+    if "Briefly" not in text:
+        return model(req)
+    return {"sky": "It reflects the sea.", "grass": "Chlorophyll.", "blood": "Haemoglobin."}[
+        next(k for k in ("sky", "grass", "blood") if k in text)]
+
+
+def fact_preferring(req):
+    user = req.messages[-1].content
+    fact = user.split("Reference fact: ")[1].split("\n")[0].lower()
+    first = user.split("First answer: ")[1].split("\n")[0].lower()
+    second = user.split("Second answer: ")[1].lower()
+    winner = "tie" if (fact in first) == (fact in second) else ("first" if fact in first else "second")
+    return json.dumps({"reasoning": "the fact decides", "winner": winner})
+
+
+def test_pairwise_both_orders_flip_rate_and_sign_test(tmp_path):
+    task = write_task(tmp_path, {"rubric": "pair_rubric.j2", "model": "j", "mode": "pairwise"})
+    (tmp_path / "pair_rubric.j2").write_text(PAIR_RUBRIC)
+    (tmp_path / "why_terse.j2").write_text(TEMPLATE.replace("Why is", "Briefly: why is"))
+    strategies = ["zero_shot", "zero_shot:template=why_terse.j2"]
+    for name, fn, expected, flips in [
+        ("fair", fact_preferring, {"sky": "A", "grass": "tie", "blood": "B"}, 0.0),
+        ("first", lambda r: json.dumps({"reasoning": "first is best", "winner": "first"}),
+         {"sky": "tie", "grass": "tie", "blood": "tie"}, 1.0),
+    ]:
+        out = tmp_path / f"run-{name}"
+        judge = ScriptedBackend(fn, model_name=name)
+        harness.run([str(task)], strategies, backend=ScriptedBackend(terse_model), judges={"j": judge}, out=out,
+                    progress=False, cache=False, latency_probe=0)
+        import pandas as pd
+
+        pairs = pd.read_csv(out / "pairwise.csv")
+        assert pairs.set_index("example_id")["outcome"].to_dict() == expected
+        assert judge.calls == [6]  # 3 items x 2 orders in one batch
+        summary = harness.load_run(out)["run"]["pairwise"][0]
+        assert summary["flip_rate"] == flips and summary["n"] == 3
+        assert summary["strategy_a"] == "zero_shot"

@@ -201,3 +201,75 @@ def judge_entries(entries: Sequence[dict], units: Sequence[Any], judges: Judges)
              if u.task.spec.judge is not None and u.task.spec.judge.mode == "rubric" and not e["p"].get("error")]
     if items:
         judge_rows(items, judges)
+
+
+# -- pairwise ---------------------------------------------------------------------------------------
+def judge_pairs(entries: Sequence[dict], tasks: Sequence[Task], judges: Judges):
+    """Pairwise mode (`judge: {mode: pairwise}`): for each task, each pair of its strategies (A = the
+    first in sorted order) and each item both answered without error, the judge compares the two outputs
+    twice, A shown first and then B shown first (rubric variables `first` and `second`). One row per
+    item and pair: the winner of each order, the outcome (A, B, or tie when the orders disagree) and
+    `flipped`. The first judge model of the task decides (no panel in pairwise mode)."""
+    import pandas as pd
+
+    from ..scoring.judge import pairwise_outcome, parse_verdict
+
+    cols = ["task", "model", "strategy_a", "strategy_b", "example_id", "winner_ab", "winner_ba", "outcome",
+            "flipped", "judge_parse_ok", "judge_prompt_tokens", "judge_completion_tokens", "judge_cached"]
+    rows = [e["p"] for e in entries]
+    out, todo = [], []
+    for task in tasks:
+        spec = task.spec.judge
+        if spec is None or spec.mode != "pairwise":
+            continue
+        rubric = Rubric(task)
+        examples = {ex.id: ex for ex in task.examples}
+        by = {}
+        for r in rows:
+            if r["task"] == task.name and not r.get("error"):
+                by.setdefault((r["model"], r["strategy"]), {})[r["example_id"]] = r
+        keys = sorted(by)
+        for i, (model, a) in enumerate(keys):
+            for model_b, b in keys[i + 1:]:
+                if model_b != model:
+                    continue
+                for ex_id in sorted(set(by[(model, a)]) & set(by[(model, b)])):
+                    ra, rb = by[(model, a)][ex_id], by[(model, b)][ex_id]
+                    base = {**examples[ex_id].fields, "gold": examples[ex_id].gold} if ex_id in examples else {}
+                    req_ab = rubric.request(f"pair:{ex_id}:ab", {**base, "first": ra["output"], "second": rb["output"]})
+                    req_ba = rubric.request(f"pair:{ex_id}:ba", {**base, "first": rb["output"], "second": ra["output"]})
+                    todo.append((task, {"task": task.name, "model": model, "strategy_a": a, "strategy_b": b,
+                                        "example_id": ex_id}, req_ab, req_ba, rubric.schema))
+    by_judge: dict[str, list] = {}
+    for item in todo:
+        by_judge.setdefault(item[0].spec.judge.models[0], []).append(item)
+    for spec, items in by_judge.items():
+        comps = judges.backend(spec).generate([r for it in items for r in (it[2], it[3])])
+        for k, (task, row, _, _, schema) in enumerate(items):
+            c_ab, c_ba = comps[2 * k], comps[2 * k + 1]
+            v_ab = parse_verdict(c_ab.texts[0] if c_ab.texts else None, schema)[0]
+            v_ba = parse_verdict(c_ba.texts[0] if c_ba.texts else None, schema)[0]
+            w_ab, w_ba = (v_ab or {}).get("winner"), (v_ba or {}).get("winner")
+            outcome, flipped = pairwise_outcome(w_ab, w_ba)
+            out.append({**row, "winner_ab": w_ab, "winner_ba": w_ba, "outcome": outcome, "flipped": flipped,
+                        "judge_parse_ok": v_ab is not None and v_ba is not None,
+                        "judge_prompt_tokens": (c_ab.prompt_tokens or 0) + (c_ba.prompt_tokens or 0),
+                        "judge_completion_tokens": sum(c_ab.completion_tokens) + sum(c_ba.completion_tokens),
+                        "judge_cached": c_ab.cached and c_ba.cached})
+    return pd.DataFrame(out, columns=cols)
+
+
+def pairwise_summary(pairs) -> list[dict]:
+    """Per task, model and strategy pair: the flip rate (Wilson CI) and the preference counts with the
+    exact sign test over the items that did not tie (harness.stats.judge)."""
+    from ..stats.judge import flip_rate, preference_test
+
+    out = []
+    if pairs is None or pairs.empty:
+        return out
+    for key, g in pairs.groupby(["task", "model", "strategy_a", "strategy_b"], sort=True):
+        parsed = g[g["judge_parse_ok"]]
+        out.append({**dict(zip(["task", "model", "strategy_a", "strategy_b"], key)),
+                    "unparsed": int((~g["judge_parse_ok"]).sum()),
+                    **flip_rate(parsed["flipped"].tolist()), **preference_test(g["outcome"].tolist())})
+    return out

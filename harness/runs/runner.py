@@ -201,6 +201,11 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             if bar is not None:
                 bar.close()
         meta["wall_s"] = round(time.perf_counter() - t0, 3)  # the batch; the probe below is apart
+        if not interrupted and any(t.spec.judge and t.spec.judge.mode == "pairwise" for t in task_objs):
+            from .judging import judge_pairs, pairwise_summary
+            pairs = judge_pairs(previous + written, task_objs, judging)  # both orders; cached like the rest
+            write_frame_atomic(pairs, run_dir / "pairwise.csv")
+            meta["pairwise"] = pairwise_summary(pairs)
         if latency_probe and started and not interrupted:
             try:
                 meta["probe"] = run_probe(engine, units, latency_probe, concurrency=probe_concurrency,

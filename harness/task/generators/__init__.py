@@ -14,6 +14,7 @@ from .facts import country_capital, next_day
 from .quantities import larger_number, unit_conversion
 from .sentiment import sentiment
 from .contact import contact_json
+from .explain import explain_why
 
 GENERATORS: dict[str, Callable[..., list[dict]]] = {
     "coin_flip": coin_flip,
@@ -27,4 +28,5 @@ GENERATORS: dict[str, Callable[..., list[dict]]] = {
     "unit_conversion": unit_conversion,
     "sentiment": sentiment,
     "contact_json": contact_json,
+    "explain_why": explain_why,
 }
