@@ -197,6 +197,9 @@ def judge_rows(items: Sequence[tuple[Task, Any, dict]], judges: Judges) -> None:
 
 def judge_entries(entries: Sequence[dict], units: Sequence[Any], judges: Judges) -> None:
     """The runner's hook: grade the journal entries of one chunk (entries[i] is units[i]'s row)."""
+    for u, e in zip(units, entries):  # pairwise tasks are judged after the run; the row keeps the rule's verdict
+        if u.task.spec.judge is not None and u.task.spec.judge.mode == "pairwise" and "rule_correct" in e["p"]:
+            e["p"]["correct"] = e["p"]["rule_correct"]
     items = [(u.task, u.example, e["p"]) for u, e in zip(units, entries)
              if u.task.spec.judge is not None and u.task.spec.judge.mode == "rubric" and not e["p"].get("error")]
     if items:
