@@ -186,3 +186,16 @@ def test_pairwise_both_orders_flip_rate_and_sign_test(tmp_path):
         summary = harness.load_run(out)["run"]["pairwise"][0]
         assert summary["flip_rate"] == flips and summary["n"] == 3
         assert summary["strategy_a"] == "zero_shot"
+
+
+def test_report_shows_the_judge_and_pairwise_sections(tmp_path):
+    from harness.report.report import write_report
+
+    lenient = ScriptedBackend(lambda r: json.dumps({"reasoning": "fine", "score": 4, "pass": True}))
+    task = write_task(tmp_path, {"rubric": "why_rubric.j2", "model": "lenient"}, scorer_params="{rule: contains}")
+    harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges={"lenient": lenient},
+                out=tmp_path / "run", progress=False, cache=False, latency_probe=0)
+    html, md, _ = write_report(tmp_path / "run")
+    text = md.read_text()
+    assert "## The judge against the rule" in text and "| why | scripted | zero_shot | 3 |" in text
+    assert '<section id="judge">' in html.read_text()

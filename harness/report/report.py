@@ -235,11 +235,19 @@ def _section(sec: Section, b: Bundle) -> dict:
 
 
 def _builtin_sections(b: Bundle) -> list[Section]:
-    """Sections shown only when they have rows: the few-shot variance split (harness/report/variance.py)."""
+    """Sections shown only when they have rows: the few-shot variance split (harness/report/variance.py),
+    the judge's quality and pairwise preferences (harness/report/judging.py)."""
     from .variance import NOTE, variance_rows, variance_table
 
     head, rows = variance_rows(variance_table(b.preds))
-    return [Section("variance", "Variance by source", lambda _b: (head, rows), NOTE)] if rows else []
+    out = [Section("variance", "Variance by source", lambda _b: (head, rows), NOTE)] if rows else []
+    from .judging import PAIRWISE_NOTE, QUALITY_NOTE, pairwise_rows, quality_rows  # judged tasks (docs/judge.md)
+    for sid, title, fn, note in (("judge", "The judge against the rule", quality_rows, QUALITY_NOTE),
+                                 ("pairwise", "Pairwise preferences", pairwise_rows, PAIRWISE_NOTE)):
+        jhead, jrows = fn(b)
+        if jrows:
+            out.append(Section(sid, title, lambda _b, h=jhead, r=jrows: (h, r), note))
+    return out
 
 
 def _md_cell(x: Any) -> str:

@@ -156,7 +156,7 @@ def corrected_accuracy(test_pass: Sequence[bool], calib_judge: Sequence[bool], c
         out["theta_note"] = "no test items" if not t.size else "the calibration set lacks a class"
         return out
     if q.q0 + q.q1 <= 1:
-        out["theta_note"] = f"q0 + q1 = {q.q0 + q.q1:.3f} <= 1: the judge is no better than chance"
+        out["theta_note"] = f"q0 + q1 = {q.q0 + q.q1:.3f} ≤ 1: the judge is no better than chance"
         return out
     out["theta"] = point_estimate(out["p_raw"], q.q0, q.q1)
     out["theta_low"], out["theta_high"] = confidence_interval(out["p_raw"], q.q0, q.q1, n=int(t.size), m0=q.m0,
