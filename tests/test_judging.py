@@ -199,3 +199,30 @@ def test_report_shows_the_judge_and_pairwise_sections(tmp_path):
     text = md.read_text()
     assert "## The judge against the rule" in text and "| why | scripted | zero_shot | 3 |" in text
     assert '<section id="judge">' in html.read_text()
+
+
+def test_calibration_file_gives_q0_q1_and_the_corrected_accuracy(tmp_path):
+    from harness.stats.judge import confidence_interval, point_estimate
+
+    def sky_lover(req):
+        """Fair, except that it passes every answer about the sky."""
+        if "the sky" in req.messages[-1].content:
+            return json.dumps({"reasoning": "sky", "score": 5, "pass": True})
+        return fair_judge(req)
+
+    labels = [{"id": f"c{i}", "thing": it["thing"], "colour": it["colour"], "answer": it["answer"], "output": out,
+               "label": lab}
+              for i, (it, out, lab) in enumerate([(ITEMS[0], "Rayleigh scattering does it.", True),
+                                                  (ITEMS[0], "The sea is blue.", False),
+                                                  (ITEMS[1], "Chlorophyll.", True), (ITEMS[1], "Paint.", False),
+                                                  (ITEMS[2], "Haemoglobin.", True), (ITEMS[2], "Ketchup.", False)])]
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels))
+    task = write_task(tmp_path, {"rubric": "why_rubric.j2", "model": "j", "calibration": {"path": "labels.jsonl"}})
+    harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), out=tmp_path / "run", progress=False,
+                judges={"j": ScriptedBackend(sky_lover)}, cache=False, latency_probe=0)
+    (s,) = harness.load_run(tmp_path / "run")["run"]["judge_calibration"]
+    q0, q1 = 2 / 3, 1.0  # the sky's wrong answer passes; every right answer passes
+    assert (s["m0"], s["m1"], s["q0"], s["q1"]) == (3, 3, pytest.approx(q0), 1.0)
+    p = 2 / 3  # the run's rows: sky and grass pass, blood fails
+    assert s["p_raw"] == pytest.approx(p) and s["theta"] == pytest.approx(point_estimate(p, q0, q1))
+    assert (s["theta_low"], s["theta_high"]) == pytest.approx(confidence_interval(p, q0, q1, n=3, m0=3, m1=3))

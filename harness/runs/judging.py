@@ -145,6 +145,8 @@ def check_judges(tasks: Sequence[Task], judges: Judges) -> None:
             continue
         r = Rubric(t)
         r.template, r.schema  # noqa: B018 - load now: a bad rubric fails before the engine starts
+        if t.spec.judge.calibration:
+            calibration_source(t)
         for spec in t.spec.judge.models:
             if not (spec in judges.given or judges.uses_run_engine(spec)):
                 _check_spec(spec, str(t.file))
@@ -276,3 +278,78 @@ def pairwise_summary(pairs) -> list[dict]:
                     "unparsed": int((~g["judge_parse_ok"]).sum()),
                     **flip_rate(parsed["flipped"].tolist()), **preference_test(g["outcome"].tolist())})
     return out
+
+
+# -- calibration ------------------------------------------------------------------------------------
+def calibration_source(task: Task):
+    """The task's `judge.calibration` as a data source (SourceSpec), ConfigError in one line if malformed."""
+    from pydantic import ValidationError
+
+    from ..task.tasks import SourceSpec
+
+    try:
+        return SourceSpec.model_validate(task.spec.judge.calibration)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise ConfigError(f"bad calibration source: {msg}", where=str(task.file), field="judge.calibration",
+                          fix="give {path: FILE} (or a generator) whose rows hold the fields, gold, output, label")
+
+
+def calibrate(entries: Sequence[dict], tasks: Sequence[Task], judges: Judges):
+    """For each task whose judge names a calibration set: judge its hand-labelled answers (one batched
+    call, cached), then per strategy and model θ̂ = the judge's pass rate on the run's rows corrected with
+    the q0, q1 measured on the labels, with the plug-in interval (harness.stats.judge). Returns
+    (per-item DataFrame, summary rows)."""
+    import pandas as pd
+
+    from ..stats.judge import corrected_accuracy, judge_quality
+    from ..task.task_data import load_rows
+
+    items, labels, summary = [], [], []
+    for task in tasks:
+        spec = task.spec.judge
+        if spec is None or spec.mode != "rubric" or not spec.calibration:
+            continue
+        rows = load_rows(calibration_source(task), task, role="judge.calibration")
+        for i, r in enumerate(rows):
+            if "output" not in r or "label" not in r:
+                raise ConfigError(f"calibration row {i + 1} lacks 'output' or 'label'", where=str(task.file),
+                                  field="judge.calibration", fix="give every row the answer (output) and its label")
+            ex = task._to_example(r, i, "calibration")
+            items.append((task, ex, {"output": str(r["output"]), "unit_id": f"cal:{ex.id}"}))
+            labels.append(bool(r["label"]) if not isinstance(r["label"], str)
+                          else r["label"].strip().lower() in ("true", "yes", "1", "pass", "correct"))
+    if not items:
+        return pd.DataFrame(), []
+    judge_rows(items, judges)
+    cal = pd.DataFrame([{"task": t.name, "example_id": ex.id, "label": lab, "judge_verdict": row["judge_verdict"],
+                         "judge_score": row["judge_score"], "judge_parse_ok": row["judge_parse_ok"]}
+                        for (t, ex, row), lab in zip(items, labels)])
+    run_rows = pd.DataFrame([e["p"] for e in entries])
+    for task_name, c in cal.groupby("task"):
+        d = c[c["judge_verdict"].isin(["pass", "fail"])]
+        jv, gold = (d["judge_verdict"] == "pass").to_numpy(), d["label"].astype(bool).to_numpy()
+        q = judge_quality(jv, gold)
+        mine = run_rows[(run_rows["task"] == task_name) & run_rows["judge_verdict"].isin(["pass", "fail"])] \
+            if not run_rows.empty and "judge_verdict" in run_rows else pd.DataFrame()
+        for (model, strat), g in (mine.groupby(["model", "strategy"]) if not mine.empty else []):
+            res = corrected_accuracy((g["judge_verdict"] == "pass").to_numpy(), jv, gold)
+            summary.append({"task": task_name, "model": model, "strategy": strat, "calibration_items": len(d),
+                            "kappa": q.kappa, **res})
+    return cal, summary
+
+
+def after_generation(entries: Sequence[dict], tasks: Sequence[Task], judges: Judges, run_dir) -> dict:
+    """The judge's work that needs every row of the run: pairwise comparisons (pairwise.csv) and the
+    calibration set (judge_calibration.csv). Returns what run.json records ({} when neither applies)."""
+    from .results import write_frame_atomic
+
+    meta: dict[str, Any] = {}
+    if any(t.spec.judge and t.spec.judge.mode == "pairwise" for t in tasks):
+        pairs = judge_pairs(entries, tasks, judges)  # both orders; cached like the rest
+        write_frame_atomic(pairs, run_dir / "pairwise.csv")
+        meta["pairwise"] = pairwise_summary(pairs)
+    if any(t.spec.judge and t.spec.judge.calibration for t in tasks):
+        cal, meta["judge_calibration"] = calibrate(entries, tasks, judges)
+        write_frame_atomic(cal, run_dir / "judge_calibration.csv")
+    return meta

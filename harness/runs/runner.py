@@ -128,7 +128,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         if cache:
             from ..backends.cache import CachedBackend, RequestCache
             backend = CachedBackend(engine, RequestCache(cache_dir))
-        from .judging import Judges, check_judges, judge_entries
+        from .judging import Judges, after_generation, check_judges, judge_entries
         judging = Judges(run_backend=backend, run_model_spec=_model_spec(model, engine), given=judges,
                          cache=backend.cache if cache else None)
         check_judges(task_objs, judging)
@@ -201,11 +201,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             if bar is not None:
                 bar.close()
         meta["wall_s"] = round(time.perf_counter() - t0, 3)  # the batch; the probe below is apart
-        if not interrupted and any(t.spec.judge and t.spec.judge.mode == "pairwise" for t in task_objs):
-            from .judging import judge_pairs, pairwise_summary
-            pairs = judge_pairs(previous + written, task_objs, judging)  # both orders; cached like the rest
-            write_frame_atomic(pairs, run_dir / "pairwise.csv")
-            meta["pairwise"] = pairwise_summary(pairs)
+        if not interrupted:  # pairwise judging and the judge's calibration set (harness/runs/judging.py)
+            meta.update(after_generation(previous + written, task_objs, judging, run_dir))
         if latency_probe and started and not interrupted:
             try:
                 meta["probe"] = run_probe(engine, units, latency_probe, concurrency=probe_concurrency,

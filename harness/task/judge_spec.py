@@ -15,6 +15,8 @@ judge:
   max_tokens: 256
   temperature: 0.0
   mode: rubric                 # rubric | pairwise (compare two strategies' outputs, both orders)
+  calibration: {path: labels.jsonl}  # optional: hand-labelled answers (fields, gold, output, label) ->
+                               # q0, q1 and the bias-corrected accuracy of every strategy
 ```
 """
 from __future__ import annotations
@@ -35,6 +37,9 @@ class JudgeSpec(BaseModel):
     max_tokens: int = 256
     temperature: float = 0.0
     mode: Literal["rubric", "pairwise"] = "rubric"
+    # hand-labelled items for a task without a rule: a data source like `source:` whose rows hold the
+    # task's fields, its gold, `output` (an answer) and `label` (true when that answer is right)
+    calibration: dict[str, Any] | None = None
 
     @property
     def models(self) -> tuple[str, ...]:

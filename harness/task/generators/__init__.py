@@ -14,7 +14,7 @@ from .facts import country_capital, next_day
 from .quantities import larger_number, unit_conversion
 from .sentiment import sentiment
 from .contact import contact_json
-from .explain import explain_why
+from .explain import explain_why, explain_why_labels
 
 GENERATORS: dict[str, Callable[..., list[dict]]] = {
     "coin_flip": coin_flip,
@@ -29,4 +29,5 @@ GENERATORS: dict[str, Callable[..., list[dict]]] = {
     "sentiment": sentiment,
     "contact_json": contact_json,
     "explain_why": explain_why,
+    "explain_why_labels": explain_why_labels,
 }

@@ -97,3 +97,17 @@ def explain_why(n: int = 24, seed: int = 0) -> list[dict]:
             rows.append({"id": f"why-{seed}-{len(rows):05d}", "question": q, "answer": fact, "good": good,
                          "bad": bad})
     return rows
+
+
+def explain_why_labels(seed: int = 0, prefixes: int = 1) -> list[dict]:
+    """A labelled calibration set for a judge of `explain_why`: every question with its right explanation
+    (label true) and its wrong one (label false); `prefixes` > 1 adds rephrased copies ("I think ...")."""
+    pre = ["", "I think ", "Well, ", "As far as I know, "][:max(1, prefixes)]
+    rows = []
+    for k, (q, fact, good, bad) in enumerate(WHY):
+        for p in pre:
+            for label, text in ((True, good), (False, bad)):
+                out = p + text[0].lower() + text[1:] if p else text
+                rows.append({"id": f"why-label-{seed}-{len(rows):05d}", "question": q, "answer": fact, "output": out,
+                             "label": label})
+    return rows
