@@ -126,9 +126,11 @@ def test_rule_scorer_runs_beside_the_judge(tmp_path):
     ({"rubric": "why_rubric.j2", "model": "nonsense"}, "{}", "judge.model"),
     ({"rubric": "why_rubric.j2", "model": "x", "bogus": 1}, "{}", "judge.bogus"),
     ({"rubric": "why_rubric.j2", "model": "x"}, "{rule: judge}", "scorer_params"),
+    ({"rubric": "bad_rubric.j2", "model": "x"}, "{}", "colur"),
 ])
 def test_bad_judge_config_is_one_line_before_anything_runs(tmp_path, judge, scorer_params, field):
     task = write_task(tmp_path, judge, scorer_params=scorer_params)
+    (tmp_path / "bad_rubric.j2").write_text(RUBRIC.replace("{{ colour }}", "{{ colur }}"))
     with pytest.raises(ConfigError) as exc:
         harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges={"x": ScriptedBackend(model)},
                     out=tmp_path / "run", progress=False, cache=False, latency_probe=0)

@@ -144,7 +144,10 @@ def check_judges(tasks: Sequence[Task], judges: Judges) -> None:
         if t.spec.judge is None:
             continue
         r = Rubric(t)
-        r.template, r.schema  # noqa: B018 - load now: a bad rubric fails before the engine starts
+        if t.examples:  # render once now: a rubric with a misspelled variable fails before the engine starts
+            ex = t.examples[0]
+            extra = {"first": "", "second": ""} if t.spec.judge.mode == "pairwise" else {}
+            r.request("check", {**variables(t, ex, {"output": "", "answer": None}), **extra})
         if t.spec.judge.calibration:
             calibration_source(t)
         for spec in t.spec.judge.models:
