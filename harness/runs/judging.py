@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Mapping, Sequence
 
@@ -174,8 +174,13 @@ def judge_rows(items: Sequence[tuple[Task, Any, dict]], judges: Judges) -> None:
         rubric = rubrics.setdefault(id(task), Rubric(task))
         req = rubric.request(f"judge:{row.get('unit_id', i)}", variables(task, ex, row))
         row["judge_prompt"] = json.dumps(message_dicts(req.messages), ensure_ascii=False)
-        for pos, spec in enumerate(task.spec.judge.models):
-            calls.setdefault(spec, []).append((i, pos, req))
+        models = task.spec.judge.models
+        for pos, spec in enumerate(models):
+            # a model listed twice samples with another seed (used at temperature > 0); the seed depends on
+            # the model's own repeats, never on its place in the panel, so the order cannot matter
+            repeat = models[:pos].count(spec)
+            r = req if not repeat else replace(req, sampling=replace(req.sampling, seed=repeat))
+            calls.setdefault(spec, []).append((i, pos, r))
     answers: dict[tuple[int, int], Completion] = {}
     for spec, todo in calls.items():
         comps = judges.backend(spec).generate([r for _, _, r in todo])
