@@ -137,22 +137,18 @@ def main(argv=None) -> int:
         engine.start()
         res["engine_start_s"] = round(time.perf_counter() - t0, 1)
         judges = Judges(run_backend=engine, run_model_spec="bundled")
-        if "guided" not in a.skip:
-            res["guided"] = grade(items, tasks, judges)
-            print("guided", json.dumps({k: v for k, v in res["guided"].items() if k != "quality"}), flush=True)
-        if "free" not in a.skip:
-            res["free"] = grade(items, {k: unguided(t) for k, t in tasks.items()}, judges)
-            print("free", json.dumps({k: v for k, v in res["free"].items() if k != "quality"}), flush=True)
-        if "pairwise" not in a.skip:
-            res["pairwise"] = pairwise(a.pairs, judges)
-            print("pairwise", json.dumps(res["pairwise"], default=str), flush=True)
+        phases = [("guided", lambda: grade(items, tasks, judges)), ("pairwise", lambda: pairwise(a.pairs, judges)),
+                  ("free", lambda: grade(items, {k: unguided(t) for k, t in tasks.items()}, judges))]
+        for name, fn in phases:  # each phase's result is saved as soon as it exists
+            if name in a.skip:
+                continue
+            res[name] = fn()
+            print(name, json.dumps(res[name], default=str), flush=True)
+            if a.out:
+                with open(a.out, "w") as f:
+                    json.dump(res, f, indent=1, default=str)
     finally:
         engine.close()
-    text = json.dumps(res, indent=1, default=str)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    print(text)
     return 0
 
 
