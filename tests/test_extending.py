@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
-SECTIONS = ("A task", "A template", "A strategy", "A backend", "A scorer", "A report section")
+SECTIONS = ("A task", "A template", "A strategy", "A backend", "A scorer", "A model judge", "A report section")
 
 
 def blocks() -> list[tuple[str, str]]:
