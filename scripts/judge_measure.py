@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -121,7 +122,7 @@ def pairwise(n_pairs: int, judges, seed: int = 0):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="the bundled model as a judge: parse failures, quality, flip rate")
-    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--n", type=int, default=int(os.environ.get("JUDGE_MEASURE_N", 300)))
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--skip", nargs="*", default=[], choices=["guided", "free", "pairwise"])
     ap.add_argument("--out")

