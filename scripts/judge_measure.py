@@ -23,6 +23,10 @@ import time
 from collections import Counter
 from dataclasses import replace
 
+# Judge requests per engine call. One call of 300 guided requests died on 2 loaded cores (2026-12-05:
+# "RPC call to execute_model timed out", EngineDeadError); smaller calls keep each engine step short.
+BATCH = int(os.environ.get("JUDGE_MEASURE_BATCH", 64))
+
 PHRASES = ["The capital of {country} is {city}.", "{city}.", "It is {city}, I believe.",
            "{country}'s capital city is {city}.", "{city} is the capital.", "The answer is {city}."]
 PREFIXES = ["", "I think ", "Well, ", "In short: ", "Simply put, ", "As far as I know, ", "Basically, "]
@@ -68,7 +72,9 @@ def grade(items, tasks, judges):
 
     rows = [{"output": out, "unit_id": f"m{i}"} for i, (_, _, out, _) in enumerate(items)]
     t0 = time.perf_counter()
-    judge_rows([(tasks[name], ex, row) for (name, ex, _, _), row in zip(items, rows)], judges)
+    todo = [(tasks[name], ex, row) for (name, ex, _, _), row in zip(items, rows)]
+    for k in range(0, len(todo), BATCH):  # see BATCH
+        judge_rows(todo[k:k + BATCH], judges)
     wall = time.perf_counter() - t0
     ok = [r["judge_parse_ok"] for r in rows]
     why = Counter((r["judge_parse_error"] or "").split(":")[0] for r in rows if not r["judge_parse_ok"])
@@ -122,7 +128,7 @@ def pairwise(n_pairs: int, judges, seed: int = 0):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="the bundled model as a judge: parse failures, quality, flip rate")
-    ap.add_argument("--n", type=int, default=int(os.environ.get("JUDGE_MEASURE_N", 300)))
+    ap.add_argument("--n", type=int, default=int(os.environ.get("JUDGE_MEASURE_N", 1000)))
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--skip", nargs="*", default=[], choices=["guided", "free", "pairwise"])
     ap.add_argument("--out")
