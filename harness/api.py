@@ -50,6 +50,11 @@ def run(tasks: Sequence[Any] = (), strategies: Sequence[Any] = (), *, backend: B
     if model is not None and models:
         raise ConfigError("give model or models, not both", field="models", fix="put every model in models=[...]")
     obj = backend if backend is not None and not isinstance(backend, str) else None
+    if obj is not None:
+        from .backends import BACKENDS
+
+        kind = getattr(obj, "name", None)
+        fields.update(backend_from_caller=True, backend_kind=kind if kind in BACKENDS else "vllm")
     spec = RunSpec.build(
         "harness.run", tasks=tuple(tasks), strategies=tuple(strategies),
         models=tuple(models or ([model] if model else [])), engine=engine_options or fields.pop("engine", {}),

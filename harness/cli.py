@@ -177,11 +177,14 @@ def build_spec(a):
     if resume:
         from .runs.resume import check_resume_flags, resume_spec
 
-        check_resume_flags([k for k in given if k not in ("out", "run_id")], resume)
         if a.experiment:
             raise ConfigError("an experiment file next to --resume", where=a.experiment, field="--resume",
                               fix="resume with --resume RUN_DIR alone (the run keeps its own spec)")
         spec, names = resume_spec(resume)
+        check_resume_flags(given, spec, resume)
+        if spec.backend_from_caller:  # resumed from the command line: the backend its flags describe
+            spec = RunSpec.build("command line", **{**spec.record(), "backend_from_caller": False,
+                                                    **{k: given[k] for k in ("backend", "backend_options") if k in given}})
         return spec, names, {"resumed": str(resume)}
     if a.experiment:
         from .runs.experiment import load_experiment

@@ -189,7 +189,7 @@ def test_readme_verdict_script_quotes_a_default_suite_run(tmp_path):
     after = readme.read_text()
     head = before.split(script.START)[0]
     assert after.startswith(head) and after.endswith(before.split(script.END)[1])
-    assert "bash scripts/install.sh && .venv/bin/harness run\nbash scripts/install.sh --test" in after
+    assert "bash scripts/install.sh && .venv/bin/harness run experiments/default.yaml\nbash scripts/install.sh --test" in after
     block = after.split(script.START)[1].split(script.END)[0]
     assert sum(line.startswith("> - On ") for line in block.splitlines()) == len(DEFAULT_SUITE)
     assert all(f"| {t} |" in block for t in DEFAULT_SUITE) and "maj@k of self_consistency:k=5" in block

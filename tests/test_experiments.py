@@ -99,7 +99,7 @@ def test_run_json_stores_the_spec_and_resume_reads_it_back(tmp_path):
 
 
 @pytest.mark.parametrize("flag", [["--strategy", "few_shot:k=3"], ["--limit", "5"], ["--no-cache"],
-                                  ["--latency-probe", "2"], ["--seed", "1"], ["--backend", "openai"]])
+                                  ["--latency-probe", "2"], ["--seed", "1"], ["--dtype", "float32"]])
 def test_a_flag_that_would_change_the_spec_is_refused_next_to_resume(tmp_path, flag):
     """Before: `--resume RUN --strategy few_shot:k=3 --limit 5` on a finished run ran 5 new items and
     rewrote run.json's config. Now one line, exit 2, the folder untouched."""
@@ -109,6 +109,16 @@ def test_a_flag_that_would_change_the_spec_is_refused_next_to_resume(tmp_path, f
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "would change the run" in r.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_repeating_the_recorded_flags_next_to_resume_is_allowed(tmp_path):
+    out = _run_folder(tmp_path)
+    spec = json.loads((out / "run.json").read_text())["spec"]
+    from harness.runs.resume import check_resume_flags, resume_spec
+
+    again, _ = resume_spec(out)
+    check_resume_flags({"limit": 3, "tasks": ("coin_flip",), "strategies": ("zero_shot",)}, again, out)
+    assert spec["limit"] == 3
 
 
 def test_an_openai_run_resumes_against_the_same_server(tmp_path):

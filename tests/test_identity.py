@@ -131,7 +131,8 @@ def test_a_folder_written_before_run_specs_resumes_with_its_chunk_size_and_model
     spec, names = resume_spec(out)
     assert spec.chunk_size == 3 and spec.models == ("bundled",) and names == ["SmolLM2-135M-Instruct"]
     with pytest.raises(ConfigError, match="would change the run"):
-        check_resume_flags(["chunk_size"], out)
+        check_resume_flags({"chunk_size": 8}, spec, out)
+    check_resume_flags({"chunk_size": 3}, spec, out)  # the recorded value again: no change
 
 
 def test_the_bundled_folder_keeps_the_bundled_name():

@@ -55,9 +55,19 @@ def _legacy_spec(d: Path, cfg: dict[str, Any]) -> tuple[RunSpec, list[str] | Non
     return RunSpec.build(str(d / "run.json"), **fields), names
 
 
-def check_resume_flags(given: list[str], run_dir: str | Path) -> None:
-    """A flag that would change the spec is refused next to --resume (the folder is untouched)."""
-    if given:
-        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+def check_resume_flags(given: dict[str, Any], spec: RunSpec, run_dir: str | Path) -> None:
+    """A flag that would change the spec is refused next to --resume (the folder is untouched). A flag that
+    repeats the recorded value (the command the run was started with, run again) changes nothing."""
+    fields = {k: v for k, v in given.items() if k not in ("out", "run_id")}
+    if spec.backend_from_caller:  # the run's backend was an object: the flags say which backend to resume with
+        fields = {k: v for k, v in fields.items() if k not in ("backend", "backend_options")}
+    if not fields:
+        return
+    asked = RunSpec.build("command line", **{**spec.record(), **fields})
+    changed = [k for k in spec.differs(asked) if k in fields]
+    if changed:
+        flags = ", ".join("--" + {"tasks": "task", "strategies": "strategy", "models": "model", "cache": "no-cache",
+                                  "engine": "<engine flags>", "backend_options": "<backend flags>"}.get(
+                                      g, g).replace("_", "-") for g in changed)
         raise ConfigError(f"{flags} would change the run being resumed", where=str(run_dir), field="--resume",
                           fix="resume without it, or write the changed run into a new folder with --out")

@@ -38,6 +38,7 @@ class RunSpec(BaseModel):
     engine: dict[str, Any] = {}  # harness.backends.options.ENGINE_OPTIONS
     backend: str = "vllm"
     backend_options: dict[str, Any] = {}  # harness.backends.options.BACKEND_OPTIONS
+    backend_from_caller: bool = False  # harness.run(backend=obj): the backend is the caller's, not described here
     cache: bool = True
     cache_dir: str | None = None
     latency_probe: int | None = None
