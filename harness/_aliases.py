@@ -13,7 +13,7 @@ import importlib.util
 import sys
 from typing import Any
 
-# flat name -> folder (the stage it belongs to in the data flow)
+# flat name -> folder (the stage it belongs to in the data flow); `harness.stats` is a package now (issue 22)
 STAGES = {
     "task": ("tasks", "task_data", "task_file", "task_schema", "templates", "exemplars", "schemas", "generators"),
     "strategy": ("strategies", "prompt_layout", "grid", "voting"),
@@ -21,7 +21,7 @@ STAGES = {
     "runs": ("api", "runner", "units", "identity", "results", "procs", "_watchdog", "provenance", "determinism",
              "probe", "latency_model", "suite", "defaults", "multimodel"),
     "scoring": ("scoring", "scorers", "extract"),
-    "report": ("report", "report_format", "verdicts", "plots", "summary", "stats", "paired", "variance", "pricing",
+    "report": ("report", "report_format", "verdicts", "plots", "summary", "paired", "variance", "pricing",
                "matrix", "view"),
 }
 MOVED = {f"harness.{m}": f"harness.{stage}.{m}" for stage, mods in STAGES.items() for m in mods
