@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--probe-concurrency", type=_positive, default=1, metavar="C",
                    help="send the probe's items C at a time (latency under load; server backends)")
     r.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
+    r.add_argument("--margin", type=float, default=None, metavar="POINTS", help="non-inferiority margin in accuracy points (default 5; recorded in run.json)")
     r.add_argument("--check-determinism", action="store_true",
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -137,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write report.html and report.md into a run folder")
     rep.add_argument("run_dir")
+    rep.add_argument("--margin", type=float, default=None, metavar="POINTS", help="non-inferiority margin in accuracy points (default 5; recorded in run.json)")
     cmp_ = sub.add_parser("compare", help="compare several run folders in one report")
     cmp_.add_argument("run_dirs", nargs="+")
     cmp_.add_argument("--out", default=None)
+    cmp_.add_argument("--margin", type=float, default=None, metavar="POINTS", help="non-inferiority margin in accuracy points (default 5; recorded in run.json)")
     cmp_.add_argument("--all-pairs", action="store_true",
                       help="test (and Holm-correct) every pair of strategies and runs, not only each strategy across runs")
     vw = sub.add_parser("view", help="browse run folders in a local read-only web page (127.0.0.1)")
@@ -169,6 +172,7 @@ def cmd_run(a) -> int:
     from .runs.runner import RunInterrupted, run
     from .report.summary import print_summary
 
+    _points(a.margin)  # a bad --margin fails before the run, not after it
     recorded = multi_model_resume(a.resume or a.retry_errors) if (a.resume or a.retry_errors) else None
     models = a.model or (recorded[0] if recorded else [None])
     a.model = models[0] if len(models) == 1 and "@http" not in str(models[0]) else None
@@ -220,7 +224,7 @@ def cmd_run(a) -> int:
             backend.close()  # a clean engine shutdown (no "engine core exited unexpectedly" warning)
     run_dir = Path(preds.attrs["run_dir"])
     if not a.no_report:
-        write_report_safely(run_dir)
+        write_report_safely(run_dir, margin=_points(a.margin))
     print_summary(run_dir)
     print(run_dir)
     return 0
@@ -284,10 +288,18 @@ def cmd_models(a) -> int:
     return 0
 
 
+def _points(margin: float | None) -> float | None:
+    """--margin in accuracy points (5) -> the share the report uses (0.05)."""
+    if margin is not None and not 0 <= margin < 100:
+        raise ConfigError(f"--margin {margin:g} is not in [0, 100) accuracy points", field="--margin",
+                          fix="give the margin in accuracy points, e.g. --margin 5")
+    return None if margin is None else margin / 100
+
+
 def cmd_report(a) -> int:
     from .report.report import write_report
 
-    for path in write_report(a.run_dir):
+    for path in write_report(a.run_dir, margin=_points(a.margin)):
         print(path)
     return 0
 
@@ -295,7 +307,7 @@ def cmd_report(a) -> int:
 def cmd_compare(a) -> int:
     from .report.report import write_compare
 
-    for path in write_compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs):
+    for path in write_compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs, margin=_points(a.margin)):
         print(path)
     return 0
 

@@ -25,12 +25,15 @@ def run(*args, report: bool = False, write_report: bool | None = None, **kwargs)
     return preds
 
 
-def write_report_safely(run_dir: Path) -> list[Path]:
+def write_report_safely(run_dir: Path, *, margin: float | None = None) -> list[Path]:
     """Write the report of a finished run; on failure print one warning (the run is complete) and return []."""
+    from ..errors import ConfigError
     from ..report.report import write_report
 
     try:
-        return write_report(run_dir)
+        return write_report(run_dir, margin=margin)
+    except ConfigError:  # a bad --margin is the user's to fix, not a report bug
+        raise
     except Exception as exc:  # the results are safe on disk; a report bug must not lose the run
         print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
               f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)

@@ -121,15 +121,22 @@ def family_intervals(b, c, n, *, alpha: float = 0.05) -> dict[str, np.ndarray]:
     p_holm = holm_adjust(p)
     alpha_m = alpha / max(m, 1)
     lo, hi = score_interval(b, c, np.where(tested, n, 0), alpha_m)
-    lo, hi = np.atleast_1d(lo).copy(), np.atleast_1d(hi).copy()
     d = np.where(tested, (b - c) / np.where(tested, n, 1), np.nan)
-    reject = p_holm < alpha
-    cut = reject & (lo <= 0) & (hi >= 0)
-    tiny = np.finfo(float).eps
-    lo = np.where(cut & (d > 0), tiny, lo)
-    hi = np.where(cut & (d < 0), -tiny, hi)
+    lo, hi, cut = holm_cut(d, lo, hi, p_holm, alpha=alpha)
     return {"diff": d, "ci_low": lo, "ci_high": hi, "level": np.where(tested, 1 - alpha_m, np.nan),
             "p": p, "p_holm": p_holm, "truncated": cut}
+
+
+def holm_cut(diff, lo, hi, p_holm, *, alpha: float = 0.05):
+    """Cut at 0 the Bonferroni-level intervals whose pair Holm rejects while they still hold 0 (on the
+    side away from the estimate), so that each interval excludes 0 exactly when p_holm < alpha.
+    Returns (lo, hi, cut)."""
+    diff, lo, hi, p_holm = (np.atleast_1d(_arr(x)).copy() for x in (diff, lo, hi, p_holm))
+    cut = (p_holm < alpha) & (lo <= 0) & (hi >= 0)
+    tiny = np.finfo(float).eps
+    lo = np.where(cut & (diff > 0), tiny, lo)
+    hi = np.where(cut & (diff < 0), -tiny, hi)
+    return lo, hi, cut
 
 
 def table_counts(a, b) -> tuple[int, int, int]:
