@@ -142,3 +142,20 @@ def test_items_needed_is_where_half_the_simulated_studies_decide(n, b, c, alpha,
         decides = ((lo > -margin) | (hi < 0))[inv.ravel()]
         share.append(decides.mean())
     assert share[0] < 0.5 < share[1], (need, share)
+
+
+def test_compare_ranks_and_tests_runs_on_the_items_they_share(tmp_path):
+    import harness
+    from harness.backends.scripted import ScriptedBackend
+    from harness.report.report import write_compare
+
+    for name, limit in (("a", 10), ("b", 20)):
+        harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(lambda r: "The answer is yes."),
+                    limit=limit, out=tmp_path / name, progress=False, write_report=False, cache=False, run_id=name)
+    paths = write_compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "cmp")
+    md = paths[1].read_text()
+    assert "on the items every run has: coin_flip 10 of 20 items" in md
+    pairs = pd.read_csv(tmp_path / "cmp" / "pairs.csv")
+    assert (pairs["n"] == 10).all()
+    dec = pd.read_csv(tmp_path / "cmp" / "decisions.csv")
+    assert set(dec["decision"]) == {"constant_answer"}  # "yes" on every item of a yes/no task

@@ -397,6 +397,23 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataF
     return out
 
 
+def shared_items(preds: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """Keep, per task, only the items that every run which ran the task has, so cells of different runs
+    are ranked and tested on the same items. Returns the rows kept and a note ('coin_flip 20 of 40
+    items', empty when nothing was dropped)."""
+    if preds.empty or "run_id" not in preds or preds["run_id"].isna().all():
+        return preds, ""
+    keep, notes = [], []
+    for task, g in preds.groupby("task", sort=True):
+        sets = [set(x["example_id"].astype(str)) for _, x in g.groupby("run_id")]
+        common = set.intersection(*sets) if sets else set()
+        every = set.union(*sets) if sets else set()
+        keep.append(g[g["example_id"].astype(str).isin(common)])
+        if len(common) < len(every):
+            notes.append(f"{task} {len(common)} of {len(every)} items")
+    return pd.concat(keep).sort_index(), ", ".join(notes)
+
+
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
                   sections: Sequence[Section] | None = None, all_pairs: bool = False,
                   margin: float | None = None) -> list[Path]:
@@ -413,7 +430,9 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
                        ignore_index=True)
     if out is None:
         out = RESULTS_DIR / new_run_id("compare-")
-    title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
+    preds, shared = shared_items(preds, ids)
+    title = f"Comparison of {len(datas)} runs: {', '.join(ids)}" + (f" (on the items every run has: {shared})"
+                                                                    if shared else "")
     family, key = ("all", "all_runs") if all_pairs else ("same_strategy", "same_strategy")
     return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes,
                          family=family, holm_key=key, margin=_margin(margin, {})), Path(out), sections)
