@@ -159,3 +159,31 @@ def test_compare_ranks_and_tests_runs_on_the_items_they_share(tmp_path):
     assert (pairs["n"] == 10).all()
     dec = pd.read_csv(tmp_path / "cmp" / "decisions.csv")
     assert set(dec["decision"]) == {"constant_answer"}  # "yes" on every item of a yes/no task
+
+
+def test_margin_flag_is_recorded_in_run_json_and_every_verdict(tmp_path, capsys):
+    import json
+
+    import harness
+    from harness.backends.scripted import ScriptedBackend
+    from harness.cli import main
+
+    def answer(req):  # right on most items, and on different ones per strategy
+        text = req.messages[-1].content
+        return "The answer is yes." if hash(text) % 3 else "The answer is no."
+    harness.run(["coin_flip"], ["zero_shot", "cot"], backend=ScriptedBackend(answer), limit=20, out=tmp_path / "r",
+                progress=False, write_report=False, cache=False)
+    assert main(["report", str(tmp_path / "r"), "--margin", "10"]) == 0
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["margin"] == pytest.approx(0.10)
+    dec = pd.read_csv(tmp_path / "r" / "decisions.csv")
+    assert np.allclose(dec["margin"], 0.10)
+    md = (tmp_path / "r" / "report.md").read_text()
+    verdict = md.split("## Verdict")[1].split("Decisions (decisions.csv)")[0]
+    lines = [x for x in verdict.splitlines() if x.startswith("- ")]
+    assert lines and all("10 points" in x for x in lines)
+    assert main(["report", str(tmp_path / "r")]) == 0  # no flag: the margin run.json records
+    assert np.allclose(pd.read_csv(tmp_path / "r" / "decisions.csv")["margin"], 0.10)
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r"), "--margin", "150"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--margin" in err
