@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 
-from harness.report.decisions import COLUMNS, constant_cells, decision_table
-from harness.report.paired import pairs_table
-from harness.report.verdicts import verdicts
+from harness.reports.decisions import COLUMNS, constant_cells, decision_table
+from harness.reports.paired import pairs_table
+from harness.reports.verdicts import verdicts
 from harness.stats.decisions import decide, items_needed
 from harness.stats.paired import score_interval
 
@@ -147,7 +147,7 @@ def test_items_needed_is_where_half_the_simulated_studies_decide(n, b, c, alpha,
 def test_compare_ranks_and_tests_runs_on_the_items_they_share(tmp_path):
     import harness
     from harness.backends.scripted import ScriptedBackend
-    from harness.report.report import write_compare
+    from harness.reports.report import write_compare
 
     for name, limit in (("a", 10), ("b", 20)):
         harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(lambda r: "The answer is yes."),

@@ -1,3 +1,3 @@
-"""Pure statistics over arrays and DataFrames (no harness stage imports): the paired score interval
-and test, the Holm-matched levels, the decisions against the best cell, and cluster-robust errors.
+"""Pure statistics and prices that several stages use: intervals, paired tests, decisions, clustered
+errors, prices. Functions over arrays and DataFrames; imports nothing above records/errors/scoring.
 Methods and their reasons: docs/statistics.md."""

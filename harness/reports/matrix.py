@@ -6,7 +6,7 @@ between the cells on the same items; and the verdict over all cells.
     pairs = cell_pairs(preds)                 # every pair of cells of a task, Holm over the task's pairs
     matrix_verdicts(cells, pairs)             # best cell, cells not significantly worse, cheapest of those
 
-Statistics are harness/report/paired.py's (score test, Tango interval at the Bonferroni level, Holm); the family corrected is
+Statistics are harness/reports/paired.py's (score test, Tango interval at the Bonferroni level, Holm); the family corrected is
 every pair of cells of one task (models, templates and strategies together).
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def cell_table(preds: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 def cell_pairs(preds: pd.DataFrame, *, n_boot: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Every pair of (strategy, model) cells of a task, on the items both answered without an error
     (inner join on example_id). Within a pair, cell a has the higher accuracy (ties: by name).
-    The same method as pairs.csv (harness/report/paired.py): the score test, Tango's interval at the
+    The same method as pairs.csv (harness/reports/paired.py): the score test, Tango's interval at the
     Bonferroni level over the task's cell pairs, Holm's p, and the interval cut at 0 where Holm rejects.
     (`n_boot`, `seed`: unused since the bootstrap was replaced.)"""
     from .paired import _per_item, adjust_family, pair_test

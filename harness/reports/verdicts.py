@@ -1,4 +1,4 @@
-"""Verdicts in plain words, written from the decisions (decisions.csv, harness/report/decisions.py):
+"""Verdicts in plain words, written from the decisions (decisions.csv, harness/reports/decisions.py):
 per task x model, the best cell, each other cell's decision against it at the stated margin, constant
 answers called what they are, and the cheapest acceptable cell (best or non_inferior only). When no
 cheaper cell is shown to be acceptable, the verdict says so and how many items would decide."""

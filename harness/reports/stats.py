@@ -135,7 +135,7 @@ def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.Dat
         if "cached" in g:
             row["cached_rows"] = int(g["cached"].fillna(False).astype(bool).sum())
         rows.append(row)
-    from .decisions import constant_cells  # constant_answer / constant_share (harness/report/decisions.py)
+    from .decisions import constant_cells  # constant_answer / constant_share (harness/reports/decisions.py)
 
     out = pd.DataFrame(rows)
     return out.merge(constant_cells(preds), on=GROUP, how="left") if len(out) else out

@@ -1,5 +1,5 @@
 """Run folder(s) -> report.html (self-contained: plots as base64 PNG, no scripts, no external URLs),
-report.md, pairs.csv and decisions.csv (each cell against the best at the margin; harness/report/decisions.py).
+report.md, pairs.csv and decisions.csv (each cell against the best at the margin; harness/reports/decisions.py).
 
     write_report("results/20250101-120000-000")            # one run, written into its folder
     write_compare(["results/a", "results/b"], out="cmp")   # several runs in one report
@@ -25,7 +25,7 @@ from ..runs.results import (PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_i
                             write_json_atomic, write_text_atomic)
 from ..stats.decisions import DEFAULT_MARGIN
 from ..scoring.scorers import all_aggregates
-from .verdicts import HOLM_TEXT, family_verdicts, verdicts  # noqa: F401 - verdicts: their old home
+from .verdicts import HOLM_TEXT, family_verdicts, verdicts
 from .stats import summarize
 
 ALPHA = 0.05
@@ -248,7 +248,7 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
                               "--all-pairs compares different strategies)." if b.family == "same_strategy"
                               else "Only one strategy per task: no pairs."),
             "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)],
-            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/report/matrix.py)
+            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/reports/matrix.py)
 
 
 def _section(sec: Section, b: Bundle) -> dict:
@@ -257,7 +257,7 @@ def _section(sec: Section, b: Bundle) -> dict:
 
 
 def _builtin_sections(b: Bundle) -> list[Section]:
-    """Sections shown only when they have rows: the few-shot variance split (harness/report/variance.py)."""
+    """Sections shown only when they have rows: the few-shot variance split (harness/reports/variance.py)."""
     from .variance import NOTE, variance_rows, variance_table
 
     head, rows = variance_rows(variance_table(b.preds))
@@ -326,10 +326,12 @@ def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None) -> l
 
 
 def _margin(margin: float | None, run: dict) -> float:
-    """The margin asked for, else the one run.json records, else DEFAULT_MARGIN; checked."""
+    """The margin asked for, else the one run.json records (the report's, else the run spec's), else
+    DEFAULT_MARGIN; checked."""
     from ..errors import ConfigError
 
-    m = margin if margin is not None else run.get("margin", DEFAULT_MARGIN)
+    recorded = run.get("margin", (run.get("config") or {}).get("margin"))
+    m = margin if margin is not None else (recorded if recorded is not None else DEFAULT_MARGIN)
     try:
         m = float(m)
     except (TypeError, ValueError):
