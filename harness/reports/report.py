@@ -74,6 +74,8 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
          f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]"),
         *((a.header, a.column, pct if a.kind == "rate" else (lambda v: fnum(v, 3))) for a in all_aggregates()),
+        ("constant answer", "constant_answer", lambda v: f"'{v}'"),
+        ("clusters", "n_clusters", lambda v: fnum(v, 0)), ("clustered / naive SE", "se_ratio", lambda v: fnum(v, 2)),
         ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
         ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
         ("cached rows", "cached_rows", lambda v: fnum(v, 0) if _num(v) > 0 else "–"),
@@ -92,8 +94,11 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("time in batch p95 (s)", "batch_latency_p95_s", lambda v: fnum(v, 3)),
     ]
     core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
+    # clusters and their SE ratio only where some cell's rows share items (n_clusters < n)
+    shared = "n_clusters" in summary and (_col(summary, "n_clusters") < _col(summary, "n")).any()
     keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any()
-                                                 and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any()))]
+                                                 and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any())
+                                                 and (c[1] not in ("n_clusters", "se_ratio") or shared))]
     rows = []
     for r in summary.to_dict("records"):
         rows.append([fmt(r) if src is None else ("–" if _missing(r.get(src)) else fmt(r.get(src)))
