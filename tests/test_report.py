@@ -122,7 +122,8 @@ def test_verdict_wording():
     assert v["text"] == ("On coin_flip (M), cot is best at 62.5 % (95 % CI 47–76 %, n = 40); against it at a margin "
                          "of 5 points: few_shot:k=4 and zero_shot are not decided. No cheaper strategy is shown to be "
                          f"within 5 points of the best at n = 40; about {int(need):,} items per strategy would decide "
-                         "zero_shot vs cot (-12.5 points, 98.3 % CI [-26.0, +1.0]).")
+                         "zero_shot vs cot (-12.5 points, 98.3 % CI [-26.0, +1.0]; if the difference held, as "
+                         "worse).")
     assert v["cheapest"] == "cot" and not v["significant"]
     pairs.loc[1, ["diff", "ci_low", "ci_high"]] = [0.01, -0.01, 0.04]  # zero_shot within the margin
     (v,) = verdicts(summary, pairs)

@@ -133,8 +133,10 @@ def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame, decisions: pd.DataFrame
                 elif math.isnan(need):
                     say = f"; no number of items would decide {c} vs {best['strategy']} ({_interval(d.loc[c].to_dict())})"
                 else:
+                    dd = _num(d.loc[c, "diff"])  # the interval shrinks around dd: the nearer-side test decides first
+                    way = "worse" if -dd > dd + margin else f"within {points(margin)}"
                     say = (f"; about {_items(need)} items per strategy would decide {c} vs {best['strategy']} "
-                           f"({_interval(d.loc[c].to_dict())})")
+                           f"({_interval(d.loc[c].to_dict())}; if the difference held, as {way})")
                 text += f" No cheaper strategy is shown to be within {points(margin)} of the best at n = {n_best}{say}."
             elif live["_cost"].notna().any() and _num(best["_cost"]) > live["_cost"].min():
                 text += (f" No cheaper strategy is within {points(margin)} of the best: every cheaper one is "
