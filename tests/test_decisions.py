@@ -152,6 +152,9 @@ def test_compare_ranks_and_tests_runs_on_the_items_they_share(tmp_path):
     for name, limit in (("a", 10), ("b", 20)):
         harness.run(["coin_flip"], ["zero_shot"], backend=ScriptedBackend(lambda r: "The answer is yes."),
                     limit=limit, out=tmp_path / name, progress=False, write_report=False, cache=False, run_id=name)
+    summary = pd.read_csv(tmp_path / "a" / "summary.csv")  # summary.csv marks the constant answer
+    assert summary["constant_answer"].tolist() == ["yes"] and summary["constant_share"].tolist() == [1.0]
+    assert summary["n_clusters"].tolist() == [10] and summary["se_ratio"].tolist() == [1.0]
     paths = write_compare([tmp_path / "a", tmp_path / "b"], out=tmp_path / "cmp")
     md = paths[1].read_text()
     assert "on the items every run has: coin_flip 10 of 20 items" in md
@@ -187,3 +190,36 @@ def test_margin_flag_is_recorded_in_run_json_and_every_verdict(tmp_path, capsys)
     assert main(["report", str(tmp_path / "r"), "--margin", "150"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--margin" in err
+
+
+def test_rows_that_share_items_are_clustered_in_the_summary_and_the_pairs():
+    import statsmodels.api as sm
+    from scipy.stats import ttest_1samp
+
+    from harness.reports.stats import summarize
+
+    rng = np.random.default_rng(3)
+    items, reps = 40, 5
+    ease = rng.random(items)
+    rows = []
+    for s, shift in (("a", 0.15), ("b", 0.0)):
+        for i in range(items):
+            for r in range(reps):  # five rows per item (pooled draws): correlated through the item's ease
+                c = bool(rng.random() < np.clip(ease[i] + shift, 0, 1))
+                rows.append({"task": "t", "model": "m", "strategy": s, "example_id": str(i), "correct": c,
+                             "error": None, "answer": "x", "gold": str(i), "parse_ok": True, "prompt_tokens": 1,
+                             "completion_tokens": 1, "cached": False})
+    preds = pd.DataFrame(rows)
+    summ = summarize(preds).set_index("strategy")
+    ga = preds[preds["strategy"] == "a"]
+    y = ga["correct"].astype(float).to_numpy()
+    fit = sm.OLS(y, np.ones(len(y))).fit(cov_type="cluster", cov_kwds={"groups": ga["example_id"].astype(int)})
+    assert summ.loc["a", "n_clusters"] == items and summ.loc["a", "n"] == items * reps
+    assert summ.loc["a", "se_ratio"] == pytest.approx(fit.bse[0] / sm.OLS(y, np.ones(len(y))).fit().bse[0], rel=1e-10)
+    assert summ.loc["a", "se_ratio"] > 1.2  # the items' ease makes rows of an item alike
+    pairs = pairs_table(preds)
+    (row,) = pairs.to_dict("records")
+    assert row["method"] == "clustered" and row["n"] == items
+    per = preds.assign(c=preds["correct"].astype(float)).groupby(["strategy", "example_id"])["c"].mean().unstack(0)
+    assert row["p_mcnemar"] == pytest.approx(ttest_1samp(per["a"] - per["b"], 0).pvalue, rel=1e-10)
+    assert ((row["ci_low"] > 0) or (row["ci_high"] < 0)) == (row["p_holm"] < 0.05)
