@@ -18,12 +18,13 @@ The rules and their reasons: docs/statistics.md.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..stats.decisions import DEFAULT_MARGIN, constant_answer, decide, items_needed, items_needed_wald
-from .report_format import _col, with_totals
+from .report_format import _col, _missing, fp, pct, with_totals
 
 COLUMNS = ["task", "model", "cell", "reference", "diff", "ci_low", "ci_high", "level", "margin", "decision",
            "p_holm", "items_needed"]
@@ -114,3 +115,50 @@ def decision_table(summary: pd.DataFrame, pairs: pd.DataFrame, *, margin: float 
             rows.append({**base, "diff": diff, "ci_low": float(lo), "ci_high": float(hi), "level": level,
                          "decision": dec, "p_holm": float(pr["p_holm"]), "items_needed": need})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def decisions_rows(dec: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    head = ["task", "model", "cell", "reference", "cell − reference [interval]", "level", "margin", "decision",
+            "p Holm", "items needed"]
+    rows = []
+    for r in dec.to_dict("records"):
+        iv = "–" if _missing(r["ci_low"]) else f"{pct(r['diff'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
+        rows.append([r["task"], r["model"], r["cell"], str(r["reference"] or "–"), iv,
+                     "–" if _missing(r["level"]) else pct(r["level"], 2), pct(r["margin"], 0), r["decision"],
+                     "–" if _missing(r["p_holm"]) else fp(r["p_holm"]),
+                     "–" if _missing(r["items_needed"]) else f"{int(r['items_needed']):,}"])
+    return head, rows
+
+
+def shared_items(preds: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """Keep, per task, only the items that every run which ran the task has, so cells of different runs
+    are ranked and tested on the same items. Returns the rows kept and a note ('coin_flip 20 of 40
+    items', empty when nothing was dropped)."""
+    if preds.empty or "run_id" not in preds or preds["run_id"].isna().all():
+        return preds, ""
+    keep, notes = [], []
+    for task, g in preds.groupby("task", sort=True):
+        sets = [set(x["example_id"].astype(str)) for _, x in g.groupby("run_id")]
+        common = set.intersection(*sets) if sets else set()
+        every = set.union(*sets) if sets else set()
+        keep.append(g[g["example_id"].astype(str).isin(common)])
+        if len(common) < len(every):
+            notes.append(f"{task} {len(common)} of {len(every)} items")
+    return pd.concat(keep).sort_index(), ", ".join(notes)
+
+
+def resolve_margin(margin: float | None, run: dict) -> float:
+    """The margin asked for, else the one run.json records (the report's, else the run spec's), else
+    DEFAULT_MARGIN; checked."""
+    from ..errors import ConfigError
+
+    recorded = run.get("margin", (run.get("config") or {}).get("margin"))
+    m = margin if margin is not None else (recorded if recorded is not None else DEFAULT_MARGIN)
+    try:
+        m = float(m)
+    except (TypeError, ValueError):
+        m = float("nan")
+    if not 0 <= m < 1:
+        raise ConfigError(f"margin {margin!r} is not an accuracy difference in [0, 1)", field="--margin",
+                          fix="give it as a share of accuracy: 0.05 is 5 points")
+    return m

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
@@ -154,46 +153,6 @@ def accuracy_plot(summary: pd.DataFrame) -> list[Plot]:
     return [_plot("plot-accuracy", "Accuracy by strategy",
                   "Points are accuracy over the items answered without an error; bars are 95 % Wilson intervals."
                   + (" Hollow markers: the other rates of the scorer table." if extra else ""), fig)]
-
-
-DECISION_COLORS = {"best": "#1f77b4", "non_inferior": "#2ca02c", "inferior": "#d62728",
-                   "inconclusive": "#7f7f7f", "constant_answer": "#9467bd"}
-
-
-def forest_plot(decisions: pd.DataFrame | None) -> list[Plot]:
-    """Per task: each cell's difference from the best cell with its interval (at its stated level),
-    the margin as a shaded band [-margin, 0], and the decision as the marker's colour."""
-    if decisions is None or decisions.empty:
-        return []
-    d = decisions.copy()
-    d["model"] = d["model"].astype(str)
-    multi, tasks = _multi(d), sorted(d["task"].unique())
-    fig, axes = _grid(len(tasks), row_h=1.0 + 0.45 * d.groupby("task").size().max())
-    for ax, task in zip(axes, tasks):
-        g = d[d["task"] == task].reset_index(drop=True)
-        y = np.arange(len(g))[::-1]
-        margin = float(g["margin"].iloc[0])
-        ax.axvspan(-100 * margin, 0, color="#2ca02c", alpha=0.12, lw=0)
-        ax.axvline(0, color="#444", lw=0.8)
-        for yy, r in zip(y, g.to_dict("records")):
-            col = DECISION_COLORS.get(r["decision"], "#000")
-            x = 0.0 if r["decision"] in ("best", "constant_answer") or pd.isna(r["diff"]) else 100 * float(r["diff"])
-            if not pd.isna(r["ci_low"]):
-                ax.plot([100 * float(r["ci_low"]), 100 * float(r["ci_high"])], [yy, yy], color=col, lw=2)
-            ax.plot([x], [yy], "o" if r["decision"] != "constant_answer" else "x", color=col, markersize=7)
-        ax.set_yticks(y, [variant_label(r.cell, r.model, multi) for r in g.itertuples()])
-        ax.set_xlabel(f"cell − best (accuracy points); band: margin {100 * margin:g}")
-        ax.set_title(task)
-        ax.grid(axis="x", alpha=0.3)
-    handles = [Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in DECISION_COLORS.items()
-               if k in set(d["decision"])]
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=8,
-               frameon=False)
-    fig.tight_layout()
-    return [_plot("plot-forest", "Decisions: each cell against the best",
-                  "Difference from the best cell of the task and model, with its interval at the stated level "
-                  "(Bonferroni over the task's pairs, cut at 0 where Holm rejects). Shaded: within the margin. "
-                  "Colour: the decision (decisions.csv). A constant-answer cell is marked x at 0, not compared.", fig)]
 
 
 def _dodge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -397,7 +356,7 @@ def _probe_how(probes: pd.DataFrame | None) -> str:
 
 
 def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | None,
-              probes: pd.DataFrame | None = None, *, decisions: pd.DataFrame | None = None) -> list[Plot]:
+              probes: pd.DataFrame | None = None) -> list[Plot]:
     s = summary.copy()
     s["mean_total_tokens"] = _num(s, "mean_prompt_tokens").fillna(0) + _num(s, "mean_completion_tokens").fillna(0)
     s.loc[_num(s, "mean_prompt_tokens").isna() & _num(s, "mean_completion_tokens").isna(), "mean_total_tokens"] = np.nan
@@ -416,7 +375,6 @@ def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | N
                             title="Request time in this batch (not single-request latency)", caption=BATCH_HOW)
         front = ("probe_latency_p50_s", "", "", "")
     return [
-        *forest_plot(decisions),
         *accuracy_plot(s),
         *tradeoff_plot(s, "mean_total_tokens", "mean prompt + completion tokens per example", pid="plot-tokens",
                        title="Accuracy vs tokens", how="Tokens: mean prompt + completion tokens per example."),

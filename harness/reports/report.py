@@ -24,6 +24,7 @@ from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, 
 from ..runs.results import (PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic,
                             write_json_atomic, write_text_atomic)
 from ..stats.decisions import DEFAULT_MARGIN
+from .decisions import constant_cells, resolve_margin
 from ..scoring.scorers import all_aggregates
 from .verdicts import HOLM_TEXT, family_verdicts, verdicts
 from .stats import summarize
@@ -113,19 +114,6 @@ def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
              f"{pct(r['diff'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]", pct(r.get("level"), 2),
              fp(r["p_mcnemar"]), fp(r["p_holm"]),
              "significant" if _num(r["p_holm"]) < ALPHA else "not significant"] for r in pairs.to_dict("records")]
-    return head, rows
-
-
-def decisions_rows(dec: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    head = ["task", "model", "cell", "reference", "cell − reference [interval]", "level", "margin", "decision",
-            "p Holm", "items needed"]
-    rows = []
-    for r in dec.to_dict("records"):
-        iv = "–" if _missing(r["ci_low"]) else f"{pct(r['diff'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
-        rows.append([r["task"], r["model"], r["cell"], str(r["reference"] or "–"), iv,
-                     "–" if _missing(r["level"]) else pct(r["level"], 2), pct(r["margin"], 0), r["decision"],
-                     "–" if _missing(r["p_holm"]) else fp(r["p_holm"]),
-                     "–" if _missing(r["items_needed"]) else f"{int(r['items_needed']):,}"])
     return head, rows
 
 
@@ -232,9 +220,10 @@ def run_facts(run: dict) -> dict:
 # -- assembling and writing -----------------------------------------------------------------
 def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
     from .matrix import matrix_context
+    from .forest import forest_plot  # decisions.csv as a figure, first
     from .plots import all_plots
 
-    from .decisions import decision_table
+    from .decisions import decision_table, decisions_rows
 
     pairs = pairs_table(b.preds, family=b.family)
     decisions = decision_table(b.summary, pairs, margin=b.margin)
@@ -246,7 +235,7 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
             "decisions_head": dhead, "decisions_rows": drows, "decisions": decisions, "margin": b.margin,
             "verdicts": verdicts(b.summary, pairs, decisions) + family_verdicts(pairs),
-            "plots": all_plots(b.summary, b.preds, b.majk, b.probes, decisions=decisions), "measures_note": MEASURES_NOTE,
+            "plots": forest_plot(decisions) + all_plots(b.summary, b.preds, b.majk, b.probes), "measures_note": MEASURES_NOTE,
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
             "alpha": ALPHA, "holm_text": HOLM_TEXT[b.holm_key],
             "no_pairs_text": ("No strategy ran in more than one run: no same-strategy pairs (harness compare "
@@ -330,23 +319,6 @@ def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None) -> l
     return paths
 
 
-def _margin(margin: float | None, run: dict) -> float:
-    """The margin asked for, else the one run.json records (the report's, else the run spec's), else
-    DEFAULT_MARGIN; checked."""
-    from ..errors import ConfigError
-
-    recorded = run.get("margin", (run.get("config") or {}).get("margin"))
-    m = margin if margin is not None else (recorded if recorded is not None else DEFAULT_MARGIN)
-    try:
-        m = float(m)
-    except (TypeError, ValueError):
-        m = float("nan")
-    if not 0 <= m < 1:
-        raise ConfigError(f"margin {margin!r} is not an accuracy difference in [0, 1)", field="--margin",
-                          fix="give it as a share of accuracy: 0.05 is 5 points")
-    return m
-
-
 def _complete(preds: pd.DataFrame) -> pd.DataFrame:
     """Add any missing prediction column (a run from an older version) as empty."""
     missing = [c for c in PREDICTION_COLUMNS if c not in preds.columns]
@@ -368,11 +340,9 @@ def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = No
     preds = _complete(data["predictions"])
     summary = data["summary"] if not data["summary"].empty else summarize(preds, data["probes"])
     if "constant_answer" not in summary and not preds.empty:  # a run folder from before issue 22
-        from .decisions import constant_cells
-
         summary = summary.merge(constant_cells(preds), on=["task", "strategy", "model"], how="left")
     run = data["run"]
-    m = _margin(margin, run)
+    m = resolve_margin(margin, run)
     if run.get("margin") != m:
         write_json_atomic(d / "run.json", {**run, "margin": m})
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
@@ -404,23 +374,6 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataF
     return out
 
 
-def shared_items(preds: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, str]:
-    """Keep, per task, only the items that every run which ran the task has, so cells of different runs
-    are ranked and tested on the same items. Returns the rows kept and a note ('coin_flip 20 of 40
-    items', empty when nothing was dropped)."""
-    if preds.empty or "run_id" not in preds or preds["run_id"].isna().all():
-        return preds, ""
-    keep, notes = [], []
-    for task, g in preds.groupby("task", sort=True):
-        sets = [set(x["example_id"].astype(str)) for _, x in g.groupby("run_id")]
-        common = set.intersection(*sets) if sets else set()
-        every = set.union(*sets) if sets else set()
-        keep.append(g[g["example_id"].astype(str).isin(common)])
-        if len(common) < len(every):
-            notes.append(f"{task} {len(common)} of {len(every)} items")
-    return pd.concat(keep).sort_index(), ", ".join(notes)
-
-
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
                   sections: Sequence[Section] | None = None, all_pairs: bool = False,
                   margin: float | None = None) -> list[Path]:
@@ -437,9 +390,11 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
                        ignore_index=True)
     if out is None:
         out = RESULTS_DIR / new_run_id("compare-")
+    from .decisions import shared_items
+
     preds, shared = shared_items(preds, ids)
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}" + (f" (on the items every run has: {shared})"
                                                                     if shared else "")
     family, key = ("all", "all_runs") if all_pairs else ("same_strategy", "same_strategy")
     return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes,
-                         family=family, holm_key=key, margin=_margin(margin, {})), Path(out), sections)
+                         family=family, holm_key=key, margin=resolve_margin(margin, {})), Path(out), sections)

@@ -125,7 +125,7 @@ def compare_context(root: Path, ids: list[str]) -> dict:
         runs.append(run_facts(root, d.parent))
     preds = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
         else pd.DataFrame()
-    from .report import shared_items
+    from .decisions import shared_items
 
     preds, shared_note = shared_items(preds, ids) if not preds.empty else (preds, "")
     summary = summarize(preds) if not preds.empty else pd.DataFrame()

@@ -4,7 +4,7 @@
     decide(-0.01, -0.04, 0.02, margin=0.05)       # 'non_inferior': the whole interval is above -margin
 
 The interval is of cell - reference at the level the multiplicity correction gives it
-(harness.stats.paired.holm_levels). `items_needed` says how many items per cell the interval would
+(harness.stats.paired.family_intervals: the Bonferroni level, cut at 0 where Holm rejects). `items_needed` says how many items per cell the interval would
 need to decide, if the observed difference and discordance held (see its docstring and
 docs/statistics.md). `constant_answer` finds a cell that gives one answer on nearly every item.
 """
