@@ -108,18 +108,20 @@ def spec_backends(spec: RunSpec, given: Backend | None = None):
     return make
 
 
-def report(run_dir: str | Path) -> list[Path]:
-    """`harness report RUN_DIR`: write report.html, report.md and pairs.csv; return their paths."""
+def report(run_dir: str | Path, *, margin: float | None = None) -> list[Path]:
+    """`harness report RUN_DIR`: write report.html, report.md, pairs.csv and decisions.csv; return their
+    paths. `margin`: the non-inferiority margin as a share (0.05 = 5 points; default: run.json's, else 0.05)."""
     from .reports.report import write_report
 
-    return write_report(run_dir)
+    return write_report(run_dir, margin=margin)
 
 
-def compare(run_dirs: Sequence[str | Path], *, out: str | Path | None = None, all_pairs: bool = False) -> list[Path]:
+def compare(run_dirs: Sequence[str | Path], *, out: str | Path | None = None, all_pairs: bool = False,
+            margin: float | None = None) -> list[Path]:
     """`harness compare A B ...`: one report over several run folders; return its paths."""
     from .reports.report import write_compare
 
-    return write_compare(list(run_dirs), out=out, all_pairs=all_pairs)
+    return write_compare(list(run_dirs), out=out, all_pairs=all_pairs, margin=margin)
 
 
 def tasks() -> pd.DataFrame:
@@ -148,10 +150,14 @@ def models(model: str | None = None, *, memory: str = "1GiB") -> pd.DataFrame:
     return df
 
 
-def write_report_safely(run_dir: Path) -> list[Path]:
+def write_report_safely(run_dir: Path, *, margin: float | None = None) -> list[Path]:
     """Write the report of a finished run; on failure print one warning (the run is complete) and return []."""
+    from .errors import ConfigError
+
     try:
-        return report(run_dir)
+        return report(run_dir, margin=margin)
+    except ConfigError:  # a bad margin is the user's to fix, not a report bug
+        raise
     except Exception as exc:  # the results are safe on disk; a report bug must not lose the run
         print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
               f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)

@@ -97,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write report.html and report.md into a run folder")
     rep.add_argument("run_dir")
+    rep.add_argument("--margin", type=float, default=None, metavar="POINTS", help="non-inferiority margin in accuracy points (default 5; recorded in run.json)")
     cmp_ = sub.add_parser("compare", help="compare several run folders in one report")
     cmp_.add_argument("run_dirs", nargs="+")
     cmp_.add_argument("--out", default=None)
+    cmp_.add_argument("--margin", type=float, default=None, metavar="POINTS", help="non-inferiority margin in accuracy points (default 5; recorded in run.json)")
     cmp_.add_argument("--all-pairs", action="store_true",
                       help="test (and Holm-correct) every pair of strategies and runs, not only each strategy across runs")
     vw = sub.add_parser("view", help="browse run folders in a local read-only web page (127.0.0.1)")
@@ -207,6 +209,7 @@ def cmd_run(a) -> int:
     from .reports.summary import print_summary
     from .runs.runner import RunInterrupted
 
+    _points(a.margin)  # a bad --margin fails before the run, not after it
     spec, names, sources = build_spec(a)
     if a.dry_run:
         return _dry_run(spec, determinism=a.check_determinism)
@@ -224,7 +227,7 @@ def cmd_run(a) -> int:
     _record_sources(run_dir, sources)
     if not a.no_report:
         from .api import write_report_safely
-        write_report_safely(run_dir)
+        write_report_safely(run_dir, margin=_points(a.margin))
     print_summary(run_dir)
     print(run_dir)
     return 0
@@ -295,10 +298,18 @@ def cmd_models(a) -> int:
     return 0
 
 
+def _points(margin: float | None) -> float | None:
+    """--margin in accuracy points (5) -> the share the report uses (0.05)."""
+    if margin is not None and not 0 <= margin < 100:
+        raise ConfigError(f"--margin {margin:g} is not in [0, 100) accuracy points", field="--margin",
+                          fix="give the margin in accuracy points, e.g. --margin 5")
+    return None if margin is None else margin / 100
+
+
 def cmd_report(a) -> int:
     from .api import report
 
-    for path in report(a.run_dir):
+    for path in report(a.run_dir, margin=_points(a.margin)):
         print(path)
     return 0
 
@@ -306,7 +317,7 @@ def cmd_report(a) -> int:
 def cmd_compare(a) -> int:
     from .api import compare
 
-    for path in compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs):
+    for path in compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs, margin=_points(a.margin)):
         print(path)
     return 0
 

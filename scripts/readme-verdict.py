@@ -40,7 +40,9 @@ def quote(run_dir: Path) -> str:
     lines = [f"From `harness run` (run `{run.get('run_id')}`, {cfg.get('model')}, {DEFAULT_LIMIT} items per task, "
              f"{int(preds['prompt_tokens'].sum()):,} prompt and {int(preds['completion_tokens'].sum()):,} "
              "generated tokens), verdict section of `report.md`:", ""]
-    lines += [f"> - {v['text']}" for v in verdicts(summary, pairs_table(preds))]
+    margin = run.get("margin", cfg.get("margin"))  # the report's margin, else the run's (issue 22)
+    lines += [f"> - {v['text']}" for v in verdicts(summary, pairs_table(preds),
+                                                   margin=0.05 if margin is None else float(margin))]
     strategies = list(dict.fromkeys(s for ss in DEFAULT_SUITE.values() for s in ss))
     acc = {(r["task"], r["strategy"]): r["accuracy"] for r in summary.to_dict("records")}
     lines += ["", "| accuracy | " + " | ".join(f"`{s}`" for s in strategies) + " |",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, chi2
 
 from harness.backends.scripted import ScriptedBackend
 from harness.cli import main
@@ -196,7 +196,7 @@ def test_model_at_url_and_the_cli_refusals(tmp_path, capsys):
     assert "--allow-remote" in err and err.count("\n") == 1
 
 
-def test_cell_pairs_match_an_independent_binomial_test_and_holm(two_models):
+def test_cell_pairs_match_an_independent_score_test_and_holm(two_models):
     preds = pd.read_parquet(two_models / "predictions.parquet")
     preds = preds[preds["model"].isin(["strong", "weak"])]
     pairs = cell_pairs(preds)
@@ -208,8 +208,10 @@ def test_cell_pairs_match_an_independent_binomial_test_and_holm(two_models):
         a, b = vec[(r["strategy_a"], r["model_a"])], vec[(r["strategy_b"], r["model_b"])]
         j = pd.concat([a, b], axis=1, join="inner").to_numpy()
         only_a, only_b = int((j[:, 0] & ~j[:, 1]).sum()), int((~j[:, 0] & j[:, 1]).sum())
-        p = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+        # McNemar without continuity correction, written out: chi2 = (b - c)^2 / (b + c) on 1 df
+        p = 1.0 if only_a + only_b == 0 else chi2.sf((only_a - only_b) ** 2 / (only_a + only_b), 1)
         assert r["p_mcnemar"] == pytest.approx(p) and r["n"] == len(j)
+        assert ((r["ci_low"] > 0) or (r["ci_high"] < 0)) == (r["p_holm"] < 0.05)
         ps.append(p)
     # Holm by hand: sorted p times (m - rank), running max, capped at 1
     m, order = len(ps), np.argsort(ps)
@@ -358,7 +360,7 @@ def test_view_in_chromium_lists_filters_and_compares_two_runs(browser, view):
     a = pd.read_parquet(Path(view_root(view)) / "run-a" / "predictions.parquet").set_index("example_id")["correct"].astype(bool)
     b = pd.read_parquet(Path(view_root(view)) / "run-b" / "predictions.parquet").set_index("example_id")["correct"].astype(bool)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    expected = binomtest(only_a, only_a + only_b).pvalue
+    expected = chi2.sf((only_a - only_b) ** 2 / (only_a + only_b), 1)  # the score test (McNemar, no correction)
     assert pair[3] == "30" and pair[8] == fp(expected)  # fp: the page's number format (2 significant digits)
     # the first model's report opens from the list
     _navigate(browser, view + "runs/run-a/report.html")

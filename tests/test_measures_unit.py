@@ -108,8 +108,10 @@ def test_verdict_uses_dollars_whenever_a_price_is_set():
         {"task": "t", "model": "m", "strategy": "c", "n": 10, "accuracy": 0.7, "ci_low": 0.4, "ci_high": 0.9,
          "mean_prompt_tokens": 400, "mean_completion_tokens": 10, "cost_per_example_usd": 0.001},
     ])
-    pairs = pd.DataFrame([{"task": "t", "model": "m", "strategy_a": "a", "strategy_b": x, "p_holm": 0.5}
-                          for x in ("b", "c")])
+    # b and c shown to be within the 5-point margin of a (the interval of a - b is [-4, +4] points)
+    pairs = pd.DataFrame([{"task": "t", "model": "m", "strategy_a": "a", "strategy_b": x, "n": 10, "diff": 0.0,
+                           "ci_low": -0.04, "ci_high": 0.04, "level": 0.975, "method": "score", "only_a": 0,
+                           "only_b": 0, "p_holm": 0.5} for x in ("b", "c")])
     v = verdicts(summary, pairs)[0]
     # by tokens b would be cheapest; by $ (b has no cost known) it is c
     assert v["cheapest"] == "c" and "$0.001 per example" in v["text"]
