@@ -21,8 +21,8 @@ STAGES = {
     "runs": ("api", "runner", "units", "identity", "results", "procs", "_watchdog", "provenance", "determinism",
              "probe", "latency_model", "suite", "defaults", "multimodel"),
     "scoring": ("scoring", "scorers", "extract"),
-    "report": ("report", "report_format", "verdicts", "plots", "summary", "stats", "paired", "variance", "pricing",
-               "matrix", "view"),
+    "report": ("report", "report_format", "verdicts", "plots", "summary", "paired", "variance", "pricing",
+               "matrix", "view"),  # not "stats": harness.stats is the pure-statistics package now (issue 21)
 }
 MOVED = {f"harness.{m}": f"harness.{stage}.{m}" for stage, mods in STAGES.items() for m in mods
          if m != stage}  # harness.report and harness.scoring are folders now: see forward()

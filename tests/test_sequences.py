@@ -1,0 +1,121 @@
+"""The race's confidence sequence (harness/stats/sequences.py) against independent code:
+a direct transcription of the betting supermartingale evaluated on a grid of means (brute force),
+and Monte Carlo time-uniform coverage: the probability that the sequence EVER excludes the true
+difference over all looks must be at most alpha (within Monte Carlo error), with and without
+replacement. A fixed-n interval looked at every t fails the same Monte Carlo (so it can fail)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.stats.sequences import (confidence_sequence, eb_upper, fixed_n_interval,
+                                     paired_confidence_sequence)
+
+
+def _log_capital(x: list[float], m: float, alpha: float, N: int | None) -> list[float]:
+    """log of prod_i exp(lam_i (mu_i(m) - X_i) - v_i psi_E(lam_i)), the supermartingale whose
+    crossing of log(1/alpha) rejects a mean m from above; written item by item from the paper."""
+    out, logk, s, sq = [], 0.0, 0.0, 0.0
+    mu_prev, sigma2_prev = 0.5, 0.25
+    for t, xt in enumerate(x, start=1):
+        lam = min(math.sqrt(2 * math.log(1 / alpha) / (sigma2_prev * t * math.log(1 + t))), 0.5)
+        cond_mean = m if N is None else (N * m - s) / (N - t + 1)
+        v = 4 * (xt - mu_prev) ** 2
+        logk += lam * (cond_mean - xt) - v * (-math.log(1 - lam) - lam) / 4
+        out.append(logk)
+        s += xt
+        mu_t = (0.5 + s) / (t + 1)
+        sq += (xt - mu_t) ** 2
+        mu_prev, sigma2_prev = mu_t, (0.25 + sq) / (t + 1)
+    return out
+
+
+@pytest.mark.parametrize("N", [None, 120])
+def test_closed_form_is_the_supermartingale_boundary(N):
+    rng = np.random.default_rng(3)
+    x = list(rng.choice([0.0, 0.5, 1.0], p=[0.2, 0.5, 0.3], size=120 if N else 300))
+    alpha = 0.05
+    upper = eb_upper(np.array(x), alpha=alpha, population=N)
+    crit = math.log(1 / alpha)
+    for t in (5, 40, 119, len(x) - 1):
+        def rejects(m: float) -> bool:
+            return _log_capital(x[:t + 1], m, alpha, N)[-1] >= crit
+        coarse = [rejects(m) for m in np.linspace(0, 1, 21)]
+        assert coarse == sorted(coarse)  # monotone: rejected means form an interval [boundary, 1]
+        if not rejects(1.0):
+            assert upper[t] >= 1, (t, upper[t])
+            continue
+        lo_m, hi_m = 0.0, 1.0  # bisection for the smallest rejected mean
+        for _ in range(40):
+            mid = (lo_m + hi_m) / 2
+            lo_m, hi_m = (lo_m, mid) if rejects(mid) else (mid, hi_m)
+        assert abs(hi_m - upper[t]) < 1e-9, (t, hi_m, upper[t])
+
+
+def _ever_missed(lo, hi, truth) -> np.ndarray:
+    return ((lo > truth + 1e-12) | (hi < truth - 1e-12)).any(axis=-1)
+
+
+def _mc_bound(alpha: float, reps: int) -> float:
+    return alpha + 3 * math.sqrt(alpha * (1 - alpha) / reps)
+
+
+@pytest.mark.parametrize("p_win,p_loss", [(0.15, 0.05), (0.3, 0.3), (0.02, 0.0), (0.45, 0.1)])
+def test_time_uniform_coverage_iid(p_win, p_loss):
+    reps, T, alpha = 2000, 400, 0.1
+    rng = np.random.default_rng(11)
+    u = rng.random((reps, T))
+    a = (u < p_win).astype(float)                    # item a-right, b-wrong
+    b = ((u >= p_win) & (u < p_win + p_loss)).astype(float)
+    truth = p_win - p_loss
+    lo, hi = paired_confidence_sequence(a, b, alpha=alpha)
+    assert _ever_missed(lo, hi, truth).mean() <= _mc_bound(alpha, reps)
+    # each side alone at alpha/2 (the race uses the sides separately)
+    assert (lo > truth + 1e-12).any(axis=-1).mean() <= _mc_bound(alpha / 2, reps)
+    assert (hi < truth - 1e-12).any(axis=-1).mean() <= _mc_bound(alpha / 2, reps)
+
+
+@pytest.mark.parametrize("n_win,n_loss,N", [(60, 20, 300), (90, 90, 300), (5, 0, 200)])
+def test_time_uniform_coverage_without_replacement(n_win, n_loss, N):
+    """A finite pool of N paired differences in a random order: the target is the pool's mean."""
+    reps, alpha = 2000, 0.1
+    pool = np.array([1.0] * n_win + [-1.0] * n_loss + [0.0] * (N - n_win - n_loss))
+    rng = np.random.default_rng(5)
+    d = np.array([rng.permutation(pool) for _ in range(reps)])
+    a, b = (d > 0).astype(float), (d < 0).astype(float)
+    truth = pool.mean()
+    lo, hi = paired_confidence_sequence(a, b, alpha=alpha, population=N)
+    assert _ever_missed(lo, hi, truth).mean() <= _mc_bound(alpha, reps)
+    assert (lo > truth + 1e-12).any(axis=-1).mean() <= _mc_bound(alpha / 2, reps)
+    assert np.median(hi[:, -1] - lo[:, -1]) < 0.1  # at t = N it knows the whole pool
+    # without replacement the sequence closes in on the pool's value: narrower than the i.i.d. one
+    lo_iid, hi_iid = paired_confidence_sequence(a, b, alpha=alpha)
+    assert np.median(hi[:, -1] - lo[:, -1]) < 0.6 * np.median(hi_iid[:, -1] - lo_iid[:, -1])
+
+
+def test_a_fixed_n_interval_looked_at_every_t_fails_the_same_check():
+    reps, T, alpha = 2000, 400, 0.1
+    rng = np.random.default_rng(2)
+    u = rng.random((reps, T))
+    a, b = (u < 0.3).astype(float), ((u >= 0.3) & (u < 0.6)).astype(float)
+    lo, hi = fixed_n_interval(a, b, alpha=alpha)
+    looks = np.arange(15, T, 16)  # after every batch of 16
+    missed = _ever_missed(lo[:, looks], hi[:, looks], 0.0).mean()
+    assert missed > 2.5 * alpha
+    # at one pre-set n it is a fine interval: coverage close to nominal
+    assert abs((lo[:, -1] > 0).mean() + (hi[:, -1] < 0).mean() - alpha) < 0.03
+
+
+def test_shapes_ranges_and_bad_input():
+    lo, hi = confidence_sequence(np.full(50, 0.5), alpha=0.05)
+    assert lo.shape == hi.shape == (50,)
+    assert (lo <= 0.5).all() and (hi >= 0.5).all() and (np.diff(hi) <= 0).all() and (np.diff(lo) >= 0).all()
+    assert hi[-1] - lo[-1] < 0.4
+    with pytest.raises(ValueError):
+        confidence_sequence([0.2, 1.5])
+    with pytest.raises(ValueError):
+        eb_upper(np.ones(10), alpha=0.05, population=5)
+    with pytest.raises(ValueError):
+        paired_confidence_sequence([1, 0], [1])
