@@ -43,7 +43,7 @@ assume that errors are unrelated to correctness.
 >>> table = pd.DataFrame({"good": [1] * 200, "bad": [0] * 200, "worse": [0] * 200})
 >>> result = race(table, seed=0)
 >>> result.status, result.winner, result.items
-('winner', 'good', 32)
+('winner', 'good', 16)
 """
 from __future__ import annotations
 
