@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.stats.race import race, race_order, race_sentence
-from harness.stats.sequences import paired_confidence_sequence
+from harness.stats.sequences import paired_betting_sequence, paired_confidence_sequence
 
 
 def _table(accs, n=300, seed=0, shared=0.5) -> pd.DataFrame:
@@ -26,9 +26,10 @@ def _mc(rate: float, reps: int) -> float:
     return rate + 3 * math.sqrt(rate * (1 - rate) / reps)
 
 
-def test_looks_agree_with_direct_computation():
+@pytest.mark.parametrize("method", ["betting", "eb"])
+def test_looks_agree_with_direct_computation(method):
     table = _table([0.8, 0.75, 0.5, 0.3], n=240)
-    res = race(table, seed=4, batch=16, alpha=0.05, margin=0.05)
+    res = race(table, seed=4, batch=16, alpha=0.05, margin=0.05, method=method)
     order = race_order(table.index, 4)
     assert res.looks["items"].max() == res.items and res.status in ("winner", "tie", "undecided")
     for _, row in res.looks[res.looks.status != "out"].iterrows():
@@ -40,8 +41,14 @@ def test_looks_agree_with_direct_computation():
         if row["cell"] == leader:
             continue
         a, b = table.loc[order, row["cell"]].to_numpy(), table.loc[order, leader].to_numpy()
-        lo, hi = paired_confidence_sequence(a, b, alpha=2 * 0.05 / 3, population=len(order))
-        assert (row["lower"], row["upper"]) == pytest.approx((lo[row["items"] - 1], hi[row["items"] - 1]))
+        if method == "eb":   # intersected over every item
+            lo, hi = paired_confidence_sequence(a, b, alpha=2 * 0.05 / 3, population=len(order))
+            expect = (lo[row["items"] - 1], hi[row["items"] - 1])
+        else:                # intersected over the looks
+            looks = list(range(16, row["items"] + 1, 16))
+            lo, hi = paired_betting_sequence(a, b, looks, alpha=2 * 0.05 / 3, population=len(order))
+            expect = (lo[-1], hi[-1])
+        assert (row["lower"], row["upper"]) == pytest.approx(expect, abs=1e-9)
         assert (row["status"] == "eliminated") == (row["upper"] < 0)
     eliminated = res.looks[res.looks.status == "eliminated"]
     assert dict(zip(eliminated["cell"], eliminated["items"])) == res.eliminated
@@ -59,8 +66,8 @@ def test_a_clear_winner_wins_early_and_the_sentence_says_so():
 
 
 def test_sentence_for_an_undecided_race():
-    table = _table([0.6, 0.6, 0.1], n=64, seed=2)
-    res = race(table, seed=0, margin=0.05)
+    table = _table([0.6, 0.6, 0.1], n=400, seed=2)
+    res = race(table, seed=0, margin=0.05, max_items=64)
     assert res.status == "undecided" and set(res.remaining) == {"c0", "c1"}
     assert race_sentence(res).startswith("c2 was eliminated after ")
     assert "c0 and c1 are not separated after 64 items (undecided at the budget; " in race_sentence(res)
@@ -81,7 +88,7 @@ def test_null_races_rarely_claim_a_difference_and_naive_races_often_do():
     seq = naive = 0
     for r in range(reps):
         table = pd.DataFrame({f"copy{k}": rng.permutation(base) for k in range(4)})
-        seq += bool(race(table, seed=r, alpha=alpha).eliminated)
+        seq += bool(race(table, seed=r, alpha=alpha, bounds=False).eliminated)
         naive += bool(race(table, seed=r, alpha=alpha, mode="naive").eliminated)
     assert seq / reps <= _mc(alpha, reps)
     assert naive / reps > 2 * alpha
@@ -95,7 +102,7 @@ def test_the_best_cell_is_eliminated_at_most_alpha_of_the_time():
     table = pd.DataFrame(cells)
     best = table.mean().idxmax()
     reps, alpha = 200, 0.1
-    lost = sum(best in race(table, seed=r, alpha=alpha).eliminated for r in range(reps))
+    lost = sum(best in race(table, seed=r, alpha=alpha, bounds=False).eliminated for r in range(reps))
     assert lost / reps <= _mc(alpha, reps)
 
 
@@ -151,3 +158,13 @@ def test_bad_input():
         race(table, alpha=0.7)
     with pytest.raises(ValueError, match="margin"):
         race(table, margin=5)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import harness.stats.race
+    import harness.stats.sequences
+
+    for module in (harness.stats.race, harness.stats.sequences):
+        assert doctest.testmod(module).failed == 0

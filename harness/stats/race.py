@@ -54,7 +54,7 @@ from typing import Hashable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.stats.sequences import fixed_n_interval, paired_confidence_sequence
+from harness.stats.race_pairs import METHODS, Pairs
 
 MODES = ("sequential", "naive", "halving")
 LOOK_COLUMNS = ["look", "mode", "items", "cell", "n", "accuracy", "leader", "diff", "lower", "upper",
@@ -109,40 +109,6 @@ class _Data:
         return tuple(self.order[i] for i in np.flatnonzero((rows < 1).any(axis=1)))
 
 
-class _Pairs:
-    """Each pair's sequence over the whole order, computed once (a sequence's value at item t
-    depends only on the first t items, so later data never changes an earlier look)."""
-
-    def __init__(self, data: _Data, *, alpha_two_sided: float, finite: bool, naive: bool):
-        self.data, self.alpha, self.finite, self.naive = data, alpha_two_sided, finite, naive
-        self.cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def bounds(self, i: int, j: int, end: int) -> tuple[float, float, int]:
-        """(lower, upper, n) for acc_i - acc_j on the items of order[:end] both answered."""
-        (p, q), sign = ((i, j), 1.0) if i < j else ((j, i), -1.0)
-        # the finite-pool sequence while neither cell has errored in the look's items; an error
-        # makes the pool of items both answered unknown, so the pair goes on with the i.i.d. one
-        finite = self.finite and not (self.data.n_errored[end, p] or self.data.n_errored[end, q])
-        key = (p, q, finite)
-        if key not in self.cache:
-            a, b = self.data.values[:, p], self.data.values[:, q]
-            both = ~np.isnan(a) & ~np.isnan(b)
-            pos = np.cumsum(both)
-            if not both.any():
-                self.cache[key] = (np.empty(0), np.empty(0), pos)
-            elif self.naive:
-                self.cache[key] = (*fixed_n_interval(a[both], b[both], alpha=self.alpha), pos)
-            else:
-                self.cache[key] = (*paired_confidence_sequence(a[both], b[both], alpha=self.alpha,
-                                                               population=len(a) if finite else None), pos)
-        lo, hi, pos = self.cache[key]
-        n = int(pos[end - 1]) if end > 0 else 0
-        if n == 0:
-            return -1.0, 1.0, 0
-        lo_n, hi_n = float(lo[n - 1]), float(hi[n - 1])
-        return (lo_n, hi_n, n) if sign > 0 else (-hi_n, -lo_n, n)
-
-
 def _check(correct: pd.DataFrame, mode: str, batch: int, alpha: float, margin: float, population: str) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown race mode {mode!r}: one of {', '.join(MODES)}")
@@ -160,20 +126,25 @@ def _check(correct: pd.DataFrame, mode: str, batch: int, alpha: float, margin: f
 
 def race(correct: pd.DataFrame, *, order: Sequence | None = None, seed: int = 0, mode: str = "sequential",
          batch: int = 16, alpha: float = 0.05, margin: float = 0.05, max_items: int | None = None,
-         budget: int | None = None, population: str = "finite",
-         ran: pd.DataFrame | None = None) -> RaceResult:
+         budget: int | None = None, population: str = "finite", method: str = "betting",
+         ran: pd.DataFrame | None = None, bounds: bool = True) -> RaceResult:
     """Replay a race over `correct` (index: item ids; columns: cells; 1/0, NaN = not run/errored).
 
     `order` (default: `race_order(correct.index, seed)`) is the shared item order; `ran` (default:
     not NaN) says which (item, cell) pairs have run, so that an errored item is not asked again.
-    `max_items` caps the items per cell (default: all); `budget` is halving's item evaluations."""
+    `max_items` caps the items per cell (default: all); `budget` is halving's item evaluations.
+    `method`: the sequence ("betting" or "eb", harness/stats/race_pairs.py); the naive mode always
+    uses the fixed-n interval. `bounds=False` leaves the betting bounds out of the looks (faster: the
+    decisions never need them)."""
     _check(correct, mode, batch, alpha, margin, population)
     data = _Data(correct, list(order) if order is not None else race_order(correct.index, seed), ran)
     K, N = len(data.cells), len(data.order)
     cap = N if max_items is None else max(1, min(int(max_items), N))
+    if method not in METHODS[:2]:
+        raise ValueError(f"unknown method {method!r}: one of {', '.join(METHODS[:2])}")
     # each side of each pair at alpha/(K-1): see the module docstring for why this is enough
-    pairs = _Pairs(data, alpha_two_sided=2 * alpha / (K - 1), finite=population == "finite",
-                   naive=mode == "naive")
+    pairs = Pairs(data.values, data.n_errored, alpha_side=alpha / (K - 1), finite=population == "finite",
+                  method="naive" if mode == "naive" else method, margin=margin, bounds=bounds)
     if mode == "halving":
         if budget is None or budget < 1:
             raise ValueError("halving needs a budget: the total item evaluations (e.g. 2 x items x cells)")
@@ -219,7 +190,7 @@ class _Log:
                           next_items=tuple(missing))
 
 
-def _sequential(data: _Data, pairs: _Pairs, cap: int, batch: int, margin: float, mode: str) -> RaceResult:
+def _sequential(data: _Data, pairs: Pairs, cap: int, batch: int, margin: float, mode: str) -> RaceResult:
     live, log = list(range(len(data.cells))), _Log(data, mode)
     end, look, leader = 0, 0, 0
     while end < cap:
@@ -228,22 +199,22 @@ def _sequential(data: _Data, pairs: _Pairs, cap: int, batch: int, margin: float,
         if missing:
             return log.result("running", None, leader, live, end, missing)
         end, look = nxt, look + 1
+        pairs.ends.append(end)
         acc = data.accuracy(end, live)
         leader = _leader(acc)
         bounds = {c: pairs.bounds(c, leader, end) for c in live if c != leader}
-        events = {c: f"eliminated: below {data.cells[leader]}" for c, (lo, hi, n) in bounds.items() if hi < 0}
+        events = {c: f"eliminated: below {data.cells[leader]}" for c in bounds if pairs.below(c, leader, end)}
         log.look(look, end, live, leader, acc, bounds, events)
         live = [c for c in live if c not in events]
         if len(live) == 1:
             return log.result("winner", live[0], live[0], live, end)
-        within = (pairs.bounds(i, j, end) for i in live for j in live if i < j)
-        if all(-margin < lo and hi < margin for lo, hi, _ in within):
+        if all(pairs.within(i, j, end) for i in live for j in live if i < j):
             return log.result("tie", None, _leader(data.accuracy(end, live)), live, end)
     best = _leader(data.accuracy(end, live)) if end else None
     return log.result("undecided", None, best, live, end)
 
 
-def _halving(data: _Data, pairs: _Pairs, cap: int, budget: int, rounds: int) -> RaceResult:
+def _halving(data: _Data, pairs: Pairs, cap: int, budget: int, rounds: int) -> RaceResult:
     live, log = list(range(len(data.cells))), _Log(data, "halving")
     end, leader = 0, 0
     for look in range(1, rounds + 1):
@@ -256,6 +227,7 @@ def _halving(data: _Data, pairs: _Pairs, cap: int, budget: int, rounds: int) -> 
         if missing:
             return log.result("running", None, leader, live, end, missing)
         end = nxt
+        pairs.ends.append(end)
         acc = data.accuracy(end, live)
         leader = _leader(acc)
         ranked = sorted(live, key=lambda c: (-(acc[c] if not math.isnan(acc[c]) else -1.0), c))
