@@ -1,5 +1,5 @@
 """The race's confidence sequence (harness/stats/sequences.py) against independent code:
-a direct transcription of the betting supermartingale evaluated on a grid of means (brute force),
+direct transcriptions of the supermartingales written item by item from the paper (brute force),
 and Monte Carlo time-uniform coverage: the probability that the sequence EVER excludes the true
 difference over all looks must be at most alpha (within Monte Carlo error), with and without
 replacement. A fixed-n interval looked at every t fails the same Monte Carlo (so it can fail)."""
@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.stats.sequences import (confidence_sequence, eb_upper, fixed_n_interval,
+from harness.stats.sequences import (betting_log_capital, betting_lower, confidence_sequence, eb_upper,
+                                     fixed_n_interval, paired_betting_sequence,
                                      paired_confidence_sequence)
 
 
@@ -119,3 +120,71 @@ def test_shapes_ranges_and_bad_input():
         eb_upper(np.ones(10), alpha=0.05, population=5)
     with pytest.raises(ValueError):
         paired_confidence_sequence([1, 0], [1])
+
+
+# -- the betting sequence (the race's default)
+
+def _betting_capital(x: list[float], m: float, alpha: float, N: int | None) -> list[float]:
+    """log K_t(m) = sum log(1 + lam_i(m)(X_i - mu_i(m))), lam_i(m) = min(plug-in bet, 1/2 / mu_i(m)),
+    item by item from the paper (Waudby-Smith & Ramdas, Section 4; without replacement, Section 6)."""
+    out, logk, s, sq = [], 0.0, 0.0, 0.0
+    mu_prev, sigma2_prev = 0.5, 0.25
+    for t, xt in enumerate(x, start=1):
+        lamdot = math.sqrt(2 * math.log(1 / alpha) / (sigma2_prev * t * math.log(1 + t)))
+        mu_i = m if N is None else min(max((N * m - s) / (N - t + 1), 0.0), 1.0)
+        lam = lamdot if mu_i == 0 else min(lamdot, 0.5 / mu_i)
+        logk += math.log1p(lam * (xt - mu_i))
+        s += xt
+        out.append(math.inf if N is not None and N * m < s - 1e-9 else logk)
+        mu_t = (0.5 + s) / (t + 1)
+        sq += (xt - mu_t) ** 2
+        sigma2_prev = (0.25 + sq) / (t + 1)
+    return out
+
+
+@pytest.mark.parametrize("N", [None, 150])
+def test_betting_capital_and_its_inversion(N):
+    rng = np.random.default_rng(4)
+    x = rng.choice([0.0, 0.5, 1.0], p=[0.15, 0.6, 0.25], size=150)
+    alpha = 0.05
+    for m in (0.3, 0.5, 0.55, 0.7):
+        got = betting_log_capital(x, m, alpha=alpha, population=N)
+        want = np.array(_betting_capital(list(x), m, alpha, N))
+        finite = np.isfinite(want)
+        assert (np.isfinite(got) == finite).all() and np.allclose(got[finite], want[finite], atol=1e-9)
+    ends = [10, 40, 100, 150]
+    lower = betting_lower(x, ends, alpha=alpha, population=N)
+    crit = math.log(1 / alpha)
+    for k, t in enumerate(ends):   # the bound is where the capital stops crossing (to 2**-14)
+        assert _betting_capital(list(x[:t]), lower[k] + 1e-4, alpha, N)[-1] < crit
+        if lower[k] > 1e-4:
+            assert _betting_capital(list(x[:t]), lower[k] - 1e-4, alpha, N)[-1] >= crit
+
+
+def _betting_ever_missed(x: np.ndarray, truth: float, alpha: float, N: int | None) -> np.ndarray:
+    """The two-sided betting sequence (each side alpha/2) ever excludes `truth` (x's mean) exactly when
+    one side's capital at the truth crosses 2/alpha at some t (the capital is monotone in m)."""
+    crit = math.log(2 / alpha)
+    low = betting_log_capital(x, truth, alpha=alpha / 2, population=N) >= crit
+    high = betting_log_capital(1 - x, 1 - truth, alpha=alpha / 2, population=N) >= crit
+    return (low | high).any(axis=-1)
+
+
+@pytest.mark.parametrize("p_win,p_loss", [(0.15, 0.05), (0.3, 0.3), (0.02, 0.0)])
+def test_betting_time_uniform_coverage_iid(p_win, p_loss):
+    reps, T, alpha = 2000, 400, 0.1
+    u = np.random.default_rng(12).random((reps, T))
+    x = ((u < p_win).astype(float) - ((u >= p_win) & (u < p_win + p_loss)) + 1) / 2
+    truth = (p_win - p_loss + 1) / 2
+    assert _betting_ever_missed(x, truth, alpha, None).mean() <= _mc_bound(alpha, reps)
+
+
+@pytest.mark.parametrize("n_win,n_loss,N", [(60, 20, 300), (90, 90, 300), (5, 0, 200)])
+def test_betting_time_uniform_coverage_without_replacement(n_win, n_loss, N):
+    reps, alpha = 2000, 0.1
+    pool = np.array([1.0] * n_win + [-1.0] * n_loss + [0.0] * (N - n_win - n_loss))
+    rng = np.random.default_rng(6)
+    x = (np.array([rng.permutation(pool) for _ in range(reps)]) + 1) / 2
+    assert _betting_ever_missed(x, (pool.mean() + 1) / 2, alpha, N).mean() <= _mc_bound(alpha, reps)
+    lo, hi = paired_betting_sequence(2 * x[:200] - 1, np.zeros((200, N)), [N // 2, N], alpha=alpha, population=N)
+    assert np.median(hi[:, -1] - lo[:, -1]) < 0.01   # at t = N it knows the pool
