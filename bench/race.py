@@ -100,10 +100,11 @@ def simulate(matrix: pd.DataFrame, *, orders: int = 1000, alpha: float = 0.05, m
                  "full_winner": str(full.idxmax()), "orders": orders}
     # naive: a fixed-n paired interval at every look, at the sequence's own level (alpha/(K-1) a side),
     # and uncorrected (0.025 a side: "significant at 0.05" per test, as a user checking p-values would)
-    variants = {"sequential": ("sequential", alpha), "naive": ("naive", alpha),
-                "naive_uncorrected": ("naive", 0.025 * (K - 1))}
-    for name, (mode, level) in variants.items():
-        res = [race(matrix, seed=r, mode=mode, **{**kw, "alpha": level}) for r in range(orders)]
+    variants = {"sequential": ("sequential", alpha, "betting"), "sequential_eb": ("sequential", alpha, "eb"),
+                "naive": ("naive", alpha, "betting"), "naive_uncorrected": ("naive", 0.025 * (K - 1), "betting")}
+    for name, (mode, level, method) in variants.items():
+        res = [race(matrix, seed=r, mode=mode, method=method, bounds=False, **{**kw, "alpha": level})
+               for r in range(orders)]
         share = [r.evaluations / (K * N) for r in res]
         out[name] = {
             "pick_within_1pt": float(np.mean([r.best in near for r in res])),
@@ -115,7 +116,7 @@ def simulate(matrix: pd.DataFrame, *, orders: int = 1000, alpha: float = 0.05, m
             "evaluations": _summary(share),
         }
     budget = int(round(out["sequential"]["evaluations"]["median"] * K * N))
-    halving = [race(matrix, seed=r, mode="halving", budget=budget) for r in range(orders)]
+    halving = [race(matrix, seed=r, mode="halving", budget=budget, bounds=False) for r in range(orders)]
     out["halving"] = {"budget": budget, "budget_share": budget / (K * N),
                       "pick_within_1pt": float(np.mean([r.winner in near for r in halving])),
                       "evaluations": _summary([r.evaluations / (K * N) for r in halving])}
@@ -136,7 +137,7 @@ def _null(column: np.ndarray, *, orders: int, copies: int, alpha: float, **kw) -
         winner = eliminated = 0
         for r in range(orders):
             table = pd.DataFrame({f"copy{k}": rng.permutation(column) for k in range(copies)})
-            res = race(table, seed=r, mode=mode, alpha=level, **kw)
+            res = race(table, seed=r, mode=mode, alpha=level, bounds=False, **kw)
             winner += res.status == "winner"
             eliminated += bool(res.eliminated)
         out[name] = {"winner_declared": winner / orders, "any_eliminated": eliminated / orders}
@@ -148,16 +149,19 @@ def table(results: dict[str, dict]) -> str:
     pct = "{:.1%}".format
     lines = ["| matrix | cells x items | full-data winner | pick within 1 pt (target >= 95 %) "
              "| winner / tie / undecided | evaluations: median (p5-p95), target median <= 50 % "
+             "| empirical-Bernstein sequence instead: pick / median evaluations "
              "| naive: pick within 1 pt / false winner | naive uncorrected: pick / false winner "
              "| halving at the race's median spend: pick within 1 pt |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        s, n, u, h = r["sequential"], r["naive"], r["naive_uncorrected"], r["halving"]
+        s, n, u, h, b = r["sequential"], r["naive"], r["naive_uncorrected"], r["halving"], r["sequential_eb"]
         e = s["evaluations"]
         lines.append(
             f"| {name} | {r['cells']} x {r['items']} | {r['full_winner']} ({pct(r['accuracy'][r['full_winner']])}) "
             f"| {pct(s['pick_within_1pt'])} | {s['winner_declared']:.0%} / {s['tie']:.0%} / {s['undecided']:.0%} "
-            f"| {pct(e['median'])} ({e['p5']:.0%}-{e['p95']:.0%}) | {pct(n['pick_within_1pt'])} / {pct(n['false_winner'])} "
+            f"| {pct(e['median'])} ({e['p5']:.0%}-{e['p95']:.0%}) "
+            f"| {pct(b['pick_within_1pt'])} / {pct(b['evaluations']['median'])} "
+            f"| {pct(n['pick_within_1pt'])} / {pct(n['false_winner'])} "
             f"| {pct(u['pick_within_1pt'])} / {pct(u['false_winner'])} "
             f"| {pct(h['pick_within_1pt'])} ({h['budget_share']:.0%} of the matrix) |")
     lines += ["", "| null (copies of the matrix's best cell) | sequential: winner declared (target <= 5 %) "

@@ -42,11 +42,11 @@ def test_looks_agree_with_direct_computation(method):
             continue
         a, b = table.loc[order, row["cell"]].to_numpy(), table.loc[order, leader].to_numpy()
         if method == "eb":   # intersected over every item
-            lo, hi = paired_confidence_sequence(a, b, alpha=2 * 0.05 / 3, population=len(order))
+            lo, hi = paired_confidence_sequence(a, b, alpha=2 * 0.05 / 12, population=len(order))
             expect = (lo[row["items"] - 1], hi[row["items"] - 1])
         else:                # intersected over the looks
             looks = list(range(16, row["items"] + 1, 16))
-            lo, hi = paired_betting_sequence(a, b, looks, alpha=2 * 0.05 / 3, population=len(order))
+            lo, hi = paired_betting_sequence(a, b, looks, alpha=2 * 0.05 / 12, population=len(order))
             expect = (lo[-1], hi[-1])
         assert (row["lower"], row["upper"]) == pytest.approx(expect, abs=1e-9)
         assert (row["status"] == "eliminated") == (row["upper"] < 0)
@@ -94,7 +94,8 @@ def test_null_races_rarely_claim_a_difference_and_naive_races_often_do():
     assert naive / reps > 2 * alpha
 
 
-def test_the_best_cell_is_eliminated_at_most_alpha_of_the_time():
+@pytest.mark.parametrize("control", ["all", "best"])
+def test_the_best_cell_is_eliminated_at_most_alpha_of_the_time(control):
     rng = np.random.default_rng(9)
     z = rng.random(300)
     cells = {f"c{i}": ((0.5 * z + 0.5 * rng.random(300)) < p).astype(float)
@@ -102,7 +103,8 @@ def test_the_best_cell_is_eliminated_at_most_alpha_of_the_time():
     table = pd.DataFrame(cells)
     best = table.mean().idxmax()
     reps, alpha = 200, 0.1
-    lost = sum(best in race(table, seed=r, alpha=alpha, bounds=False).eliminated for r in range(reps))
+    lost = sum(best in race(table, seed=r, alpha=alpha, control=control, bounds=False).eliminated
+               for r in range(reps))
     assert lost / reps <= _mc(alpha, reps)
 
 
@@ -118,6 +120,16 @@ def test_halving_spends_its_budget_and_halves():
         race(table, mode="halving")
     with pytest.raises(ValueError, match="less than one item"):
         race(table, mode="halving", budget=10)
+
+
+def test_two_equal_cells_give_a_winner_at_most_alpha_of_the_time():
+    """control="all": a winner among equals is a false claim (each side of the pair at alpha/2)."""
+    rng = np.random.default_rng(3)
+    base = (rng.random(300) < 0.6).astype(float)
+    reps, alpha = 300, 0.1
+    wins = sum(race(pd.DataFrame({"a": rng.permutation(base), "b": rng.permutation(base)}), seed=r, alpha=alpha,
+                    bounds=False).status == "winner" for r in range(reps))
+    assert wins / reps <= _mc(alpha, reps)
 
 
 @pytest.mark.parametrize("mode", ["sequential", "halving"])

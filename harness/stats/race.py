@@ -20,17 +20,24 @@ Modes
   floor(budget / (live x rounds)) more items and the better half by accuracy goes on. Always names a
   winner; its error is bounded only by Karnin et al.'s exp(-budget / (8 H2 log2 K)) rate, not by alpha.
 
-Why the sequential race is valid (alpha = the chance of any false claim)
-Let b be a best cell (highest accuracy on the target). Every claim the race makes is false only if,
-for some other cell j, the upper side of the sequence for Delta_{b,j} = acc_b - acc_j falls below
-the true value at some time: (1) b eliminated needs upper(Delta_{b,L}) < 0 <= Delta_{b,L} for the
-leader L; (2) a sole survivor other than b needs b eliminated; (3) a tie claims every remaining cell
-j is within margin of every other, in particular of b: it is false only if lower(Delta_{j,b}) >
--margin >= Delta_{j,b}, i.e. the upper side of Delta_{b,j} missed. Each side of each pair's sequence
-is built at alpha/(K-1), time-uniformly (so data-dependent leaders, looks at any time and stopping
-whenever are all covered), and only the K-1 pairs that involve b matter: by the union bound the
-chance of any false claim is at most (K-1) * alpha/(K-1) = alpha. b is unknown but fixed, so the
-bound holds whichever cell it is.
+What the sequential race guarantees (`control`; both hold at every look, whenever it stops)
+- control="all" (default): every claim the race makes is right, all at once, with probability
+  >= 1 - alpha: each elimination ("j is worse than the leader": acc_j < acc_L), the winner ("better
+  than every other cell"), a tie ("every remaining cell is within margin of every other"). Every
+  claim is read off one side of one pair's sequence: "j < L" is false only if the upper side of
+  Delta_{j,L} missed, "within margin" only if a side missed. Each side of each of the K(K-1)/2 pair
+  sequences is built at alpha / (K(K-1)), time-uniformly (so data-dependent leaders, looks at any
+  time and stopping whenever are covered), and by the union bound over the K(K-1) sides the chance
+  that any side ever misses is at most alpha. Among cells of equal accuracy (the null) a winner is
+  then declared with probability at most alpha.
+- control="best": the classic racing guarantee (Maron & Moore; successive elimination): a best cell b
+  is eliminated with probability <= alpha. Only the K-1 pairs that involve b matter, each on the side
+  where b's advantage is underestimated: "b < L" needs the upper side of Delta_{b,L} to miss, a
+  sole survivor other than b needs b eliminated, and a tie (every remaining cell within margin of
+  every other, in particular of b) is wrong only if lower(Delta_{j,b}) > -margin >= Delta_{j,b},
+  i.e. again the upper side of Delta_{b,j} missed. So each side is built at alpha / (K-1). Cells
+  tied with b may be eliminated in its favour (a winner among equals is "a best cell"); the
+  sequences are narrower, so the race is cheaper.
 
 Target: by default the finite pool of items the order is drawn from (`population="finite"`: the race
 answers "what would the full run have found", and the sequences shrink to it as the race nears the
@@ -127,7 +134,7 @@ def _check(correct: pd.DataFrame, mode: str, batch: int, alpha: float, margin: f
 def race(correct: pd.DataFrame, *, order: Sequence | None = None, seed: int = 0, mode: str = "sequential",
          batch: int = 16, alpha: float = 0.05, margin: float = 0.05, max_items: int | None = None,
          budget: int | None = None, population: str = "finite", method: str = "betting",
-         ran: pd.DataFrame | None = None, bounds: bool = True) -> RaceResult:
+         control: str = "all", ran: pd.DataFrame | None = None, bounds: bool = True) -> RaceResult:
     """Replay a race over `correct` (index: item ids; columns: cells; 1/0, NaN = not run/errored).
 
     `order` (default: `race_order(correct.index, seed)`) is the shared item order; `ran` (default:
@@ -142,8 +149,11 @@ def race(correct: pd.DataFrame, *, order: Sequence | None = None, seed: int = 0,
     cap = N if max_items is None else max(1, min(int(max_items), N))
     if method not in METHODS[:2]:
         raise ValueError(f"unknown method {method!r}: one of {', '.join(METHODS[:2])}")
-    # each side of each pair at alpha/(K-1): see the module docstring for why this is enough
-    pairs = Pairs(data.values, data.n_errored, alpha_side=alpha / (K - 1), finite=population == "finite",
+    if control not in ("all", "best"):
+        raise ValueError(f"control must be 'all' or 'best', got {control!r}")
+    # each side of each pair: see the module docstring for why this is enough
+    alpha_side = alpha / (K * (K - 1)) if control == "all" else alpha / (K - 1)
+    pairs = Pairs(data.values, data.n_errored, alpha_side=alpha_side, finite=population == "finite",
                   method="naive" if mode == "naive" else method, margin=margin, bounds=bounds)
     if mode == "halving":
         if budget is None or budget < 1:
