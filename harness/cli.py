@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "run (one engine at a time); NAME@URL asks a server model at its own base URL")
     r.add_argument("--limit", type=_positive, default=None, help="examples per task")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--race", action="store_true", help="race the strategies: stop running those shown worse (docs/race.md)")
+    r.add_argument("--race-batch", type=_positive, default=16, help="items per live cell per look of --race (16)")
+    r.add_argument("--margin", type=float, default=0.05, help="accuracy difference counted as a tie (0.05)")
+    r.add_argument("--max-items", type=_positive, default=None, help="items per cell at which --race stops undecided")
+    r.add_argument("--race-budget", type=_positive, default=None, help="sequential halving with N item evaluations")
     r.add_argument("--data-dir", default=None, help="folder with the data files of tasks that read files")
     r.add_argument("--out", default=None, help="run folder (default results/<run_id>); an existing one resumes")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="resume a run folder with its own config")
@@ -206,6 +211,9 @@ def cmd_run(a) -> int:
                       model_names=recorded[1] if recorded and models == recorded[0] else None)
     else:
         backend = kwargs["backend"] = make_backend(a, model=kwargs["model"])
+    from .runs.race import race_cli, raced
+    if a.race or a.race_budget or raced(a.resume or a.retry_errors):  # harness/runs/race.py: one look at a time
+        run = race_cli(a, run, models)  # noqa: F811
     try:
         preds = run(**kwargs)
     except RunInterrupted as exc:
@@ -222,6 +230,8 @@ def cmd_run(a) -> int:
     if not a.no_report:
         write_report_safely(run_dir)
     print_summary(run_dir)
+    for sentence in (d["sentence"] for d in preds.attrs.get("race", {}).values()):
+        print(f"race: {sentence}")
     print(run_dir)
     return 0
 

@@ -131,5 +131,5 @@ def test_the_package_is_grouped_by_stage():
     the shared records, errors, the CLI and the LangChain export stay at the top (docs/design.md)."""
     top = {p.name for p in PACKAGE.iterdir() if p.name != "__pycache__"}
     assert top == {"__init__.py", "_aliases.py", "cli.py", "errors.py", "records.py", "lc_export.py",
-                   "task", "strategy", "backends", "runs", "scoring", "report"}
+                   "task", "strategy", "backends", "runs", "scoring", "report", "stats"}
     assert (PACKAGE / "task" / "generators").is_dir() and (PACKAGE / "report" / "templates" / "report.html.j2").is_file()

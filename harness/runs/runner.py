@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -63,7 +63,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         progress: bool = True, cache: bool = True, cache_dir: str | Path | None = None,
         retry_errors: bool = True, force: bool = False, model_name: str | None = None,
         latency_probe: int | None = None, probe_concurrency: int = 1, hourly_usd: float | None = None,
-        split_groups: bool = True, latency_calibration: int | None = None) -> pd.DataFrame:
+        split_groups: bool = True, latency_calibration: int | None = None,
+        select: Callable[[Unit], bool] | None = None) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
     (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes: the units whose
     content-addressed identity (harness.runs.identity) is in the journal are reused; a unit of the same
@@ -79,7 +80,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     (default DEFAULT_PROBE, one at a time) and `latency_calibration` requests per model calibrate the
     latency model (default: harness/runs/latency_model.py's rule; `latency_probe=0` turns both off unless a
     calibration size is given): see harness/runs/probe.py, harness/runs/latency_model.py and docs/measures.md.
-    split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row)."""
+    split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row).
+    `select` keeps only the units it accepts (the race runs one look's items at a time: harness/runs/race.py)."""
     from ..report.pricing import check_hourly
     from .latency_model import calibrate, latency_plan
     from .probe import check_probe_args, run_probe
@@ -98,6 +100,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     with _gc_paused():  # only new objects here, no cycles: see _gc_paused
         # renders every prompt: validates
         units = [u for task, strats in suite_plan for u in build_units([task], strats, limit=limit, seed=seed)]
+    units = units if select is None else [u for u in units if select(u)]
     if not units:
         raise ConfigError("nothing to run", field="--task", fix="give at least one task with examples")
 
