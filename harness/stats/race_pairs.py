@@ -111,11 +111,18 @@ class Pairs:
         return self._ever(seq, "lo>-m", end) and self._ever(seq, "hi<m", end)
 
     def _ever(self, seq: dict, name: str, end: int) -> bool:
-        """Did the capital cross at any look so far (the sequence intersected over the looks)?"""
+        """Did the capital cross at any look up to `end` (the sequence intersected over the looks)?
+        Looks only grow, so each (pair, test) remembers how far it has looked."""
         if name not in seq:
             return False
-        crossed = seq[name]
-        return any(crossed[n - 1] for n in (self._n(seq, e) for e in self.ends if e <= end) if n > 0)
+        crossed, memo = seq[name], seq.setdefault("memo", {})
+        done, hit = memo.get(name, (0, False))
+        ends = [e for e in self.ends if e <= end]
+        for e in ends[done:]:
+            n = self._n(seq, e)
+            hit = hit or (n > 0 and bool(crossed[n - 1]))
+        memo[name] = (len(ends), hit)
+        return hit
 
     def bounds(self, i: int, j: int, end: int) -> tuple[float, float, int]:
         """(lower, upper, n) of Delta_ij on the items of order[:end] both answered; NaN bounds when
