@@ -11,8 +11,9 @@ a race whose full-data answer is known. Per matrix it measures
   0.05 per test), and sequential halving with the budget the sequential race spends at its median;
 - the null with 2 copies, where a declared winner is exactly one false elimination.
 No engine runs here. The matrices live outside the repository (default ../race-matrices beside it, or
-HARNESS_RACE_MATRICES); `--make` (re)computes them with the commands in MATRICES (one `harness run`
-per run folder, under the shared engine lock), reading the data sets from bench.common.DATA.
+HARNESS_RACE_MATRICES); `--make` computes the folders not yet complete, with the arguments in MATRICES
+(each folder an ordinary `harness run` folder, --limit 400 --seed 0; one engine for all, under the
+shared engine lock), reading the data sets from bench.common.DATA.
 The table we measured is in docs/race.md.
 """
 from __future__ import annotations
@@ -56,17 +57,34 @@ MATRICES: dict[str, dict[str, list[str]]] = {
 }
 
 
-def make_command(folder: Path, args: list[str]) -> list[str]:
-    """The command that computes one run folder of a matrix (the engine lock shared on this machine)."""
-    return ["flock", "/tmp/engine.lock", sys.executable, "-m", "harness.cli", "run", *args,
-            "--data-dir", str(_data_dir()), "--limit", str(LIMIT), "--seed", "0", "--no-report",
-            "--latency-calibration", "0", "--quiet", "--out", str(folder)]
+def _plan(args: list[str]) -> tuple[list[str], list[str]]:
+    """(tasks, strategies) of one folder's `harness run` arguments."""
+    pairs = list(zip(args[::2], args[1::2]))
+    return [v for k, v in pairs if k == "--task"], [v for k, v in pairs if k == "--strategy"]
 
 
-def _data_dir() -> Path:
-    from bench.common import DATA
+def make_here(directory: Path, names: list[str]) -> None:
+    """Compute the matrices' run folders that are not complete yet, on ONE engine started once
+    (the caller holds the shared engine lock). Each folder is an ordinary run folder: the same as
+    `harness run <its arguments> --data-dir DATA --limit 400 --seed 0 --out FOLDER`."""
+    from harness.backends.vllm import VLLMBackend
+    from harness.runs.runner import run
 
-    return DATA
+    engine = VLLMBackend(None)
+    try:
+        for name in names:
+            for folder, args in MATRICES[name].items():
+                out = directory / folder
+                meta = out / "run.json"
+                if meta.is_file() and json.loads(meta.read_text()).get("status") == "complete":
+                    continue
+                tasks, strategies = _plan(args)
+                start = time.perf_counter()
+                run(tasks, strategies, backend=engine, out=out, limit=LIMIT, seed=0, data_dir=_data_dir(),
+                    progress=False, latency_calibration=0, latency_probe=0)
+                print(f"{out}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        engine.close()
 
 
 def load_matrix(folders: list[Path]) -> pd.DataFrame:
@@ -179,11 +197,11 @@ def table(results: dict[str, dict]) -> str:
 
 
 def _make(directory: Path, names: list[str]) -> None:
-    for name in names:
-        for folder, args in MATRICES[name].items():
-            cmd = make_command(directory / folder, args)
-            print("+", " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    """Re-run this module under the shared engine lock, computing what is missing in one process."""
+    cmd = ["flock", "/tmp/engine.lock", sys.executable, "-m", "bench.race", "--make-here",
+           "--only", ",".join(names), "--matrices", str(directory)]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,12 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(MATRICES), help="matrices to use, comma-separated")
     p.add_argument("--orders", type=int, default=1000, help="random item orders per figure")
     p.add_argument("--make", action="store_true", help="(re)compute the matrices on the real engine first")
+    p.add_argument("--make-here", action="store_true", help=argparse.SUPPRESS)  # --make, under the lock
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     a = p.parse_args(argv)
     names = [n for n in a.only.split(",") if n]
     unknown = [n for n in names if n not in MATRICES]
     if unknown:
         p.error(f"unknown matrix {unknown[0]!r}: one of {', '.join(MATRICES)}")
+    if a.make_here:
+        make_here(a.matrices, names)
+        return 0
     if a.make:
         _make(a.matrices, names)
     results = {}
