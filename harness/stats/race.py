@@ -64,6 +64,7 @@ import pandas as pd
 from harness.stats.race_pairs import METHODS, Pairs
 
 MODES = ("sequential", "naive", "halving")
+CONTROLS = ("all", "best", "none")
 LOOK_COLUMNS = ["look", "mode", "items", "cell", "n", "accuracy", "leader", "diff", "lower", "upper",
                 "status", "event"]
 
@@ -149,10 +150,11 @@ def race(correct: pd.DataFrame, *, order: Sequence | None = None, seed: int = 0,
     cap = N if max_items is None else max(1, min(int(max_items), N))
     if method not in METHODS[:2]:
         raise ValueError(f"unknown method {method!r}: one of {', '.join(METHODS[:2])}")
-    if control not in ("all", "best"):
-        raise ValueError(f"control must be 'all' or 'best', got {control!r}")
-    # each side of each pair: see the module docstring for why this is enough
-    alpha_side = alpha / (K * (K - 1)) if control == "all" else alpha / (K - 1)
+    if control not in CONTROLS:
+        raise ValueError(f"control must be one of {', '.join(CONTROLS)}, got {control!r}")
+    # each side of each pair: see the module docstring for why this is enough ("none": alpha/2 a side,
+    # every comparison at level alpha as if it were the only one; for comparison only)
+    alpha_side = {"all": alpha / (K * (K - 1)), "best": alpha / (K - 1), "none": alpha / 2}[control]
     pairs = Pairs(data.values, data.n_errored, alpha_side=alpha_side, finite=population == "finite",
                   method="naive" if mode == "naive" else method, margin=margin, bounds=bounds)
     if mode == "halving":
