@@ -95,7 +95,7 @@ def run_race(tasks: Sequence = (), strategies: Sequence = (), *, out: str | Path
             if not wanted:
                 break
             preds = runner.run(tasks, strategies, out=run_dir, backend=backend, limit=limit, seed=seed,
-                               data_dir=data_dir, select=lambda u: (u.task.name, u.strategy.spec, u.example.id) in wanted,
+                               data_dir=data_dir, select=lambda *unit: unit in wanted,
                                **run_kwargs)
     finally:
         if own:

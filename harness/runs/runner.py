@@ -64,7 +64,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         retry_errors: bool = True, force: bool = False, model_name: str | None = None,
         latency_probe: int | None = None, probe_concurrency: int = 1, hourly_usd: float | None = None,
         split_groups: bool = True, latency_calibration: int | None = None,
-        select: Callable[[Unit], bool] | None = None) -> pd.DataFrame:
+        select: Callable[[str, str, str], bool] | None = None) -> pd.DataFrame:
     """Run tasks x strategies on a model and return the predictions DataFrame
     (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes: the units whose
     content-addressed identity (harness.runs.identity) is in the journal are reused; a unit of the same
@@ -81,7 +81,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
     latency model (default: harness/runs/latency_model.py's rule; `latency_probe=0` turns both off unless a
     calibration size is given): see harness/runs/probe.py, harness/runs/latency_model.py and docs/measures.md.
     split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row).
-    `select` keeps only the units it accepts (the race runs one look's items at a time: harness/runs/race.py)."""
+    `select(task, strategy, example_id)` keeps only the units it accepts, before they are rendered (the race
+    runs one look's items at a time: harness/runs/race.py)."""
     from ..report.pricing import check_hourly
     from .latency_model import calibrate, latency_plan
     from .probe import check_probe_args, run_probe
@@ -99,8 +100,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         check_distinct(strats)
     with _gc_paused():  # only new objects here, no cycles: see _gc_paused
         # renders every prompt: validates
-        units = [u for task, strats in suite_plan for u in build_units([task], strats, limit=limit, seed=seed)]
-    units = units if select is None else [u for u in units if select(u)]
+        units = [u for task, strats in suite_plan
+                 for u in build_units([task], strats, limit=limit, seed=seed, select=select)]
     if not units:
         raise ConfigError("nothing to run", field="--task", fix="give at least one task with examples")
 
