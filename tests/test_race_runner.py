@@ -84,3 +84,13 @@ def test_a_race_needs_two_cells(tmp_path):
 
     with pytest.raises(ConfigError, match="two or more"):
         run_race(["larger_number"], ["zero_shot"], backend=ScriptedBackend(_answer), out=tmp_path / "r", limit=20)
+
+
+def test_the_report_of_a_raced_run_has_the_race_section(tmp_path):
+    from harness.report.report import write_report
+
+    _race(tmp_path / "r", ScriptedBackend(_answer))
+    html, md, _ = write_report(tmp_path / "r")
+    text = md.read_text()
+    assert "## Race" in text and "eliminated after" in text and '<section id="race">' in html.read_text()
+    assert (tmp_path / "r" / "race.png").stat().st_size > 1000

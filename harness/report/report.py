@@ -315,6 +315,8 @@ def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = No
     summary = data["summary"] if not data["summary"].empty else summarize(preds, data["probes"])
     run = data["run"]
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
+    from .race_report import race_sections  # a raced run's section (harness/report/race_report.py)
+    sections = list(SECTIONS if sections is None else sections) + [Section(*s) for s in race_sections(d)]
     return _write(Bundle(title, preds, summary, _majk(d), [run], data["probes"]), d, sections)
 
 
