@@ -230,11 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in names:
         folders = [a.matrices / f for f in MATRICES[name]]
-        missing = [f for f in folders if not (f / "predictions.parquet").exists()]
-        if missing:
-            print(f"{missing[0]}: no predictions.parquet (fix: python -m bench.race --make --only {name} "
+        present = [f for f in folders if (f / "predictions.parquet").exists()]
+        if not present:
+            print(f"{folders[0]}: no predictions.parquet (fix: python -m bench.race --make --only {name} "
                   f"--matrices {a.matrices})", file=sys.stderr)
             return 2
+        if len(present) < len(folders):  # measured on what is there, and named so
+            name = f"{name} (only {', '.join(f.name for f in present)})"
+        folders = present
         start = time.perf_counter()
         results[name] = simulate(load_matrix(folders), orders=a.orders)
         results[name]["seconds"] = round(time.perf_counter() - start, 1)
