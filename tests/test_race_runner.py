@@ -10,9 +10,10 @@ import re
 import pandas as pd
 import pytest
 
+import harness
+from harness.api import race_spec
 from harness.backends.scripted import ScriptedBackend
-from harness.runs import runner
-from harness.runs.race import run_race
+from harness.runs.spec import RunSpec
 from harness.stats.race import race, race_order
 
 STRATEGIES = ["zero_shot", "few_shot:k=1", "few_shot:k=2", "few_shot:k=3"]
@@ -42,9 +43,9 @@ class _Stop(ScriptedBackend):
         return super().generate(requests)
 
 
-def _race(out, backend, **kw):
-    return run_race(["larger_number"], STRATEGIES, backend=backend, out=out, limit=160, progress=False, cache=False,
-                    batch=16, **kw)
+def _race(out, backend, strategies=STRATEGIES):
+    spec = RunSpec.build(tasks=("larger_number",), strategies=tuple(strategies), limit=160, cache=False, out=str(out))
+    return race_spec(spec, {"batch": 16}, backend=backend, progress=False)
 
 
 def test_the_race_runs_only_what_it_needs_and_matches_the_pure_race(tmp_path):
@@ -57,8 +58,8 @@ def test_the_race_runs_only_what_it_needs_and_matches_the_pure_race(tmp_path):
     saved = json.loads((tmp_path / "race" / "race.json").read_text())
     assert saved["tasks"]["larger_number"]["sentence"] == decision["sentence"]
     # the pure race on the complete matrix (every unit run) takes the same decisions
-    full = runner.run(["larger_number"], STRATEGIES, backend=ScriptedBackend(_answer), out=tmp_path / "full",
-                      limit=160, progress=False, latency_calibration=0, latency_probe=0, cache=False)
+    full = harness.run(["larger_number"], STRATEGIES, backend=ScriptedBackend(_answer), out=tmp_path / "full",
+                       limit=160, progress=False, latency_calibration=0, latency_probe=0, cache=False)
     table = full.pivot_table(index="example_id", columns="strategy", values="correct", aggfunc="first")
     items = list(full[full.strategy == "zero_shot"]["example_id"])
     pure = race(table[STRATEGIES].astype(float), order=race_order(items, 0), batch=16)
@@ -83,11 +84,11 @@ def test_a_race_needs_two_cells(tmp_path):
     from harness.errors import ConfigError
 
     with pytest.raises(ConfigError, match="two or more"):
-        run_race(["larger_number"], ["zero_shot"], backend=ScriptedBackend(_answer), out=tmp_path / "r", limit=20)
+        _race(tmp_path / "r", ScriptedBackend(_answer), strategies=["zero_shot"])
 
 
 def test_the_report_of_a_raced_run_has_the_race_section(tmp_path):
-    from harness.report.report import write_report
+    from harness.reports.report import write_report
 
     _race(tmp_path / "r", ScriptedBackend(_answer))
     html, md, _ = write_report(tmp_path / "r")

@@ -1,7 +1,7 @@
 """`harness run ... --race`: the race of harness/stats/race.py driven through the runner, one look at
 a time, into one run folder.
 
-Each look is one `runner.run(...)` call with `select=` the units the race asks for next (the next batch
+Each look is one `runner.run_model(...)` call with `select=` the units the race asks for next (the next batch
 of items in the shared seeded order, for the live cells of each task), on one engine kept open across
 looks. Everything that ran is a normal journaled row (scored, priced, in the request cache), so an
 interrupted race resumes like any run: the race is a pure replay of the rows in the folder, so the
@@ -9,15 +9,14 @@ same order and the same rows give the same eliminations. After every look the fo
 (every look of every task: items, running accuracy, bounds against the leader, eliminations) and
 race.json (the settings, needed to resume with the same decisions, and each task's decision).
 
-    preds = run_race(["coin_flip"], ["zero_shot", "cot", "few_shot:k=3", "few_shot:k=1"], limit=400)
+    spec = RunSpec.build(tasks=("coin_flip",), strategies=("zero_shot", "cot", "few_shot:k=3"), limit=400)
+    preds = run_race(spec, harness.api.spec_backends(spec))   # harness.api.race_spec does this
     preds.attrs["race"]   # {task: {"status": ..., "winner": ..., "sentence": ...}}
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
-
 import pandas as pd
 
 from ..errors import ConfigError
@@ -55,19 +54,23 @@ def _tables(preds: pd.DataFrame, task: str, items: list, cells: list[str]) -> tu
             ran.reindex(index=items, columns=cells).fillna(False).astype(bool))
 
 
-def run_race(tasks: Sequence = (), strategies: Sequence = (), *, out: str | Path | None = None,
-             run_id: str | None = None, backend=None, model: str | None = None, engine_options: dict | None = None,
-             limit: int | None = None, seed: int = 0, data_dir=None, batch: int = 16, margin: float = 0.05,
-             max_items: int | None = None, budget: int | None = None, alpha: float = 0.05, control: str = "all",
-             **run_kwargs) -> pd.DataFrame:
-    """Race the strategies of each task; returns the predictions (attrs: run_dir, race). Other keyword
-    arguments go to every `runner.run` call (the latency probe and calibration are off in a race)."""
+def run_race(spec, backends, *, batch: int = 16, max_items: int | None = None, budget: int | None = None,
+             alpha: float = 0.05, control: str = "all", progress: bool = False,
+             verbose: bool = False) -> pd.DataFrame:
+    """Race the strategies of each task of a RunSpec (one model) and return the predictions (attrs:
+    run_dir, race). `backends(model, base_url) -> (backend, owned)` as harness.runs.multimodel takes it;
+    the margin is the spec's (the verdicts' margin). Each look runs through `runner.run_model` with the
+    latency probe and calibration off (they would run at every look)."""
+    from .multimodel import split_model_spec
     from .suite import resolve_plan
 
-    plan = resolve_plan(tasks, strategies, None, data_dir=data_dir)
-    run_dir = run_folder(out, run_id)
-    settings = race_settings(batch=batch, margin=margin, max_items=max_items, budget=budget, alpha=alpha,
-                             seed=seed, control=control)
+    models = list(spec.models) or [None]
+    if len(models) > 1:
+        raise ConfigError("a race takes one model", field="--race", fix="race the strategies of one --model")
+    plan = resolve_plan(spec.tasks, spec.strategies, spec.suite, data_dir=spec.data_dir)
+    run_dir = run_folder(spec.out, spec.run_id)
+    settings = race_settings(batch=batch, margin=spec.margin, max_items=max_items, budget=budget, alpha=alpha,
+                             seed=spec.seed, control=control)
     recorded = run_dir / "race.json"
     if recorded.is_file():  # a resume: the recorded settings, so the decisions are the same
         settings = {k: json.loads(recorded.read_text(encoding="utf-8"))["settings"].get(k, v)
@@ -78,13 +81,11 @@ def run_race(tasks: Sequence = (), strategies: Sequence = (), *, out: str | Path
         if len(cells[task.name]) < 2:
             raise ConfigError(f"task {task.name} has one strategy: a race needs two or more cells",
                               field="--race", fix="give two or more --strategy values")
-        items = [ex.id for ex in task.examples[: (limit or task.spec.limit or len(task.examples))]]
+        items = [ex.id for ex in task.examples[: (spec.limit or task.spec.limit or len(task.examples))]]
         orders[task.name] = race_order(items, settings["seed"])
-    own = backend is None
-    if own:
-        from ..backends.vllm import VLLMBackend
-        backend = VLLMBackend(model, **(engine_options or {}))
-    run_kwargs.update(latency_probe=0, latency_calibration=0)
+    look_spec = spec.model_copy(update={"latency_probe": 0, "latency_calibration": 0})
+    name, url = split_model_spec(models[0])
+    backend, owned = backends(name, url)
     preds = pd.DataFrame(columns=["task", "strategy", "example_id", "correct", "error"])
     try:
         while True:
@@ -94,11 +95,10 @@ def run_race(tasks: Sequence = (), strategies: Sequence = (), *, out: str | Path
                       for c in r.remaining for i in r.next_items}
             if not wanted:
                 break
-            preds = runner.run(tasks, strategies, out=run_dir, backend=backend, limit=limit, seed=seed,
-                               data_dir=data_dir, select=lambda *unit: unit in wanted,
-                               **run_kwargs)
+            preds = runner.run_model(look_spec, backend, model=name, run_dir=run_dir, progress=progress,
+                                     verbose=verbose, select=lambda *unit: unit in wanted)
     finally:
-        if own:
+        if owned:
             backend.close()
     preds.attrs["run_dir"] = str(run_dir)
     preds.attrs["race"] = {t: _decision(r, settings) for t, r in results.items()}
@@ -110,13 +110,12 @@ def raced(folder) -> bool:
     return bool(folder) and (Path(folder) / "race.json").is_file()
 
 
-def race_cli(a, run, models: list):
-    """The CLI's run function for --race (one model; the runner's other arguments pass through)."""
-    if len(models) > 1:
-        raise ConfigError("a race takes one model", field="--race", fix="race the strategies of one --model")
-    from functools import partial
-
-    return partial(run_race, batch=a.race_batch, margin=a.margin, max_items=a.max_items, budget=a.race_budget)
+def race_flags(a) -> dict | None:
+    """The CLI's race options (--race, --race-batch, --max-items, --race-budget), or None for an ordinary
+    run; a resumed raced folder races again (its race.json holds the settings)."""
+    if not (a.race or a.race_budget or raced(a.resume or a.retry_errors)):
+        return None
+    return {"batch": a.race_batch, "max_items": a.max_items, "budget": a.race_budget}
 
 
 def _replay(preds: pd.DataFrame, orders: dict, cells: dict, settings: dict) -> dict:
