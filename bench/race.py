@@ -67,8 +67,8 @@ def make_here(directory: Path, names: list[str]) -> None:
     """Compute the matrices' run folders that are not complete yet, on ONE engine started once
     (the caller holds the shared engine lock). Each folder is an ordinary run folder: the same as
     `harness run <its arguments> --data-dir DATA --limit 400 --seed 0 --out FOLDER`."""
+    from harness.api import run
     from harness.backends.vllm import VLLMBackend
-    from harness.runs.runner import run
 
     engine = VLLMBackend(None)
     try:
