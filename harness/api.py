@@ -88,6 +88,28 @@ def run_spec(spec: RunSpec, *, backend: Backend | None = None, progress: bool = 
     return preds
 
 
+def race_spec(spec: RunSpec, race: dict, *, backend: Backend | None = None, progress: bool = True,
+              verbose: bool = False, report: bool = False) -> pd.DataFrame:
+    """Race a RunSpec's strategies (harness/runs/race.py; `race`: batch, max_items, budget, alpha,
+    control), then write the summary tables as run_spec does."""
+    from .reports.tables import write_tables
+    from .runs.race import run_race
+    from .system.procs import deferred
+
+    try:
+        preds = run_race(spec, spec_backends(spec, backend), progress=progress, verbose=verbose, **race)
+    except RunInterrupted as exc:
+        if (exc.run_dir / "predictions.parquet").is_file():
+            with deferred():
+                write_tables(exc.run_dir)
+        raise
+    with deferred():
+        write_tables(Path(preds.attrs["run_dir"]), preds)
+    if report:
+        write_report_safely(Path(preds.attrs["run_dir"]))
+    return preds
+
+
 def spec_backends(spec: RunSpec, given: Backend | None = None):
     """The backend factory of a spec: `given` (owned by the caller) or one built per model from the spec's
     backend name and options (owned: the run closes it)."""

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "run (one engine at a time); NAME@URL asks a server model at its own base URL")
     r.add_argument("--limit", type=_positive, default=None, help="examples per task")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--race", action="store_true", help="race the strategies: stop running those shown worse (docs/race.md)")
+    r.add_argument("--race-batch", type=_positive, default=16, help="items per live cell per look of --race (16)")
+    r.add_argument("--max-items", type=_positive, default=None, help="items per cell at which --race stops undecided")
+    r.add_argument("--race-budget", type=_positive, default=None, help="sequential halving with N item evaluations")
     r.add_argument("--data-dir", default=None, help="folder with the data files of tasks that read files")
     r.add_argument("--out", default=None, help="run folder (default results/<run_id>); an existing one resumes")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="resume a run folder with its own config")
@@ -215,8 +219,13 @@ def cmd_run(a) -> int:
         return _dry_run(spec, determinism=a.check_determinism)
     if a.check_determinism:
         return _check_determinism(spec)
+    from .runs.race import race_flags
     try:
-        preds = run_spec(spec, progress=not a.quiet, verbose=a.verbose, display_names=names)
+        if race := race_flags(a):  # harness/runs/race.py: one look at a time (docs/race.md)
+            from .api import race_spec
+            preds = race_spec(spec, race, progress=not a.quiet, verbose=a.verbose)
+        else:
+            preds = run_spec(spec, progress=not a.quiet, verbose=a.verbose, display_names=names)
     except RunInterrupted as exc:
         from .system.procs import exit_code, signal_name
         print(f"\ninterrupted ({signal_name()}): what was done is kept. Resume with:\n"
@@ -229,6 +238,8 @@ def cmd_run(a) -> int:
         from .api import write_report_safely
         write_report_safely(run_dir, margin=_points(a.margin))
     print_summary(run_dir)
+    for sentence in (d["sentence"] for d in preds.attrs.get("race", {}).values()):
+        print(f"race: {sentence}")
     print(run_dir)
     return 0
 

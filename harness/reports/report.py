@@ -26,6 +26,7 @@ from ..runs.results import (PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_i
 from ..stats.decisions import DEFAULT_MARGIN
 from .decisions import constant_cells, resolve_margin
 from ..scoring.scorers import all_aggregates
+from .race_report import race_sections
 from .verdicts import HOLM_TEXT, family_verdicts, verdicts
 from .stats import summarize
 
@@ -66,7 +67,6 @@ class Section:
 SECTIONS: list[Section] = []  # extra sections in every report (write_report's `sections=` overrides it)
 
 
-# -- summary table --------------------------------------------------------------------------
 def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows; optional columns appear only when some value is known."""
     cols: list[tuple[str, str | None, Any]] = [
@@ -117,7 +117,6 @@ def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-# -- verdicts -------------------------------------------------------------------------------
 def _clip(text: Any) -> str:
     t = "" if _missing(text) else str(text)
     return t if len(t) <= MAX_TEXT else t[:MAX_TEXT] + f"\n… [{len(t) - MAX_TEXT} more characters]"
@@ -346,6 +345,7 @@ def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = No
     if run.get("margin") != m:
         write_json_atomic(d / "run.json", {**run, "margin": m})
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
+    sections = list(SECTIONS if sections is None else sections) + [Section(*s) for s in race_sections(d)]  # --race
     return _write(Bundle(title, preds, summary, _majk(d), [run], data["probes"], margin=m), d, sections)
 
 

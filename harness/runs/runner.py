@@ -53,22 +53,25 @@ def _chunks(units: list[Unit], size: int, *, by_group: bool = True):
         yield chunk
 
 
-def plan_run(spec: RunSpec, fmt: str) -> tuple[list, list, list[Unit]]:
+def plan_run(spec: RunSpec, fmt: str, select=None) -> tuple[list, list, list[Unit]]:
     """(suite plan, strategies, units) of a spec: every task loaded, every prompt rendered (so bad input
-    fails here, before any engine starts or any file is touched)."""
+    fails here, before any engine starts or any file is touched). `select(task, strategy, example_id)`
+    keeps only some units, before they are rendered (a race's look: harness/runs/race.py)."""
     suite_plan = resolve_plan(spec.tasks, spec.strategies, spec.suite, data_dir=spec.data_dir)
     suite_plan = [(t.with_default_format(fmt), s) for t, s in suite_plan]
     for _, strats in suite_plan:
         check_distinct(strats)
     with _gc_paused():  # only new objects here, no cycles: see _gc_paused
-        units = [u for task, strats in suite_plan for u in build_units([task], strats, limit=spec.limit, seed=spec.seed)]
+        units = [u for task, strats in suite_plan
+                 for u in build_units([task], strats, limit=spec.limit, seed=spec.seed, select=select)]
     if not units:
         raise ConfigError("nothing to run", field="--task", fix="give at least one task with examples")
     return suite_plan, plan_strategies(suite_plan), units
 
 
 def run_model(spec: RunSpec, backend: Backend, *, model: str | None, run_dir: Path | None = None,
-              display_name: str | None = None, progress: bool = True, verbose: bool = False) -> pd.DataFrame:
+              display_name: str | None = None, progress: bool = True, verbose: bool = False,
+              select=None) -> pd.DataFrame:
     """Run the spec's tasks x strategies on one model through `backend` (the caller builds and closes it)
     and return its predictions (df.attrs['run_dir']). Units whose content-addressed identity
     (harness.runs.identity) is in the folder's journal are reused; a unit of the same task, strategy, model
@@ -83,7 +86,7 @@ def run_model(spec: RunSpec, backend: Backend, *, model: str | None, run_dir: Pa
     check_hourly(spec.hourly_usd)
     engine = check_backend(backend)
     fmt = default_format(model, engine)  # completion for a model without a chat template (docs/tasks.md)
-    suite_plan, strategies, units = plan_run(spec, fmt)
+    suite_plan, strategies, units = plan_run(spec, fmt, select)
     run_dir = run_dir or run_folder(spec.out, spec.run_id)
     old_meta = check_run_folder(run_dir)
     journal = Journal(run_dir / "journal.jsonl")
