@@ -22,11 +22,11 @@ def quote(run_dir: Path) -> str:
     """The block: the report's verdict lines and an accuracy table, from the run folder's own files."""
     from harness.runs.defaults import DEFAULT_LIMIT, DEFAULT_SUITE
     from harness.errors import ConfigError
-    from harness.report.paired import pairs_table
-    from harness.report.report import verdicts
-    from harness.report.report_format import pct
+    from harness.reports.paired import pairs_table
+    from harness.reports.verdicts import verdicts
+    from harness.reports.report_format import pct
     from harness.runs.results import load_run
-    from harness.report.stats import summarize
+    from harness.reports.stats import summarize
 
     data = load_run(run_dir)
     run, preds = data["run"], data["predictions"]
@@ -40,7 +40,9 @@ def quote(run_dir: Path) -> str:
     lines = [f"From `harness run` (run `{run.get('run_id')}`, {cfg.get('model')}, {DEFAULT_LIMIT} items per task, "
              f"{int(preds['prompt_tokens'].sum()):,} prompt and {int(preds['completion_tokens'].sum()):,} "
              "generated tokens), verdict section of `report.md`:", ""]
-    lines += [f"> - {v['text']}" for v in verdicts(summary, pairs_table(preds))]
+    margin = run.get("margin", cfg.get("margin"))  # the report's margin, else the run's (issue 22)
+    lines += [f"> - {v['text']}" for v in verdicts(summary, pairs_table(preds),
+                                                   margin=0.05 if margin is None else float(margin))]
     strategies = list(dict.fromkeys(s for ss in DEFAULT_SUITE.values() for s in ss))
     acc = {(r["task"], r["strategy"]): r["accuracy"] for r in summary.to_dict("records")}
     lines += ["", "| accuracy | " + " | ".join(f"`{s}`" for s in strategies) + " |",

@@ -13,7 +13,8 @@ import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.runs.defaults import DEFAULT_LIMIT, DEFAULT_STRATEGIES, DEFAULT_SUITE, DEFAULT_TASKS
 from harness.task.generators import GENERATORS
-from harness.runs.runner import build_units, resume_args
+from harness.runs.resume import resume_spec
+from harness.runs.units import build_units
 from harness.strategy.strategies import parse_strategy
 from harness.runs.suite import resolve_plan
 from harness.task.tasks import load_task
@@ -105,10 +106,10 @@ def test_a_suite_run_is_recorded_and_resumed_as_a_suite(tmp_path):
         (("larger_number", "zero_shot"), 4)]
     cfg = json.loads((out / "run.json").read_text())["config"]
     assert cfg["suite"] == suite
-    args = resume_args(out, explicit={})
-    assert args["suite"] and not args["tasks"] and args["limit"] == 4
+    spec, _ = resume_spec(out)
+    assert spec.suite and not spec.tasks and spec.limit == 4
     again = ScriptedBackend(lambda r: "unused")
-    df2 = harness.run(backend=again, progress=False, write_report=False, **args)
+    df2 = harness.run_spec(spec, backend=again, progress=False)
     assert again.calls == [] and len(df2) == 12  # nothing left to run, nothing crossed into new cells
 
 
@@ -188,7 +189,7 @@ def test_readme_verdict_script_quotes_a_default_suite_run(tmp_path):
     after = readme.read_text()
     head = before.split(script.START)[0]
     assert after.startswith(head) and after.endswith(before.split(script.END)[1])
-    assert "bash scripts/install.sh && .venv/bin/harness run\nbash scripts/install.sh --test" in after
+    assert "bash scripts/install.sh && .venv/bin/harness run experiments/default.yaml\nbash scripts/install.sh --test" in after
     block = after.split(script.START)[1].split(script.END)[0]
     assert sum(line.startswith("> - On ") for line in block.splitlines()) == len(DEFAULT_SUITE)
     assert all(f"| {t} |" in block for t in DEFAULT_SUITE) and "maj@k of self_consistency:k=5" in block

@@ -227,9 +227,10 @@ def test_unreachable_at_start_leaves_the_run_folder_untouched(proxy, tmp_path):
                 out=out, progress=False, write_report=False, cache=False)
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*"))}
     proxy.set_mode("down")
-    for args in (["--task", "coin_flip", "--strategy", "zero_shot", "--limit", "4", "--out", str(out)],
-                 ["--retry-errors", str(out)]):
-        proc = _cli("run", "--backend", "openai", "--base-url", proxy.url, "--no-cache", "--latency-probe", "0", *args)
+    # the resume names the backend (the run's was an object) and keeps the run's own latency measures
+    for args in (["--task", "coin_flip", "--strategy", "zero_shot", "--limit", "4", "--out", str(out),
+                  "--latency-probe", "0"], ["--retry-errors", str(out)]):
+        proc = _cli("run", "--backend", "openai", "--base-url", proxy.url, "--no-cache", *args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, proc.stderr
         assert len(lines) == 1 and lines[0].startswith("error:") and "cannot reach the server" in lines[0], lines

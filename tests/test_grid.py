@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binomtest
+from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 import harness
@@ -17,7 +18,7 @@ from harness.backends.scripted import ScriptedBackend
 from harness.cli import main
 from harness.errors import ConfigError, TemplateError
 from harness.strategy.grid import expand_grid
-from harness.report.paired import pairs_table
+from harness.reports.paired import pairs_table
 from harness.strategy.strategies import parse_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,8 @@ def test_dry_run_prints_the_grid_and_the_request_count_and_starts_nothing(tmp_pa
 
     def tripwire(*a, **k):
         raise AssertionError("--dry-run must not build a backend")
-    monkeypatch.setattr(harness.cli, "make_backend", tripwire)
+    import harness.api
+    monkeypatch.setattr(harness.api, "spec_backends", tripwire)
     out = tmp_path / "never"
     code = main(["run", "--task", "coin_flip", "--strategy", "few_shot:k={0,1,3,5},seed={0,1,2}",
                  "--strategy", "self_consistency:k=4", "--limit", "5", "--dry-run", "--out", str(out)])
@@ -230,10 +232,18 @@ def test_template_variants_get_paired_statistics(tmp_path, monkeypatch):
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     assert only_a > 5 and only_b == 0
     assert row["n"] == 30 and row["diff"] == pytest.approx(a.mean() - b.mean())
-    assert row["p_mcnemar"] == pytest.approx(binomtest(only_a, only_a + only_b, 0.5).pvalue, rel=1e-12)
+    # the score test (McNemar without continuity correction), statsmodels' own
+    table = [[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]]
+    assert row["p_mcnemar"] == pytest.approx(mcnemar(table, exact=False, correction=False).pvalue, rel=1e-12)
     ours = pairs_table(df)
     np.testing.assert_allclose(ours["p_holm"], multipletests(ours["p_mcnemar"], method="holm")[1])
     assert row["p_holm"] < 0.05
+    # a grid run: every interval of pairs.csv and decisions.csv excludes 0 exactly when p_holm < 0.05
+    dec = pd.read_csv(tmp_path / "r" / "decisions.csv")
+    for frame in (pairs, dec[dec["p_holm"].notna()]):
+        assert len(frame)
+        excludes = (frame["ci_low"] > 0) | (frame["ci_high"] < 0)
+        assert (excludes == (frame["p_holm"] < 0.05)).all()
     md = (tmp_path / "r" / "report.md").read_text()
     assert "zero_shot:template=prompts/coin_flip_terse.j2" in md
 

@@ -191,13 +191,13 @@ def test_pairwise_both_orders_flip_rate_and_sign_test(tmp_path):
 
 
 def test_report_shows_the_judge_and_pairwise_sections(tmp_path):
-    from harness.report.report import write_report
+    from harness.reports.report import write_report
 
     lenient = ScriptedBackend(lambda r: json.dumps({"reasoning": "fine", "score": 4, "pass": True}))
     task = write_task(tmp_path, {"rubric": "why_rubric.j2", "model": "lenient"}, scorer_params="{rule: contains}")
     harness.run([str(task)], ["zero_shot"], backend=ScriptedBackend(model), judges={"lenient": lenient},
                 out=tmp_path / "run", progress=False, cache=False, latency_probe=0)
-    html, md, _ = write_report(tmp_path / "run")
+    html, md = write_report(tmp_path / "run")[:2]
     text = md.read_text()
     assert "## The judge against the rule" in text and "| why | scripted | zero_shot | 3 |" in text
     assert '<section id="judge">' in html.read_text()

@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, chi2
 
 from harness.backends.scripted import ScriptedBackend
 from harness.cli import main
-from harness.report.matrix import cell_pairs, cell_table, matrix_verdicts, mark_cells
-from harness.runs.multimodel import run_models, split_model_spec
-from harness.report.report import write_report
-from harness.report.report_format import fp
-from harness.report.view import safe_path, start_in_thread
+from harness.reports.matrix import cell_pairs, cell_table, matrix_verdicts, mark_cells
+import harness
+from harness.runs.multimodel import split_model_spec
+from harness.reports.report import write_report
+from harness.reports.report_format import fp
+from harness.reports.view import safe_path, start_in_thread
 from test_report import Browser  # the DevTools driver of the report's browser tests
 
 XSS = "<script>window.__xss=1;document.title='pwned'</script><img src=x onerror=\"window.__xss=2\">"
@@ -63,7 +64,7 @@ def two_models(tmp_path_factory) -> Path:
         events.append(("build", name))
         b = _coin_gold_backend(name, {"strong": 0.95, "weak": 0.35}[name])
         return Tracked(b.fn, model_name=name)
-    run_models(["strong", "weak"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40, out=out,
+    harness.run(models=["strong", "weak"], backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40, out=out,
                progress=False, cache=False)
     write_report(out)
     assert events == [("build", "strong"), ("close", "strong"), ("build", "weak"), ("close", "weak")]
@@ -85,16 +86,16 @@ def test_several_models_share_one_run_folder_and_resume_per_model(two_models, tm
         b = ScriptedBackend(lambda r: "The answer is yes.", model_name=name)
         calls.append(b)
         return b
-    run_models(["strong", "weak"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
+    harness.run(models=["strong", "weak"], backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
                out=two_models, progress=False, cache=False)
     assert [b.calls for b in calls] == [[], []]
     # a third model added later runs only its own units (latency measures off: the default latency model's
     # calibration would add its own single requests, 120 units being over its 100-unit threshold)
-    run_models(["strong", "weak", "third"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
+    harness.run(models=["strong", "weak", "third"], backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
                out=two_models, progress=False, cache=False, latency_probe=0)
     assert calls[2].calls == [] and sum(calls[4].calls) == 3 * 40
     with pytest.raises(Exception, match="twice"):
-        run_models(["a", "a"], make_backend=make, tasks=["coin_flip"], limit=2, out=tmp_path / "x")
+        harness.run(models=["a", "a"], backend=make, tasks=["coin_flip"], limit=2, out=tmp_path / "x")
 
 
 def test_a_resume_finds_every_recorded_model(two_models, capsys):
@@ -195,7 +196,7 @@ def test_model_at_url_and_the_cli_refusals(tmp_path, capsys):
     assert "--allow-remote" in err and err.count("\n") == 1
 
 
-def test_cell_pairs_match_an_independent_binomial_test_and_holm(two_models):
+def test_cell_pairs_match_an_independent_score_test_and_holm(two_models):
     preds = pd.read_parquet(two_models / "predictions.parquet")
     preds = preds[preds["model"].isin(["strong", "weak"])]
     pairs = cell_pairs(preds)
@@ -207,8 +208,10 @@ def test_cell_pairs_match_an_independent_binomial_test_and_holm(two_models):
         a, b = vec[(r["strategy_a"], r["model_a"])], vec[(r["strategy_b"], r["model_b"])]
         j = pd.concat([a, b], axis=1, join="inner").to_numpy()
         only_a, only_b = int((j[:, 0] & ~j[:, 1]).sum()), int((~j[:, 0] & j[:, 1]).sum())
-        p = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+        # McNemar without continuity correction, written out: chi2 = (b - c)^2 / (b + c) on 1 df
+        p = 1.0 if only_a + only_b == 0 else chi2.sf((only_a - only_b) ** 2 / (only_a + only_b), 1)
         assert r["p_mcnemar"] == pytest.approx(p) and r["n"] == len(j)
+        assert ((r["ci_low"] > 0) or (r["ci_high"] < 0)) == (r["p_holm"] < 0.05)
         ps.append(p)
     # Holm by hand: sorted p times (m - rank), running max, capped at 1
     m, order = len(ps), np.argsort(ps)
@@ -357,7 +360,7 @@ def test_view_in_chromium_lists_filters_and_compares_two_runs(browser, view):
     a = pd.read_parquet(Path(view_root(view)) / "run-a" / "predictions.parquet").set_index("example_id")["correct"].astype(bool)
     b = pd.read_parquet(Path(view_root(view)) / "run-b" / "predictions.parquet").set_index("example_id")["correct"].astype(bool)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    expected = binomtest(only_a, only_a + only_b).pvalue
+    expected = chi2.sf((only_a - only_b) ** 2 / (only_a + only_b), 1)  # the score test (McNemar, no correction)
     assert pair[3] == "30" and pair[8] == fp(expected)  # fp: the page's number format (2 significant digits)
     # the first model's report opens from the list
     _navigate(browser, view + "runs/run-a/report.html")

@@ -11,9 +11,11 @@ import pytest
 
 import harness
 from harness.backends.scripted import ScriptedBackend
-from harness.report.report import verdicts, write_compare, write_report
+from harness.reports.report import write_compare, write_report
+from harness.reports.verdicts import verdicts
 from harness.runs.results import RENAMED_PREDICTION_COLUMNS, RENAMED_SUMMARY_COLUMNS
-from harness.runs.runner import _chunks, build_units
+from harness.runs.runner import _chunks
+from harness.runs.units import build_units
 from harness.strategy.strategies import parse_strategy
 from harness.task.tasks import load_task
 
@@ -54,7 +56,7 @@ def test_hourly_price_gives_dollars_from_the_measured_engine_time(tmp_path):
 
 
 def test_hourly_price_from_the_table_and_the_flag_wins(tmp_path):
-    from harness.report.pricing import parse_price_table
+    from harness.stats.pricing import parse_price_table
 
     table = parse_price_table({"scripted": {"hourly_usd": 1.0}, "other": {"input": 1, "output": 2}}, where="t")
     kw = dict(backend=ScriptedBackend(lambda r: YES), limit=2, progress=False, write_report=False, latency_probe=0,
@@ -106,8 +108,10 @@ def test_verdict_uses_dollars_whenever_a_price_is_set():
         {"task": "t", "model": "m", "strategy": "c", "n": 10, "accuracy": 0.7, "ci_low": 0.4, "ci_high": 0.9,
          "mean_prompt_tokens": 400, "mean_completion_tokens": 10, "cost_per_example_usd": 0.001},
     ])
-    pairs = pd.DataFrame([{"task": "t", "model": "m", "strategy_a": "a", "strategy_b": x, "p_holm": 0.5}
-                          for x in ("b", "c")])
+    # b and c shown to be within the 5-point margin of a (the interval of a - b is [-4, +4] points)
+    pairs = pd.DataFrame([{"task": "t", "model": "m", "strategy_a": "a", "strategy_b": x, "n": 10, "diff": 0.0,
+                           "ci_low": -0.04, "ci_high": 0.04, "level": 0.975, "method": "score", "only_a": 0,
+                           "only_b": 0, "p_holm": 0.5} for x in ("b", "c")])
     v = verdicts(summary, pairs)[0]
     # by tokens b would be cheapest; by $ (b has no cost known) it is c
     assert v["cheapest"] == "c" and "$0.001 per example" in v["text"]

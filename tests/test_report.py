@@ -27,9 +27,10 @@ from statsmodels.stats.multitest import multipletests
 
 import harness
 from harness.backends.scripted import ScriptedBackend
-from harness.report.paired import PAIR_COLUMNS, holm, mcnemar_exact, paired_bootstrap_ci, pairs_table, pareto_front
+from harness.reports.paired import PAIR_COLUMNS, holm, mcnemar_exact, paired_bootstrap_ci, pairs_table, pareto_front
 from harness.records import Completion
-from harness.report.report import verdicts, write_compare, write_report
+from harness.reports.report import write_compare, write_report
+from harness.reports.verdicts import verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -37,7 +38,7 @@ XSS = "<script>window.__xss=1;document.title='pwned'</script>"
 XSS_IMG = "<img src=x onerror=\"window.__xss=2;document.title='pwned'\">"
 SECTIONS = ["summary", "plots", "significance", "verdict", "examples", "model"]
 PAIR_CSV_COLUMNS = ["task", "model", "strategy_a", "strategy_b", "n", "acc_a", "acc_b", "diff", "ci_low",
-                    "ci_high", "p_mcnemar", "p_holm", "holm_family"]
+                    "ci_high", "p_mcnemar", "p_holm", "holm_family", "level", "method", "only_a", "only_b"]
 
 
 # -- statistics against scipy / statsmodels -------------------------------------------------
@@ -99,6 +100,8 @@ def test_pairs_table_joins_on_items_drops_errors_and_adjusts_per_task():
 
 
 def test_verdict_wording():
+    from harness.stats.decisions import items_needed
+
     summary = pd.DataFrame([
         {"task": "coin_flip", "model": "M", "strategy": "cot", "n": 40, "accuracy": 0.625, "ci_low": 0.47,
          "ci_high": 0.76, "mean_prompt_tokens": 80.0, "mean_completion_tokens": 90.0},
@@ -107,20 +110,29 @@ def test_verdict_wording():
         {"task": "coin_flip", "model": "M", "strategy": "zero_shot", "n": 40, "accuracy": 0.5, "ci_low": 0.35,
          "ci_high": 0.65, "mean_prompt_tokens": 53.0, "mean_completion_tokens": 5.0},
     ])
-    pairs = pd.DataFrame([
-        {"task": "coin_flip", "model": "M", "strategy_a": "cot", "strategy_b": "few_shot:k=4", "p_holm": 0.41},
-        {"task": "coin_flip", "model": "M", "strategy_a": "cot", "strategy_b": "zero_shot", "p_holm": 0.30},
-        {"task": "coin_flip", "model": "M", "strategy_a": "few_shot:k=4", "strategy_b": "zero_shot", "p_holm": 1.0},
-    ])
+
+    def pair(b, diff, lo, hi, p, only_a, only_b):
+        return {"task": "coin_flip", "model": "M", "strategy_a": "cot", "strategy_b": b, "n": 40, "diff": diff,
+                "ci_low": lo, "ci_high": hi, "level": 1 - 0.05 / 3, "method": "score", "only_a": only_a,
+                "only_b": only_b, "p_holm": p}
+    pairs = pd.DataFrame([pair("few_shot:k=4", 0.075, -0.05, 0.20, 0.41, 6, 3),
+                          pair("zero_shot", 0.125, -0.01, 0.26, 0.30, 8, 3)])
     (v,) = verdicts(summary, pairs)
-    assert v["text"] == ("On coin_flip (M), cot is best at 62.5 % (95 % CI 47–76 %, n = 40); it is not "
-                         "significantly better than few_shot:k=4 (p = 0.41, Holm). The cheapest strategy not "
-                         "significantly worse than the best is zero_shot (58 tokens per example).")
-    pairs.loc[0, "p_holm"] = 0.003
-    pairs.loc[1, "p_holm"] = 0.001
+    need = items_needed(40, 3, 8, alpha=0.05 / 3, margin=0.05)
+    assert v["text"] == ("On coin_flip (M), cot is best at 62.5 % (95 % CI 47–76 %, n = 40); against it at a margin "
+                         "of 5 points: few_shot:k=4 and zero_shot are not decided. No cheaper strategy is shown to be "
+                         f"within 5 points of the best at n = 40; about {int(need):,} items per strategy would decide "
+                         "zero_shot vs cot (-12.5 points, 98.3 % CI [-26.0, +1.0]; if the difference held, as "
+                         "worse).")
+    assert v["cheapest"] == "cot" and not v["significant"]
+    pairs.loc[1, ["diff", "ci_low", "ci_high"]] = [0.01, -0.01, 0.04]  # zero_shot within the margin
     (v,) = verdicts(summary, pairs)
-    assert "significantly better than the runner-up few_shot:k=4 (p = 0.003, Holm)" in v["text"]
-    assert v["significant"] and v["cheapest"] == "cot"
+    assert v["cheapest"] == "zero_shot" and ("The cheapest strategy shown to be within 5 points of the best is "
+                                             "zero_shot (58 tokens per example;") in v["text"]
+    pairs.loc[:, ["ci_low", "ci_high", "p_holm"]] = [0.02, 0.3, 0.003]  # both shown worse
+    (v,) = verdicts(summary, pairs)
+    assert "few_shot:k=4 and zero_shot are worse (the whole interval below 0)" in v["text"]
+    assert v["significant"] and v["cheapest"] == "cot" and "every cheaper one is shown to be worse" in v["text"]
 
 
 def test_verdict_says_tie_or_nothing_correct_instead_of_naming_a_best():
@@ -135,9 +147,10 @@ def test_verdict_says_tie_or_nothing_correct_instead_of_naming_a_best():
     assert v["text"] == "On t (M), cot answered no item correctly (n = 20); it is the only strategy that ran."
     assert v["best"] is None
     (v,) = verdicts(pd.DataFrame([row("cot", 0.3, 90.0), row("zero_shot", 0.3, 50.0), row("few", 0.1, 60.0)]), pairs)
-    assert v["text"].startswith("On t (M), tie between cot and zero_shot at 30.0 % (n = 20); no strategy is best.")
-    assert v["text"].endswith("The cheapest of the tied strategies is zero_shot (50 tokens per example).")
-    assert v["best"] is None and v["cheapest"] == "zero_shot" and v["tie"] == ["cot", "zero_shot"]
+    # a tie at the top: the cheaper is the reference, the other is compared with it like any cell
+    assert v["text"].startswith("On t (M), zero_shot is best at 30.0 % (95 % CI 0–20 %, n = 20), tied in accuracy "
+                                "with cot (the reference is the cheaper);")
+    assert v["best"] == "zero_shot" and v["decisions"]["cot"] == "inconclusive"
 
 
 # -- scripted runs --------------------------------------------------------------------------
@@ -228,7 +241,7 @@ def compare_dir(tmp_path_factory, symbolic_run) -> Path:
                 out=needle, progress=False, write_report=False, cache=False)
     out = base / "compare"
     paths = write_compare([symbolic_run, person, needle], out=out, all_pairs=True)
-    assert [p.name for p in paths] == ["report.html", "report.md", "pairs.csv"]
+    assert [p.name for p in paths] == ["report.html", "report.md", "pairs.csv", "decisions.csv"]
     return out
 
 
@@ -250,7 +263,8 @@ def test_report_is_idempotent(symbolic_run):
     first = write_report(symbolic_run)
     pairs = (symbolic_run / "pairs.csv").read_text()
     paths = write_report(symbolic_run)
-    assert paths == first == [symbolic_run / "report.html", symbolic_run / "report.md", symbolic_run / "pairs.csv"]
+    assert paths == first == [symbolic_run / "report.html", symbolic_run / "report.md", symbolic_run / "pairs.csv",
+                                 symbolic_run / "decisions.csv"]
     assert (symbolic_run / "pairs.csv").read_text() == pairs
 
 
@@ -297,7 +311,7 @@ def test_compare_corrects_within_the_family_asked_for(tmp_path):
     np.testing.assert_allclose(fam["p_holm"], multipletests(fam["p_mcnemar"], method="holm")[1])
     md = (tmp_path / "fam" / "report.md").read_text()
     assert "Family corrected (Holm): the same strategy across runs" in md
-    assert "cot across runs: cot@b 80.0 % vs cot@a 60.0 % (n = 60), significant (p &lt; 0.001, Holm over the 2" in md
+    assert "cot across runs: cot@b 80.0 % vs cot@a 60.0 % (n = 60), significant (p = 0.001, Holm over the 2" in md
     write_compare(dirs, out=tmp_path / "all", all_pairs=True)
     every = pd.read_csv(tmp_path / "all" / "pairs.csv")
     assert len(every) == 6
@@ -495,11 +509,13 @@ def test_report_text_and_plot_labels_never_overlap_in_chromium(browser, symbolic
     facts = _no_overlapping_text(browser, tied / "report.html")
     assert {"plot-tokens", "plot-accuracy"} <= {f for f, _ in facts["figs"]}
     md = (tied / "report.md").read_text()
-    assert "tie between few_shot:k=2, zero_shot and zero_shot:seed=1 at 55.0 %" in md and "best at" not in md
+    # every strategy answers "yes": constant answers, never a best or a tie (issue 22)
+    assert "every strategy gives a constant answer; there is no best strategy" in md and "best at" not in md
+    assert "answers &#x27;yes&#x27; on 20 of 20 items" in md or "answers 'yes' on 20 of 20 items" in md
 
 
 def test_tradeoff_plot_checker_catches_overprinting_and_ties_are_distinct():
-    from harness.report.plots import _dodge, text_overlaps, tradeoff_plot
+    from harness.reports.plots import _dodge, text_overlaps, tradeoff_plot
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4, 3))
@@ -518,7 +534,7 @@ def test_tradeoff_plot_checker_catches_overprinting_and_ties_are_distinct():
 
 
 def test_accuracy_plot_shows_every_rate_of_the_scorer_table_present():
-    from harness.report.plots import accuracy_plot
+    from harness.reports.plots import accuracy_plot
 
     base = {"task": "t", "model": "m", "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6}
     (plain,) = accuracy_plot(pd.DataFrame([{**base, "strategy": "a"}]))
@@ -538,7 +554,7 @@ def test_compare_report_renders_in_chromium(browser, compare_dir):
 def test_compare_shows_runs_side_by_side_with_differing_settings(tmp_path):
     import json as _json
 
-    from harness.report.report import write_compare
+    from harness.reports.report import write_compare
 
     dirs = []
     for i, flag in enumerate([True, False]):

@@ -217,3 +217,55 @@ def test_run_sync_works_inside_a_running_loop():
         assert run_sync(add(5, 6), loop=loop) == 11 and not loop.is_closed()
     finally:
         loop.close()
+
+
+def test_a_third_party_backend_written_from_the_contract_alone_runs_a_task(tmp_path):
+    """A backend that does not inherit BackendBase and implements only what harness.backends.base.Backend
+    declares (issue 21): the runner reads no class name, private function or undeclared attribute of it."""
+    from harness.records import Completion
+
+    class ThirdParty:  # no harness base class
+        name = "third-party"
+        model_name = "echo-model"
+        model_path = None
+        preferred_chunk_size = None
+        spawns_processes = False
+        supports_prefix_cache_reset = False
+
+        def __init__(self):
+            self.events = []
+
+        def generate(self, requests):
+            self.events.append(("generate", len(requests)))
+            return [Completion(texts=("The answer is yes.",), prompt_tokens=3, completion_tokens=(4,))
+                    for _ in requests]
+
+        def start(self):
+            self.events.append(("start",))
+
+        def close(self):
+            self.events.append(("close",))
+
+        def stats(self):
+            return {}
+
+        def engine_settings(self):
+            return {"backend": self.name}
+
+        def identity(self):
+            return "third-party/echo-model"
+
+        def quiet(self):
+            self.events.append(("quiet",))
+
+        def rename(self, model_name):
+            self.model_name = model_name
+
+        def reset_prefix_cache(self):
+            return False
+
+    b = ThirdParty()
+    df = harness.run(["coin_flip"], ["zero_shot"], backend=b, limit=5, out=tmp_path / "r", progress=False, cache=False)
+    assert len(df) == 5 and set(df["model"]) == {"echo-model"} and df["error"].isna().all()
+    assert ("start",) in b.events and ("generate", 5) in b.events and ("quiet",) in b.events
+    assert ("close",) not in b.events  # the caller's backend: the caller closes it

@@ -318,7 +318,7 @@ def calibrate(entries: Sequence[dict], tasks: Sequence[Task], judges: Judges):
         spec = task.spec.judge
         if spec is None or spec.mode != "rubric" or not spec.calibration:
             continue
-        rows = load_rows(calibration_source(task), task, role="judge.calibration")
+        rows = load_rows(calibration_source(task), file=task.file, data_dir=task.data_dir, role="judge.calibration")
         for i, r in enumerate(rows):
             if "output" not in r or "label" not in r:
                 raise ConfigError(f"calibration row {i + 1} lacks 'output' or 'label'", where=str(task.file),

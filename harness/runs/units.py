@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..backends.chat import message_dicts
 from ..records import Completion, Example, Request, Sampling
@@ -23,14 +23,17 @@ class Unit:
 
 
 def build_units(tasks: Sequence[Task], strategies: Sequence[Strategy], *, limit: int | None,
-                seed: int) -> list[Unit]:
+                seed: int, select: Callable[[str, str, str], bool] | None = None) -> list[Unit]:
+    """Every (task, strategy, example) unit, rendered; `select(task, strategy spec, example id)`
+    keeps only some (before rendering: the race runs one look's items at a time)."""
     units = []
     for task in tasks:
         examples = task.examples[: (limit or task.spec.limit or len(task.examples))]
         for strat in strategies:
             variant = task.variant(strat.params["template"]) if "template" in strat.params else task
             for ex in examples:
-                units.append(Unit(variant, strat, ex, tuple(strat.expand(variant, ex, run_seed=seed))))
+                if select is None or select(task.name, strat.spec, ex.id):
+                    units.append(Unit(variant, strat, ex, tuple(strat.expand(variant, ex, run_seed=seed))))
     return units
 
 

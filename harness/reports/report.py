@@ -1,5 +1,5 @@
 """Run folder(s) -> report.html (self-contained: plots as base64 PNG, no scripts, no external URLs),
-report.md and pairs.csv.
+report.md, pairs.csv and decisions.csv (each cell against the best at the margin; harness/reports/decisions.py).
 
     write_report("results/20250101-120000-000")            # one run, written into its folder
     write_compare(["results/a", "results/b"], out="cmp")   # several runs in one report
@@ -21,9 +21,14 @@ import pandas as pd
 
 from .paired import pairs_table
 from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, pct
-from ..runs.results import PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic, write_text_atomic
+from ..runs.results import (PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic,
+                            write_json_atomic, write_text_atomic)
+from ..stats.decisions import DEFAULT_MARGIN
+from .decisions import constant_cells, resolve_margin
 from ..scoring.scorers import all_aggregates
-from .verdicts import HOLM_TEXT, family_verdicts, verdicts  # noqa: F401 - verdicts: their old home
+from .judging import judge_sections
+from .race_report import race_sections
+from .verdicts import HOLM_TEXT, family_verdicts, verdicts
 from .stats import summarize
 
 ALPHA = 0.05
@@ -46,6 +51,7 @@ class Bundle:
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)
     family: str = "all"  # the Holm family (paired.FAMILIES)
     holm_key: str = "all"  # which sentence describes it (HOLM_TEXT)
+    margin: float = DEFAULT_MARGIN  # the non-inferiority margin of the decisions (accuracy, 0.05 = 5 points)
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,6 @@ class Section:
 SECTIONS: list[Section] = []  # extra sections in every report (write_report's `sections=` overrides it)
 
 
-# -- summary table --------------------------------------------------------------------------
 def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows; optional columns appear only when some value is known."""
     cols: list[tuple[str, str | None, Any]] = [
@@ -71,6 +76,8 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
          f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]"),
         *((a.header, a.column, pct if a.kind == "rate" else (lambda v: fnum(v, 3))) for a in all_aggregates()),
+        ("constant answer", "constant_answer", lambda v: f"'{v}'"),
+        ("clusters", "n_clusters", lambda v: fnum(v, 0)), ("clustered / naive SE", "se_ratio", lambda v: fnum(v, 2)),
         ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
         ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
         ("cached rows", "cached_rows", lambda v: fnum(v, 0) if _num(v) > 0 else "–"),
@@ -89,8 +96,11 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("time in batch p95 (s)", "batch_latency_p95_s", lambda v: fnum(v, 3)),
     ]
     core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
+    # clusters and their SE ratio only where some cell's rows share items (n_clusters < n)
+    shared = "n_clusters" in summary and (_col(summary, "n_clusters") < _col(summary, "n")).any()
     keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any()
-                                                 and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any()))]
+                                                 and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any())
+                                                 and (c[1] not in ("n_clusters", "se_ratio") or shared))]
     rows = []
     for r in summary.to_dict("records"):
         rows.append([fmt(r) if src is None else ("–" if _missing(r.get(src)) else fmt(r.get(src)))
@@ -99,15 +109,15 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    head = ["task", "model", "strategy A", "strategy B", "n", "acc A", "acc B", "A − B (95 % CI)",
-            "p McNemar", "p Holm", "significance"]
+    head = ["task", "model", "strategy A", "strategy B", "n", "acc A", "acc B", "A − B [interval]", "level",
+            "p (score test)", "p Holm", "significance"]
     rows = [[r["task"], r["model"], r["strategy_a"], r["strategy_b"], str(r["n"]), pct(r["acc_a"]), pct(r["acc_b"]),
-             f"{pct(r['diff'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]", fp(r["p_mcnemar"]), fp(r["p_holm"]),
+             f"{pct(r['diff'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]", pct(r.get("level"), 2),
+             fp(r["p_mcnemar"]), fp(r["p_holm"]),
              "significant" if _num(r["p_holm"]) < ALPHA else "not significant"] for r in pairs.to_dict("records")]
     return head, rows
 
 
-# -- verdicts -------------------------------------------------------------------------------
 def _clip(text: Any) -> str:
     t = "" if _missing(text) else str(text)
     return t if len(t) <= MAX_TEXT else t[:MAX_TEXT] + f"\n… [{len(t) - MAX_TEXT} more characters]"
@@ -145,7 +155,6 @@ def example_groups(preds: pd.DataFrame, *, limit: int = MAX_EXAMPLES) -> list[di
     return groups
 
 
-# -- model and engine facts -----------------------------------------------------------------
 MODEL_KEYS = [("attention", "attention layout"), ("num_hidden_layers", "layers"),
               ("num_attention_heads", "attention heads"), ("num_key_value_heads", "KV heads"),
               ("head_dim", "head dim"), ("hidden_size", "hidden size"), ("dtype", "dtype"),
@@ -207,26 +216,31 @@ def run_facts(run: dict) -> dict:
             "versions": [(str(k), _val(v)) for k, v in sorted((run.get("versions") or {}).items())]}
 
 
-# -- assembling and writing -----------------------------------------------------------------
 def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
     from .matrix import matrix_context
+    from .forest import forest_plot  # decisions.csv as a figure, first
     from .plots import all_plots
 
+    from .decisions import decision_table, decisions_rows
+
     pairs = pairs_table(b.preds, family=b.family)
+    decisions = decision_table(b.summary, pairs, margin=b.margin)
     head, rows = summary_table(b.summary)
     phead, prows = pairs_rows(pairs)
+    dhead, drows = decisions_rows(decisions)
     rhead, rrows = runs_side_by_side(b.runs, b.preds)
     return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
             "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
-            "verdicts": verdicts(b.summary, pairs) + family_verdicts(pairs),
-            "plots": all_plots(b.summary, b.preds, b.majk, b.probes), "measures_note": MEASURES_NOTE,
+            "decisions_head": dhead, "decisions_rows": drows, "decisions": decisions, "margin": b.margin,
+            "verdicts": verdicts(b.summary, pairs, decisions) + family_verdicts(pairs),
+            "plots": forest_plot(decisions) + all_plots(b.summary, b.preds, b.majk, b.probes), "measures_note": MEASURES_NOTE,
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
             "alpha": ALPHA, "holm_text": HOLM_TEXT[b.holm_key],
             "no_pairs_text": ("No strategy ran in more than one run: no same-strategy pairs (harness compare "
                               "--all-pairs compares different strategies)." if b.family == "same_strategy"
                               else "Only one strategy per task: no pairs."),
             "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)],
-            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/report/matrix.py)
+            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/reports/matrix.py)
 
 
 def _section(sec: Section, b: Bundle) -> dict:
@@ -235,19 +249,12 @@ def _section(sec: Section, b: Bundle) -> dict:
 
 
 def _builtin_sections(b: Bundle) -> list[Section]:
-    """Sections shown only when they have rows: the few-shot variance split (harness/report/variance.py),
-    the judge's quality and pairwise preferences (harness/report/judging.py)."""
+    """Sections shown only when they have rows: the variance split, the judge's quality, pairwise preferences."""
     from .variance import NOTE, variance_rows, variance_table
 
     head, rows = variance_rows(variance_table(b.preds))
-    out = [Section("variance", "Variance by source", lambda _b: (head, rows), NOTE)] if rows else []
-    from .judging import PAIRWISE_NOTE, QUALITY_NOTE, pairwise_rows, quality_rows  # judged tasks (docs/judge.md)
-    for sid, title, fn, note in (("judge", "The judge against the rule", quality_rows, QUALITY_NOTE),
-                                 ("pairwise", "Pairwise preferences", pairwise_rows, PAIRWISE_NOTE)):
-        jhead, jrows = fn(b)
-        if jrows:
-            out.append(Section(sid, title, lambda _b, h=jhead, r=jrows: (h, r), note))
-    return out
+    return ([Section("variance", "Variance by source", lambda _b: (head, rows), NOTE)] if rows else []) + [
+        Section(*x) for x in judge_sections(b)]  # judged tasks (docs/judge.md)
 
 
 def _md_cell(x: Any) -> str:
@@ -266,9 +273,16 @@ def render_md(ctx: dict) -> str:
     parts = [f"# {_md_cell(ctx['title'])}", "", f"Generated {ctx['generated']}. Plots and examples are in "
              "report.html.", "", "## Verdict", ""]
     parts += [f"- {_md_cell(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
+    if ctx.get("decisions_rows"):
+        parts += ["", f"Decisions (decisions.csv): each cell against the best cell of its task and model, margin "
+                  f"{pct(ctx['margin'], 0)}; the interval is at the stated level (Bonferroni over the task's pairs, "
+                  f"cut at 0 where Holm rejects). docs/statistics.md defines every column.", "",
+                  _md_table(ctx["decisions_head"], ctx["decisions_rows"])]
     parts += ["", "## Summary", "", _md_cell(ctx["measures_note"]), "",
               _md_table(ctx["summary_head"], ctx["summary_rows"]), "",
-              "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error. "
+              "## Paired significance", "", f"Score test (McNemar without continuity correction) on items both "
+              f"strategies answered without an error, and Tango's score interval at the stated level (Bonferroni "
+              f"over the family, cut at 0 where Holm rejects, so it excludes 0 exactly when p Holm < {ctx['alpha']}). "
               f"{ctx['holm_text']} Significant at p < {ctx['alpha']}.", ""]
     parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else ctx["no_pairs_text"], ""]
     from .matrix import matrix_markdown
@@ -296,10 +310,11 @@ def render_html(ctx: dict) -> str:
 def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     ctx = build_context(b, SECTIONS if sections is None else sections)
-    paths = [out / "report.html", out / "report.md", out / "pairs.csv"]
+    paths = [out / "report.html", out / "report.md", out / "pairs.csv", out / "decisions.csv"]
     write_text_atomic(paths[0], render_html(ctx))
     write_text_atomic(paths[1], render_md(ctx))
     write_frame_atomic(ctx["pairs"], paths[2])
+    write_frame_atomic(ctx["decisions"], paths[3])
     return paths
 
 
@@ -314,16 +329,24 @@ def _majk(d: Path) -> pd.DataFrame:
     return pd.read_csv(p) if p.exists() else pd.DataFrame()
 
 
-def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = None) -> list[Path]:
-    """Write report.html, report.md and pairs.csv into a run folder; returns their paths.
-    `sections`: extra sections (default: SECTIONS)."""
+def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = None,
+                 margin: float | None = None) -> list[Path]:
+    """Write report.html, report.md, pairs.csv and decisions.csv into a run folder; returns their paths.
+    `sections`: extra sections (default: SECTIONS). `margin`: the non-inferiority margin (default: the
+    one run.json records, else 0.05); it is recorded in run.json."""
     data = load_run(run_dir)
     d = Path(run_dir)
     preds = _complete(data["predictions"])
     summary = data["summary"] if not data["summary"].empty else summarize(preds, data["probes"])
+    if "constant_answer" not in summary and not preds.empty:  # a run folder from before issue 22
+        summary = summary.merge(constant_cells(preds), on=["task", "strategy", "model"], how="left")
     run = data["run"]
+    m = resolve_margin(margin, run)
+    if run.get("margin") != m:
+        write_json_atomic(d / "run.json", {**run, "margin": m})
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
-    return _write(Bundle(title, preds, summary, _majk(d), [run], data["probes"]), d, sections)
+    sections = list(SECTIONS if sections is None else sections) + [Section(*s) for s in race_sections(d)]  # --race
+    return _write(Bundle(title, preds, summary, _majk(d), [run], data["probes"], margin=m), d, sections)
 
 
 def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataFrame] | None = None) -> list[pd.DataFrame]:
@@ -352,7 +375,8 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataF
 
 
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
-                  sections: Sequence[Section] | None = None, all_pairs: bool = False) -> list[Path]:
+                  sections: Sequence[Section] | None = None, all_pairs: bool = False,
+                  margin: float | None = None) -> list[Path]:
     """Join several run folders into one report (default folder results/compare-<timestamp>).
 
     Significance tests and Holm's correction cover the comparisons asked for: by default the same
@@ -366,7 +390,11 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
                        ignore_index=True)
     if out is None:
         out = RESULTS_DIR / new_run_id("compare-")
-    title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
+    from .decisions import shared_items
+
+    preds, shared = shared_items(preds, ids)
+    title = f"Comparison of {len(datas)} runs: {', '.join(ids)}" + (f" (on the items every run has: {shared})"
+                                                                    if shared else "")
     family, key = ("all", "all_runs") if all_pairs else ("same_strategy", "same_strategy")
     return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes,
-                         family=family, holm_key=key), Path(out), sections)
+                         family=family, holm_key=key, margin=resolve_margin(margin, {})), Path(out), sections)

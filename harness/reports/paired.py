@@ -1,5 +1,8 @@
-"""Paired comparisons of strategies on the same items: exact McNemar, a paired bootstrap CI of the
-accuracy difference, Holm's correction, and the Pareto frontier of cost vs accuracy.
+"""Paired comparisons of strategies on the same items: one method for the interval and the test
+(Tango's score interval and score test, harness/stats/paired.py; the clustered t-test on per-item
+differences where a strategy has several rows per item), Holm's correction with intervals at the
+Bonferroni level cut at 0 where Holm rejects (each excludes 0 exactly when p_holm < 0.05), and the
+Pareto frontier of cost vs accuracy. docs/statistics.md gives the reasons.
 
 Pure functions over arrays and the predictions table. The tests check them against scipy and
 statsmodels (tests/test_report.py).
@@ -18,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 PAIR_COLUMNS = ["task", "model", "strategy_a", "strategy_b", "n", "acc_a", "acc_b", "diff", "ci_low", "ci_high",
-                "p_mcnemar", "p_holm", "holm_family"]
+                "p_mcnemar", "p_holm", "holm_family", "level", "method", "only_a", "only_b"]
+ALPHA = 0.05
 # Holm families: which comparisons are corrected together (always within one task)
 FAMILIES = {
     "all": "all pairs of strategies of the task",
@@ -100,37 +104,88 @@ def _ok_rows(preds: pd.DataFrame) -> pd.DataFrame:
     return preds[~err] if isinstance(err, pd.Series) else preds
 
 
-def pairs_table(preds: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, family: str = "all") -> pd.DataFrame:
+def _per_item(d: pd.DataFrame) -> pd.Series:
+    """Correctness per example_id: the row's 0/1, or the mean over the rows of an item that has several."""
+    return d.groupby("example_id", sort=True)["correct"].mean()
+
+
+def pair_test(a: pd.Series, b: pd.Series) -> dict:
+    """The paired comparison of two per-item series (0/1, or shares where items have several rows) on
+    the items both have: the score test when each item has one row ('score'), else the t-test on the
+    per-item differences ('clustered')."""
+    j = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+    n = len(j)
+    x, y = j["a"].to_numpy(float), j["b"].to_numpy(float)
+    out = {"n": n, "acc_a": x.mean() if n else np.nan, "acc_b": y.mean() if n else np.nan,
+           "diff": (x.mean() - y.mean()) if n else np.nan}
+    if np.isin(x, (0.0, 1.0)).all() and np.isin(y, (0.0, 1.0)).all():
+        from ..stats.paired import score_p_value
+
+        only_a, only_b = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+        return {**out, "method": "score", "only_a": only_a, "only_b": only_b,
+                "p_mcnemar": score_p_value(only_a, only_b) if n else np.nan}
+    from ..stats.cluster import clustered_paired_test
+
+    r = clustered_paired_test(x - y, j.index.to_numpy())
+    return {**out, "method": "clustered", "only_a": np.nan, "only_b": np.nan, "p_mcnemar": r["p"], "_d": x - y,
+            "_ids": j.index.to_numpy()}
+
+
+def pair_interval(row: dict, alpha: float) -> tuple[float, float]:
+    """The row's interval at level 1 - alpha by its own method."""
+    if not row["n"]:
+        return float("nan"), float("nan")
+    if row["method"] == "score":
+        from ..stats.paired import score_interval
+
+        return score_interval(row["only_a"], row["only_b"], row["n"], alpha)
+    from ..stats.cluster import clustered_paired_test
+
+    r = clustered_paired_test(row["_d"], row["_ids"], alpha=alpha)
+    return r["ci_low"], r["ci_high"]
+
+
+def adjust_family(rows: list[dict], *, alpha: float = ALPHA) -> list[dict]:
+    """Holm over the rows (one family), each interval at the Bonferroni level 1 - alpha / m and cut at 0
+    where Holm rejects and Bonferroni does not (harness.stats.paired.holm_cut)."""
+    from ..stats.paired import holm_adjust, holm_cut
+
+    p = np.array([r["p_mcnemar"] for r in rows], dtype=float)
+    m = int((~np.isnan(p)).sum())
+    p_holm = holm_adjust(p)
+    for r, ph in zip(rows, p_holm):
+        lo, hi = pair_interval(r, alpha / max(m, 1)) if not np.isnan(r["p_mcnemar"]) else (np.nan, np.nan)
+        lo, hi, _ = holm_cut(r["diff"], lo, hi, ph, alpha=alpha)
+        r.update({"p_holm": float(ph), "ci_low": float(lo[0]), "ci_high": float(hi[0]),
+                  "level": 1 - alpha / max(m, 1) if not np.isnan(r["p_mcnemar"]) else np.nan})
+        r.pop("_d", None), r.pop("_ids", None)
+    return rows
+
+
+def pairs_table(preds: pd.DataFrame, *, n_boot: int | None = None, seed: int = 0, family: str = "all") -> pd.DataFrame:
     """Pairs of strategies on the same task and model, over the items both answered without an
     error (inner join on example_id). Within a pair, strategy_a is the one with the higher accuracy
     over all its items (ties: by name), so `diff = acc_a - acc_b` is usually >= 0.
 
     `family` says which pairs are compared and corrected together: "all" (every pair of a task) or
     "same_strategy" (only one strategy against itself in other runs: 'cot@a' vs 'cot@b'). p_holm adjusts
-    p_mcnemar across the family's pairs of a task (every model of that task together)."""
+    p_mcnemar across the family's pairs of a task (every model of that task together); ci_low / ci_high
+    are at `level` (1 - 0.05 / m for the task's m pairs), cut at 0 where Holm rejects. (`n_boot`, `seed`:
+    unused since the bootstrap interval was replaced; kept for callers.)"""
     if family not in FAMILIES:
         raise ValueError(f"unknown Holm family {family!r}")
     if preds.empty:
         return pd.DataFrame(columns=PAIR_COLUMNS)
     ok = _ok_rows(preds).copy()
-    ok["correct"] = ok["correct"].fillna(False).astype(bool)
-    rows = []
+    ok["correct"] = ok["correct"].fillna(False).astype(bool).astype(float)
+    by_task: dict[str, list[dict]] = {}
     for (task, model), g in ok.groupby(["task", "model"], sort=True):
-        per = {s: d.drop_duplicates("example_id").set_index("example_id")["correct"]
-               for s, d in g.groupby("strategy", sort=True)}
+        per = {s: _per_item(d) for s, d in g.groupby("strategy", sort=True)}
         order = sorted(per, key=lambda s: (-per[s].mean(), s))
         for sa, sb in combinations(order, 2):
             if family == "same_strategy" and base_strategy(sa) != base_strategy(sb):
                 continue
-            joined = pd.concat([per[sa].rename("a"), per[sb].rename("b")], axis=1, join="inner")
-            a, b = joined["a"].to_numpy(bool), joined["b"].to_numpy(bool)
-            lo, hi = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed)
-            n = len(joined)
-            rows.append({"task": task, "model": model, "strategy_a": sa, "strategy_b": sb, "n": n,
-                         "acc_a": a.mean() if n else np.nan, "acc_b": b.mean() if n else np.nan,
-                         "diff": (a.mean() - b.mean()) if n else np.nan, "ci_low": lo, "ci_high": hi,
-                         "p_mcnemar": mcnemar_exact(a, b), "holm_family": family})
-    out = pd.DataFrame(rows, columns=PAIR_COLUMNS)
-    for _, idx in out.groupby("task").groups.items():
-        out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_mcnemar"].to_numpy())
-    return out
+            by_task.setdefault(task, []).append({"task": task, "model": model, "strategy_a": sa, "strategy_b": sb,
+                                                 **pair_test(per[sa], per[sb]), "holm_family": family})
+    rows = [r for task in sorted(by_task) for r in adjust_family(by_task[task])]
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)

@@ -5,7 +5,7 @@
 
 Pages: `/` lists the run folders under RESULTS_DIR (filter by task, model, template hash; tick two or
 more and compare); `/compare?run=A&run=B` puts the runs side by side on the items they share, with the
-paired statistics of harness/report/matrix.py (exact McNemar, paired bootstrap CI, Holm over the task's cell
+paired statistics of harness/reports/matrix.py (exact McNemar, paired bootstrap CI, Holm over the task's cell
 pairs); `/runs/RUN/FILE` serves a file of a run folder (report.html, report.md, CSVs, run.json).
 
 It never writes: it opens files for reading only. Every path from a URL is resolved and must stay inside
@@ -125,12 +125,16 @@ def compare_context(root: Path, ids: list[str]) -> dict:
         runs.append(run_facts(root, d.parent))
     preds = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
         else pd.DataFrame()
+    from .decisions import shared_items
+
+    preds, shared_note = shared_items(preds, ids) if not preds.empty else (preds, "")
     summary = summarize(preds) if not preds.empty else pd.DataFrame()
     pairs = cell_pairs(preds) if not preds.empty else pd.DataFrame()
     srows = [[r["task"], r["strategy"], r["model"], str(r["n"]), pct(r["accuracy"]),
               f"{pct(r['ci_low'], 0)}–{pct(r['ci_high'], 0)}"] for r in summary.to_dict("records")]
     prows = [[r["task"], f"{r['strategy_a']} · {r['model_a']}", f"{r['strategy_b']} · {r['model_b']}", str(r["n"]),
-              pct(r["acc_a"]), pct(r["acc_b"]), pct(r["diff"]), f"{pct(r['ci_low'])} … {pct(r['ci_high'])}",
+              pct(r["acc_a"]), pct(r["acc_b"]), pct(r["diff"]),
+              f"{pct(r['ci_low'])} … {pct(r['ci_high'])} [{pct(r['level'], 2)}]",
               fp(r["p_mcnemar"]), fp(r["p_holm"]), "significant" if r["p_holm"] < 0.05 else "not significant"]
              for r in pairs.to_dict("records")]
     items = []
@@ -147,7 +151,7 @@ def compare_context(root: Path, ids: list[str]) -> dict:
                                     "ok": bool(by[c].loc[e].get("correct")) if pd.notna(by[c].loc[e].get("correct"))
                                     else False} for c in cols]})
         items.append({"task": task, "cols": [f"{s} · {m}" for s, m in cols], "rows": rows, "shared": len(shared)})
-    return {"runs": runs, "summary_rows": srows, "pairs_rows": prows, "items": items}
+    return {"runs": runs, "summary_rows": srows, "pairs_rows": prows, "items": items, "shared_note": shared_note}
 
 
 def _render(name: str, **ctx: Any) -> bytes:

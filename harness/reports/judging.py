@@ -46,3 +46,14 @@ def pairwise_rows(bundle) -> tuple[list[str], list[list[str]]]:
                          str(s["b_wins"]), str(s["ties"]), _pct(s["flip_rate"], s["flip_low"], s["flip_high"]),
                          "–" if s["p_value"] is None else f"{s['p_value']:.3g}"])
     return head, rows
+
+
+def judge_sections(b: Any) -> list[tuple]:
+    """(id, title, table, note) of the judge's quality and the pairwise preferences, where they have rows."""
+    out = []
+    for sid, title, fn, note in (("judge", "The judge against the rule", quality_rows, QUALITY_NOTE),
+                                 ("pairwise", "Pairwise preferences", pairwise_rows, PAIRWISE_NOTE)):
+        jhead, jrows = fn(b)
+        if jrows:
+            out.append((sid, title, lambda _b, h=jhead, r=jrows: (h, r), note))
+    return out

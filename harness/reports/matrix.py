@@ -6,7 +6,7 @@ between the cells on the same items; and the verdict over all cells.
     pairs = cell_pairs(preds)                 # every pair of cells of a task, Holm over the task's pairs
     matrix_verdicts(cells, pairs)             # best cell, cells not significantly worse, cheapest of those
 
-Statistics are harness/report/paired.py's (exact McNemar, paired bootstrap, Holm); the family corrected is
+Statistics are harness/reports/paired.py's (score test, Tango interval at the Bonferroni level, Holm); the family corrected is
 every pair of cells of one task (models, templates and strategies together).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from .paired import _ok_rows, holm, mcnemar_exact, paired_bootstrap_ci
+from .paired import _ok_rows
 from .report_format import _col, _num, fnum, fp, fusd, pct, with_totals
 
 ALPHA = 0.05
@@ -27,7 +27,7 @@ CELL_PAIR_COLUMNS = ["task", "strategy_a", "model_a", "strategy_b", "model_b", "
 NOTE = ("Rows are (template, strategy), columns are models; each cell: accuracy with its 95 % Wilson CI, "
         "cost per example ($ when priced, else prompt + completion tokens) and latency (probe p50 when "
         "probed, else the median in-batch request time). Colour: accuracy (red 0 % → green 100 %). "
-        "▼row / ▼col: significantly worse than the best cell of its row / column (exact McNemar on the "
+        "▼row / ▼col: significantly worse than the best cell of its row / column (score test on the "
         "items both answered, Holm over every pair of cells of the task, p < 0.05).")
 
 
@@ -73,32 +73,26 @@ def cell_table(preds: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
                                                                  ignore_index=True)
 
 
-def cell_pairs(preds: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def cell_pairs(preds: pd.DataFrame, *, n_boot: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Every pair of (strategy, model) cells of a task, on the items both answered without an error
     (inner join on example_id). Within a pair, cell a has the higher accuracy (ties: by name).
-    p_holm: Holm over all the task's cell pairs."""
+    The same method as pairs.csv (harness/reports/paired.py): the score test, Tango's interval at the
+    Bonferroni level over the task's cell pairs, Holm's p, and the interval cut at 0 where Holm rejects.
+    (`n_boot`, `seed`: unused since the bootstrap was replaced.)"""
+    from .paired import _per_item, adjust_family, pair_test
+
     if preds.empty:
         return pd.DataFrame(columns=CELL_PAIR_COLUMNS)
     ok = _ok_rows(preds).copy()
-    ok["correct"] = ok["correct"].fillna(False).astype(bool)
+    ok["correct"] = ok["correct"].fillna(False).astype(bool).astype(float)
     rows = []
     for task, g in ok.groupby("task", sort=True):
-        per = {k: d.drop_duplicates("example_id").set_index("example_id")["correct"]
-               for k, d in g.groupby(["strategy", "model"], sort=True)}
+        per = {k: _per_item(d) for k, d in g.groupby(["strategy", "model"], sort=True)}
         order = sorted(per, key=lambda k: (-per[k].mean(), k))
-        for ca, cb in combinations(order, 2):
-            j = pd.concat([per[ca].rename("a"), per[cb].rename("b")], axis=1, join="inner")
-            a, b = j["a"].to_numpy(bool), j["b"].to_numpy(bool)
-            n = len(j)
-            lo, hi = paired_bootstrap_ci(a, b, n_boot=n_boot, seed=seed)
-            rows.append({"task": task, "strategy_a": ca[0], "model_a": ca[1], "strategy_b": cb[0], "model_b": cb[1],
-                         "n": n, "acc_a": a.mean() if n else np.nan, "acc_b": b.mean() if n else np.nan,
-                         "diff": (a.mean() - b.mean()) if n else np.nan, "ci_low": lo, "ci_high": hi,
-                         "p_mcnemar": mcnemar_exact(a, b)})
-    out = pd.DataFrame(rows, columns=CELL_PAIR_COLUMNS)
-    for _, idx in out.groupby("task").groups.items():
-        out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_mcnemar"].to_numpy())
-    return out
+        fam = [{"task": task, "strategy_a": ca[0], "model_a": ca[1], "strategy_b": cb[0], "model_b": cb[1],
+                **pair_test(per[ca], per[cb])} for ca, cb in combinations(order, 2)]
+        rows += adjust_family(fam)
+    return pd.DataFrame(rows, columns=CELL_PAIR_COLUMNS + ["level", "method", "only_a", "only_b"])
 
 
 def _p(pairs: pd.DataFrame, task: str, x: tuple, y: tuple) -> float:

@@ -87,11 +87,20 @@ def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.Dat
         n = len(ok)
         correct = int(ok["correct"].fillna(False).astype(bool).sum())
         lo, hi = wilson_ci(correct, n)
+        clusters, se_ratio = n, 1.0 if n > 1 else None
+        if n and "example_id" in ok and (clusters := int(ok["example_id"].nunique())) < n:
+            # rows share items: the cluster-robust (CR1) error by item, and Wilson at n / design effect
+            from ..stats.cluster import cluster_se, wilson_design
+
+            _, se, naive, _ = cluster_se(ok["correct"].fillna(False).astype(float), ok["example_id"])
+            se_ratio = se / naive if naive > 0 and se == se else None
+            lo, hi = wilson_design(correct, n, se_ratio ** 2 if se_ratio else 1.0)
         row = dict(zip(GROUP, key))
         pt = pd.to_numeric(g["prompt_tokens"], errors="coerce").fillna(0)
         ct = pd.to_numeric(g["completion_tokens"], errors="coerce").fillna(0)
         row.update({
             "n": n, "accuracy": correct / n if n else None, "ci_low": lo, "ci_high": hi,
+            "n_clusters": clusters, "se_ratio": se_ratio,
             "parse_fail_rate": float((~ok["parse_ok"].fillna(False).astype(bool)).mean()) if n else None,
             "errors": int(err.sum()),
             "mean_prompt_tokens": _mean(g["prompt_tokens"]), "mean_completion_tokens": _mean(g["completion_tokens"]),
@@ -126,7 +135,10 @@ def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.Dat
         if "cached" in g:
             row["cached_rows"] = int(g["cached"].fillna(False).astype(bool).sum())
         rows.append(row)
-    return pd.DataFrame(rows)
+    from .decisions import constant_cells  # constant_answer / constant_share (harness/reports/decisions.py)
+
+    out = pd.DataFrame(rows)
+    return out.merge(constant_cells(preds), on=GROUP, how="left") if len(out) else out
 
 
 # -- maj@k ----------------------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""The race (harness/stats/race.py): its looks against the sequences and accuracies computed directly,
+its error rate by Monte Carlo (a best cell is eliminated, or a winner is declared among equals, at
+most alpha of the time, while the naive fixed-n race does so far more often), halving's budget, and
+a race fed one batch at a time (as a runner or a resume feeds it) ending exactly as the complete one."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.stats.race import race, race_order, race_sentence
+from harness.stats.sequences import paired_betting_sequence, paired_confidence_sequence
+
+
+def _table(accs, n=300, seed=0, shared=0.5) -> pd.DataFrame:
+    """Correlated cells: an item's difficulty is shared, so paired differences are informative."""
+    rng = np.random.default_rng(seed)
+    z = rng.random(n)
+    return pd.DataFrame({f"c{i}": ((shared * z + (1 - shared) * rng.random(n)) < p).astype(float)
+                         for i, p in enumerate(accs)}, index=[f"item{i}" for i in range(n)])
+
+
+def _mc(rate: float, reps: int) -> float:
+    return rate + 3 * math.sqrt(rate * (1 - rate) / reps)
+
+
+@pytest.mark.parametrize("method", ["betting", "eb"])
+def test_looks_agree_with_direct_computation(method):
+    table = _table([0.8, 0.75, 0.5, 0.3], n=240)
+    res = race(table, seed=4, batch=16, alpha=0.05, margin=0.05, method=method)
+    order = race_order(table.index, 4)
+    assert res.looks["items"].max() == res.items and res.status in ("winner", "tie", "undecided")
+    for _, row in res.looks[res.looks.status != "out"].iterrows():
+        items = order[:row["items"]]
+        assert row["accuracy"] == pytest.approx(table.loc[items, row["cell"]].mean())
+        look = res.looks[(res.looks.look == row["look"]) & res.looks.leader]
+        leader = look["cell"].iloc[0]
+        assert table.loc[items, leader].mean() >= row["accuracy"]       # the leader leads
+        if row["cell"] == leader:
+            continue
+        a, b = table.loc[order, row["cell"]].to_numpy(), table.loc[order, leader].to_numpy()
+        if method == "eb":   # intersected over every item
+            lo, hi = paired_confidence_sequence(a, b, alpha=2 * 0.05 / 12, population=len(order))
+            expect = (lo[row["items"] - 1], hi[row["items"] - 1])
+        else:                # intersected over the looks
+            looks = list(range(16, row["items"] + 1, 16))
+            lo, hi = paired_betting_sequence(a, b, looks, alpha=2 * 0.05 / 12, population=len(order))
+            expect = (lo[-1], hi[-1])
+        assert (row["lower"], row["upper"]) == pytest.approx(expect, abs=1e-9)
+        assert (row["status"] == "eliminated") == (row["upper"] < 0)
+    eliminated = res.looks[res.looks.status == "eliminated"]
+    assert dict(zip(eliminated["cell"], eliminated["items"])) == res.eliminated
+    n_out = sum(res.eliminated.values())
+    assert res.evaluations == n_out + res.items * len(res.remaining)
+    assert res.winner in (None, "c0") and "c3" in res.eliminated
+
+
+def test_a_clear_winner_wins_early_and_the_sentence_says_so():
+    table = pd.DataFrame({"good": [1.0] * 200, "bad": [0.0] * 200, "worse": [0.0] * 200})
+    res = race(table, seed=1)
+    assert (res.status, res.winner, res.items) == ("winner", "good", 16)
+    assert res.evaluations == 48 and res.evaluations < 3 * 200
+    assert race_sentence(res) == "bad and worse were eliminated after 16 and 16 items; good wins after 16 items"
+
+
+def test_sentence_for_an_undecided_race():
+    table = _table([0.6, 0.6, 0.1], n=400, seed=2)
+    res = race(table, seed=0, margin=0.05, max_items=64)
+    assert res.status == "undecided" and set(res.remaining) == {"c0", "c1"}
+    assert race_sentence(res).startswith("c2 was eliminated after ")
+    assert "c0 and c1 are not separated after 64 items (undecided at the budget; " in race_sentence(res)
+
+
+def test_identical_cells_tie_within_the_margin():
+    col = _table([0.6], n=400, seed=3)["c0"]
+    table = pd.DataFrame({"a": col, "b": col, "c": col})
+    res = race(table, seed=0, margin=0.05)
+    assert res.status == "tie" and res.items < 400 and not res.eliminated
+
+
+def test_null_races_rarely_claim_a_difference_and_naive_races_often_do():
+    """4 relabelled copies of one cell (the same accuracy on the pool): any elimination is false."""
+    rng = np.random.default_rng(7)
+    base = (rng.random(200) < 0.55).astype(float)
+    reps, alpha = 200, 0.1
+    seq = naive = 0
+    for r in range(reps):
+        table = pd.DataFrame({f"copy{k}": rng.permutation(base) for k in range(4)})
+        seq += bool(race(table, seed=r, alpha=alpha, bounds=False).eliminated)
+        naive += bool(race(table, seed=r, alpha=alpha, mode="naive").eliminated)
+    assert seq / reps <= _mc(alpha, reps)
+    assert naive / reps > 2 * alpha
+
+
+@pytest.mark.parametrize("control", ["all", "best"])
+def test_the_best_cell_is_eliminated_at_most_alpha_of_the_time(control):
+    rng = np.random.default_rng(9)
+    z = rng.random(300)
+    cells = {f"c{i}": ((0.5 * z + 0.5 * rng.random(300)) < p).astype(float)
+             for i, p in enumerate([0.62, 0.6, 0.58, 0.45])}
+    table = pd.DataFrame(cells)
+    best = table.mean().idxmax()
+    reps, alpha = 200, 0.1
+    lost = sum(best in race(table, seed=r, alpha=alpha, control=control, bounds=False).eliminated
+               for r in range(reps))
+    assert lost / reps <= _mc(alpha, reps)
+
+
+def test_halving_spends_its_budget_and_halves():
+    table = _table([0.85, 0.6, 0.55, 0.5, 0.4, 0.35, 0.3, 0.2], n=400, seed=5)
+    res = race(table, seed=2, mode="halving", budget=800)
+    assert res.status == "winner" and res.winner == "c0"
+    assert res.evaluations <= 800
+    live_per_round = res.looks[res.looks.status != "out"].groupby("look").size().tolist()
+    assert live_per_round == [8, 4, 2]
+    assert res.looks.groupby("look")["items"].first().tolist() == [33, 33 + 66, 33 + 66 + 133]
+    with pytest.raises(ValueError, match="budget"):
+        race(table, mode="halving")
+    with pytest.raises(ValueError, match="less than one item"):
+        race(table, mode="halving", budget=10)
+
+
+def test_two_equal_cells_give_a_winner_at_most_alpha_of_the_time():
+    """control="all": a winner among equals is a false claim (each side of the pair at alpha/2)."""
+    rng = np.random.default_rng(3)
+    base = (rng.random(300) < 0.6).astype(float)
+    reps, alpha = 300, 0.1
+    wins = sum(race(pd.DataFrame({"a": rng.permutation(base), "b": rng.permutation(base)}), seed=r, alpha=alpha,
+                    bounds=False).status == "winner" for r in range(reps))
+    assert wins / reps <= _mc(alpha, reps)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "halving"])
+def test_a_race_fed_batch_by_batch_ends_as_the_complete_race(mode):
+    table = _table([0.7, 0.65, 0.5, 0.45, 0.3], n=160, seed=6)
+    kw = dict(seed=11, mode=mode, budget=500, batch=16)
+    full = race(table, **kw)
+    partial = pd.DataFrame(np.nan, index=table.index, columns=table.columns)
+    calls = 0
+    while True:
+        res = race(partial, **kw)
+        if res.status != "running":
+            break
+        calls += 1
+        assert res.next_items
+        for cell in res.remaining:
+            partial.loc[list(res.next_items), cell] = table.loc[list(res.next_items), cell]
+    pd.testing.assert_frame_equal(res.looks, full.looks)
+    assert (res.status, res.winner, res.eliminated) == (full.status, full.winner, full.eliminated)
+    assert int(partial.notna().sum().sum()) == full.evaluations and calls == full.looks["look"].max()
+
+
+def test_an_errored_item_is_not_asked_again_and_is_dropped_from_its_pairs():
+    table = _table([0.9, 0.2], n=64, seed=8)
+    ran = table.notna()
+    table.iloc[:5, 0] = np.nan                  # ran, but errored
+    res = race(table, seed=0, ran=ran)
+    assert res.status != "running" and res.winner == "c0"
+
+
+def test_bad_input():
+    table = _table([0.5, 0.5], n=20)
+    with pytest.raises(ValueError, match="mode"):
+        race(table, mode="fast")
+    with pytest.raises(ValueError, match="two or more"):
+        race(table[["c0"]])
+    with pytest.raises(ValueError, match="alpha"):
+        race(table, alpha=0.7)
+    with pytest.raises(ValueError, match="margin"):
+        race(table, margin=5)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import harness.stats.race
+    import harness.stats.sequences
+
+    for module in (harness.stats.race, harness.stats.sequences):
+        assert doctest.testmod(module).failed == 0

@@ -1,0 +1,97 @@
+"""The race through the runner (harness/runs/race.py) on a scripted backend: it runs only what the
+race asks for, writes race.csv / race.json, agrees with the pure race on the complete matrix, and an
+interrupted race resumes to the same decisions. (The real-engine checks are in docs/race.md.)"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pandas as pd
+import pytest
+
+import harness
+from harness.api import race_spec
+from harness.backends.scripted import ScriptedBackend
+from harness.runs.spec import RunSpec
+from harness.stats.race import race, race_order
+
+STRATEGIES = ["zero_shot", "few_shot:k=1", "few_shot:k=2", "few_shot:k=3"]
+SKILL = {0: 0.3, 1: 0.5, 2: 0.9, 3: 0.92}   # accuracy by number of exemplars
+
+
+def _answer(request) -> str:
+    """Right with a probability set by the strategy (its exemplar count), fixed per item."""
+    text = "\n".join(m.content for m in request.messages) + (request.prompt or "")
+    a, b = map(int, re.findall(r"Which number is larger: (\d+) or (\d+)\?", text)[-1])
+    k = text.count("A: The answer is")
+    h = int(hashlib.sha256(f"{k}-{a}-{b}".encode()).hexdigest(), 16) % 1000 / 1000
+    return f"The answer is {max(a, b) if h < SKILL[k] else min(a, b)}."
+
+
+class _Stop(ScriptedBackend):
+    """Stops the run (as Ctrl-C / SIGTERM does) at its `stop_at`-th engine call."""
+
+    def __init__(self, stop_at: int):
+        super().__init__(_answer)
+        self.stop_at = stop_at
+
+    def generate(self, requests):
+        if len(self.calls) + 1 == self.stop_at:
+            self.calls.append(len(requests))
+            raise KeyboardInterrupt
+        return super().generate(requests)
+
+
+def _race(out, backend, strategies=STRATEGIES):
+    spec = RunSpec.build(tasks=("larger_number",), strategies=tuple(strategies), limit=160, cache=False, out=str(out))
+    return race_spec(spec, {"batch": 16}, backend=backend, progress=False)
+
+
+def test_the_race_runs_only_what_it_needs_and_matches_the_pure_race(tmp_path):
+    preds = _race(tmp_path / "race", ScriptedBackend(_answer))
+    decision = preds.attrs["race"]["larger_number"]
+    assert decision["status"] in ("winner", "tie") and decision["best"] in ("few_shot:k=2", "few_shot:k=3")
+    assert {"zero_shot", "few_shot:k=1"} <= set(decision["eliminated"])
+    assert len(preds) == decision["evaluations"] < 4 * 160            # eliminated cells stopped running
+    looks = pd.read_csv(tmp_path / "race" / "race.csv")
+    saved = json.loads((tmp_path / "race" / "race.json").read_text())
+    assert saved["tasks"]["larger_number"]["sentence"] == decision["sentence"]
+    # the pure race on the complete matrix (every unit run) takes the same decisions
+    full = harness.run(["larger_number"], STRATEGIES, backend=ScriptedBackend(_answer), out=tmp_path / "full",
+                       limit=160, progress=False, latency_calibration=0, latency_probe=0, cache=False)
+    table = full.pivot_table(index="example_id", columns="strategy", values="correct", aggfunc="first")
+    items = list(full[full.strategy == "zero_shot"]["example_id"])
+    pure = race(table[STRATEGIES].astype(float), order=race_order(items, 0), batch=16)
+    assert (pure.status, pure.winner, pure.eliminated) == (decision["status"], decision["winner"],
+                                                          decision["eliminated"])
+    assert looks["look"].max() == pure.looks["look"].max()
+    assert looks[["items", "accuracy", "status"]].reset_index(drop=True).equals(
+        pure.looks[["items", "accuracy", "status"]].reset_index(drop=True))
+
+
+def test_an_interrupted_race_resumes_to_the_same_decisions(tmp_path):
+    whole = _race(tmp_path / "whole", ScriptedBackend(_answer)).attrs["race"]
+    with pytest.raises(KeyboardInterrupt):
+        _race(tmp_path / "cut", _Stop(stop_at=7))
+    assert (tmp_path / "cut" / "race.csv").is_file()
+    resumed = _race(tmp_path / "cut", ScriptedBackend(_answer)).attrs["race"]
+    assert resumed == whole
+    assert pd.read_csv(tmp_path / "cut" / "race.csv").equals(pd.read_csv(tmp_path / "whole" / "race.csv"))
+
+
+def test_a_race_needs_two_cells(tmp_path):
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="two or more"):
+        _race(tmp_path / "r", ScriptedBackend(_answer), strategies=["zero_shot"])
+
+
+def test_the_report_of_a_raced_run_has_the_race_section(tmp_path):
+    from harness.reports.report import write_report
+
+    _race(tmp_path / "r", ScriptedBackend(_answer))
+    html, md = write_report(tmp_path / "r")[:2]
+    text = md.read_text()
+    assert "## Race" in text and "eliminated after" in text and '<section id="race">' in html.read_text()
+    assert (tmp_path / "r" / "race.png").stat().st_size > 1000
