@@ -49,7 +49,7 @@ def test_fit_matches_an_independent_least_squares_and_leave_one_out():
     ls = scipy.optimize.least_squares(lambda c: c[0] + c[1] * p - t, x0=np.zeros(2)).x  # a second reference
     assert (f["ttft"]["a"], f["ttft"]["b_per_prompt_token"]) == pytest.approx((a_t, b_t), rel=1e-6)
     assert (a_t, b_t) == pytest.approx(tuple(ls), rel=1e-6)
-    assert f["latency"] == pytest.approx({"a": a_t - tpot, "b_per_prompt_token": b_t, "c_per_output_token": tpot})
+    assert f["latency"] == pytest.approx({"a": a_t, "b_per_prompt_token": b_t, "c_per_output_token": tpot})
     apes = []
     for i in range(len(p)):
         keep = np.arange(len(p)) != i
@@ -59,10 +59,11 @@ def test_fit_matches_an_independent_least_squares_and_leave_one_out():
     assert f["loo_max_ape"] == pytest.approx(np.max(apes), rel=1e-9)
     assert f["prompt_range"] == [pts["prompt_tokens"].min(), pts["prompt_tokens"].max()]
     assert f["loo_mape"] < 0.05  # 2 % noise on an exactly linear truth
-    # the fitted form: a + b·prompt + c·output equals TTFT + TPOT·(output - 1)
+    # the fitted form: a + b·prompt + c·(output - 1) is TTFT + TPOT·(output - 1), every coefficient >= 0
     lat = f["latency"]
-    assert lat["a"] + lat["b_per_prompt_token"] * 100 + lat["c_per_output_token"] * 50 == \
+    assert lat["a"] + lat["b_per_prompt_token"] * 100 + lat["c_per_output_token"] * 49 == \
         pytest.approx(a_t + b_t * 100 + tpot * 49)
+    assert min(lat.values()) >= 0 and not f["loo_flag"]
 
 
 def test_one_slow_request_moves_the_fit_little():
@@ -73,9 +74,9 @@ def test_one_slow_request_moves_the_fit_little():
     assert f["loo_max_ape"] > 0.5  # and the leave-one-out error shows that request
 
 
-def test_fit_needs_four_points_and_drops_errors():
+def test_fit_needs_three_points_and_drops_errors():
     pts = _points(5)
-    assert lm.fit(pts.iloc[:3]) is None
+    assert lm.fit(pts.iloc[:2]) is None and lm.fit(pts.iloc[:3])["n"] == 3  # a reduced calibration: 3 requests
     bad = pts.copy()
     bad.loc[0, "error"] = "boom"
     assert lm.fit(bad)["n"] == 4
@@ -92,8 +93,9 @@ def test_choose_spans_the_extremes_and_skips_rows_it_cannot_model():
                   ("sc", 70, 300, 5, "generate"), ("ll", 500, 0, None, "loglikelihood"), ("z", 61, 1, 1, "generate")])
     got = lm.choose(rows, 4)
     ids = [r["example_id"] for r in got]
-    assert ids[0] == "1"  # the longest context (prompt + output up to the cap) first: it gets the long cap
-    assert {"0", "1", "2"} <= set(ids)  # the shortest and the longest prompt, the longest output
+    assert ids[0] == "4"  # the longest prompt among the rows whose output reaches the cap first: it gets the cap
+    assert {"0", "1", "4"} <= set(ids)  # the shortest and the longest prompt, the long request
+    assert lm.choose(rows, 4, cap=300)[0]["example_id"] == "2"  # no output reaches it: the longest context
     assert not {"6", "7", "8"} & set(ids)  # n > 1, log-likelihood, under 2 output tokens
     assert [r["example_id"] for r in lm.choose(rows, 4)] == ids  # deterministic
     # a run of two prompt-length clusters (zero-shot ~90 tokens, few-shot ~270): both are calibrated
@@ -164,9 +166,14 @@ def test_calibration_requests_are_capped_and_the_default_skips_small_runs(tmp_pa
     assert len(calib) >= 2 and calib[-1] == lm.OUTPUT_CAP and set(calib[:-1]) == {lm.SHORT_CAP}
     small = ScriptedBackend(_linear)
     harness.run(["coin_flip"], ["zero_shot"], backend=small, limit=6, out=tmp_path / "b", progress=False,
-                write_report=False, cache=False)  # the default: under MIN_UNITS units, no calibration
+                write_report=False, cache=False)  # the default: under MIN_UNITS units and no cache, a reduced one
     meta = json.loads((tmp_path / "b" / "run.json").read_text())
-    assert small.calls == [6] and "too small" in meta["calibration"]["skipped"] and "latency_model" not in meta
+    assert small.calls == [6, 1] + [1] * lm.REDUCED_CALIBRATION  # the warm-up, then the reduced calibration
+    assert meta["calibration"]["rule"] == "reduced" and "too small" in meta["calibration"]["reason"]
+    fit = meta["latency_model"]["models"]["scripted"]
+    assert fit["n"] == lm.REDUCED_CALIBRATION and "reduced calibration" in fit["label"]
+    s = pd.read_csv(tmp_path / "b" / "summary.csv")
+    assert list(s["latency_source"]) == ["estimate-reduced"] and "reduced" in s["est_calibration"][0]
     off = ScriptedBackend(_linear)
     harness.run(["coin_flip"], ["zero_shot"], backend=off, limit=6, out=tmp_path / "c", progress=False,
                 write_report=False, cache=False, latency_probe=0)
@@ -189,11 +196,11 @@ def test_rows_the_model_does_not_cover_get_no_estimate():
     preds = pd.DataFrame({"model": "m", "prompt_tokens": [50, 60, 70, 900], "completion_tokens": [5, 10, 40, 10],
                           "answer_mode": ["generate", "loglikelihood", "generate", "generate"],
                           "n_samples": [1, None, 5, 1], "error": None})
-    fits = {"m": {"latency": {"a": 0.1, "b_per_prompt_token": 0.001, "c_per_output_token": 0.02},
-                  "ttft": {"a": 0.05, "b_per_prompt_token": 0.001}, "prompt_range": [40, 300],
+    fits = {"m": {"latency": {"a": 0.05, "b_per_prompt_token": 0.001, "c_per_output_token": 0.02},
+                  "ttft": {"a": 0.05, "b_per_prompt_token": 0.001}, "tpot_s": 0.02, "prompt_range": [40, 300],
                   "output_range": [2, 60], "context_range": [50, 320], "loo_mape": 0.07}}
     out = lm.apply(preds, fits)
-    assert out["est_latency_s"][0] == pytest.approx(0.1 + 0.001 * 50 + 0.02 * 5) and out["est_note"][0] is None
+    assert out["est_latency_s"][0] == pytest.approx(0.05 + 0.001 * 50 + 0.02 * 4) and out["est_note"][0] is None
     assert out["est_latency_s"][1:3].isna().all() and out["est_note"][1].startswith("not estimated")
     assert out["est_note"][3].startswith("extrapolated") and out["est_latency_s"][3] > 0  # prompt beyond 300
     ctx = lm.apply(pd.DataFrame({"model": "m", "prompt_tokens": [250, 250], "completion_tokens": [120, 40],

@@ -202,7 +202,8 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
             try:
                 meta["calibration"] = calibrate(engine, units, [e["p"] for e in previous + written],
                                                 latency_calibration, journal=Journal(run_dir / "calibration.jsonl"),
-                                                run_id=meta["run_id"], model=model_name)
+                                                run_id=meta["run_id"], model=model_name,
+                                                cache_folder=backend.cache.folder if cache else None)
             except KeyboardInterrupt:
                 interrupted = True
         with deferred():  # from here a first signal waits until the engine is closed and the files written
