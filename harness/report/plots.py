@@ -19,6 +19,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from .paired import pareto_front
+from .report_format import shown_latency
 
 DPI = 80
 FRONT_COLOR, DOMINATED_COLOR = "#1f77b4", "#9a9a9a"
@@ -355,6 +356,26 @@ def _probe_how(probes: pd.DataFrame | None) -> str:
     return PROBE_HOW.format(conc="one at a time" if conc <= 1 else f"{conc} at a time")
 
 
+def _latency_front(s: pd.DataFrame, probes: pd.DataFrame | None) -> tuple[str, str, str]:
+    """Adds s["_latency_p50_s"], each group's single-request latency p50 (report_format.shown_latency: the probe's,
+    else the estimate's, else none; never the time in batch) and returns (axis label, title word, caption)."""
+    shown = [shown_latency(r) for r in s.to_dict("records")]
+    s["_latency_p50_s"] = [x[0] for x in shown]
+    kinds = {x[1] for x in shown if x[1] != "none"}
+    if kinds == {"probe p50"}:
+        axis, word, how = "single-request latency p50 (s), latency probe", "probe p50", _probe_how(probes)
+    elif kinds == {"estimate p50"}:
+        axis, word, how = "estimated single-request latency p50 (s), latency model", "estimate p50", EST_HOW
+    else:
+        axis, word = "single-request latency p50 (s): probe where probed, else estimate", "probe p50 / estimate p50"
+        how = _probe_how(probes) + " Groups without a probe: " + EST_HOW
+    missing = [f"{r['strategy']} on {r['model']} ({r['task']}): {x[2]}" for r, x in zip(s.to_dict("records"), shown)
+               if x[1] == "none"]
+    if missing and kinds:
+        how += " Not shown, no single-request latency: " + "; ".join(missing) + "."
+    return axis, word, how
+
+
 def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | None,
               probes: pd.DataFrame | None = None) -> list[Plot]:
     s = summary.copy()
@@ -362,24 +383,21 @@ def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | N
     s.loc[_num(s, "mean_prompt_tokens").isna() & _num(s, "mean_completion_tokens").isna(), "mean_total_tokens"] = np.nan
     has_probe = probes is not None and not probes.empty and _num(probes, "latency_s").notna().any()
     fresh = preds[~preds["cached"].fillna(False).astype(bool)] if "cached" in preds else preds
-    if has_probe:  # measured > estimated > time in batch (named as such)
+    if has_probe:  # distributions: measured > estimated > time in batch (named as such, never "latency")
         dist = latency_plot(probes, "latency_s", caption=_probe_how(probes))
-        front = ("probe_latency_p50_s", "single-request latency p50 (s), latency probe", "probe p50", _probe_how(probes))
     elif _num(fresh, "est_latency_s").notna().any():
         dist = latency_plot(fresh, "est_latency_s", xlabel="estimated single-request latency (s), latency model",
                             title="Single-request latency (estimated by the latency model)", caption=EST_HOW)
-        front = ("est_latency_p50_s", "estimated single-request latency p50 (s), latency model", "estimate p50",
-                 EST_HOW)
     else:
         dist = latency_plot(fresh, "batch_latency_s", xlabel="request time in this batch (s)",
                             title="Request time in this batch (not single-request latency)", caption=BATCH_HOW)
-        front = ("probe_latency_p50_s", "", "", "")
+    front = _latency_front(s, probes)
     return [
         *accuracy_plot(s),
         *tradeoff_plot(s, "mean_total_tokens", "mean prompt + completion tokens per example", pid="plot-tokens",
                        title="Accuracy vs tokens", how="Tokens: mean prompt + completion tokens per example."),
-        *tradeoff_plot(s, front[0], front[1], pid="plot-latency-front",
-                       title=f"Accuracy vs single-request latency ({front[2]})", how=front[3]),
+        *tradeoff_plot(s, "_latency_p50_s", front[0], pid="plot-latency-front",
+                       title=f"Accuracy vs single-request latency ({front[1]})", how=front[2]),
         *tradeoff_plot(s, "engine_s_per_example", "engine seconds per example at full batch (measured)",
                        pid="plot-throughput", title="Accuracy vs throughput cost (engine s per example)",
                        how=THROUGHPUT_HOW),

@@ -62,6 +62,16 @@ class Section:
 SECTIONS: list[Section] = []  # extra sections in every report (write_report's `sections=` overrides it)
 
 
+def _fit_error(r: dict) -> str:
+    """The latency model's leave-one-out error, flagged above LOO_FLAG (docs/measures.md)."""
+    from ..runs.latency_model import LOO_FLAG
+
+    v = _num(r.get("est_fit_mape"))
+    if math.isnan(v):
+        return "–"
+    return pct(v) + (f" ⚠ over {LOO_FLAG:.0%}: unreliable" if v > LOO_FLAG else "")
+
+
 # -- summary table --------------------------------------------------------------------------
 def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows; optional columns appear only when some value is known."""
@@ -81,7 +91,8 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("est. latency p50 (s)", "est_latency_p50_s", lambda v: fnum(v, 3)),
         ("est. latency p95 (s)", "est_latency_p95_s", lambda v: fnum(v, 3)),
         ("est. TTFT p50 (s)", "est_ttft_p50_s", lambda v: fnum(v, 3)),
-        ("est. fit error", "est_fit_mape", pct), ("est. extrapolated", "est_extrapolated_share", pct),
+        ("est. fit error", None, _fit_error), ("est. extrapolated", "est_extrapolated_share", pct),
+        ("est. calibration", "est_calibration", str), ("no latency because", "latency_note", str),
         ("engine s / example", "engine_s_per_example", lambda v: fnum(v, 3)),
         ("tok/s (batch)", "tokens_per_s", lambda v: fnum(v, 0)),
         ("$ / 1k examples", "cost_per_example_usd", lambda v: fusd(1000 * _num(v))), ("$ total", "total_cost_usd", fusd),
@@ -89,6 +100,8 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("time in batch p95 (s)", "batch_latency_p95_s", lambda v: fnum(v, 3)),
     ]
     core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
+    if not _col(summary, "est_fit_mape").notna().any():
+        cols = [c for c in cols if c[0] != "est. fit error"]
     keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any()
                                                  and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any()))]
     rows = []

@@ -65,3 +65,42 @@ MEASURES_NOTE = (  # the report's definitions of its time and cost columns (docs
     "prices. Time in batch: arrival → last token inside the batch, queueing included (not a latency). "
     "Cached rows (answered from the request cache) are in none of the time or cost figures. "
     "See docs/measures.md.")
+
+
+# -- the one single-request latency every view shows (docs/measures.md) ----------------------
+def _calibrated_on(label: str) -> str:
+    import re
+
+    m = re.search(r"calibrated (\d{4}-\d{2}-\d{2})", label)
+    return m.group(1) if m else ""
+
+
+def shown_latency(r: Any) -> tuple[float, str, str]:
+    """(seconds, kind, text) of a summary row's single-request latency p50, as the matrix, `harness view`, the
+    Pareto plot and the verdicts show it: the direct probe's, else the latency model's estimate (how it was
+    calibrated: in this run, reduced, or reused with its date), else NaN and '—' with the reason. The time in
+    batch is never shown as a latency.
+
+    >>> shown_latency({"probe_latency_p50_s": 1.5, "est_latency_p50_s": 1.2})
+    (1.5, 'probe p50', '1.50 s probe')
+    >>> shown_latency({"latency_note": "all rows answered from the request cache"})[2]
+    'latency — (all rows answered from the request cache)'
+    """
+    get = r.get if hasattr(r, "get") else (lambda k: None)
+    probe, est = _num(get("probe_latency_p50_s")), _num(get("est_latency_p50_s"))
+    if not math.isnan(probe):
+        return probe, "probe p50", f"{fnum(probe, 2)} s probe"
+    if not math.isnan(est):
+        label = "" if _missing(get("est_calibration")) else str(get("est_calibration"))
+        how = ("est., reduced calibration" if "reduced" in label else
+               f"est., calibrated {_calibrated_on(label)}" if "reused" in label else "est.")
+        return est, "estimate p50", f"{fnum(est, 2)} s {how}"
+    note = get("latency_note")
+    reason = "no latency measure in this run" if _missing(note) or not str(note) else str(note)
+    return float("nan"), "none", f"latency — ({reason})"
+
+
+def latency_phrase(r: Any) -> str:
+    """'latency p50 1.20 s est.' or 'latency — (reason)': for the verdict sentences."""
+    s, _, text = shown_latency(r)
+    return text if math.isnan(s) else f"latency p50 {text}"

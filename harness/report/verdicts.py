@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .paired import base_strategy
-from .report_format import _col, _num, fp, fusd, pct, with_totals
+from .report_format import _col, _num, fp, fusd, latency_phrase, pct, shown_latency, with_totals
 
 ALPHA = 0.05
 
@@ -26,7 +26,8 @@ def _p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {fp(p)}"
 
 
-def _cheapest_sentence(g: pd.DataFrame, pairs: pd.DataFrame, best: str, *, use_usd: bool) -> tuple[str | None, str]:
+def _cheapest_sentence(g: pd.DataFrame, pairs: pd.DataFrame, best: str, *, use_usd: bool,
+                       lat: bool = False) -> tuple[str | None, str]:
     """The cheapest strategy whose accuracy is not significantly below the best's (Holm p >= ALPHA)."""
     task, model = g["task"].iloc[0], g["model"].iloc[0]
     ok = [best] + [s for s in g["strategy"].iloc[1:]
@@ -37,6 +38,7 @@ def _cheapest_sentence(g: pd.DataFrame, pairs: pd.DataFrame, best: str, *, use_u
     c = cand.iloc[0]
     unit = f"{fusd(c['_cost'])} per example" if use_usd else f"{c['_cost']:,.0f} tokens per example"
     itself = " itself" if c["strategy"] == best else ""
+    unit += f"; {latency_phrase(c)}" if lat else ""
     return c["strategy"], f" The cheapest strategy not significantly worse than the best is {c['strategy']}{itself} ({unit})."
 
 
@@ -87,7 +89,10 @@ def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
                 base["cheapest"] = c["strategy"]
             out.append({**base, "tie": names, "text": text})
             continue
-        text = f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} ({ci}, n = {best['n']})"
+        # the single-request latency (probe, else estimate, else '—' and why) when some strategy here has one
+        lat = any(not math.isnan(shown_latency(r)[0]) for r in g.to_dict("records"))
+        text = (f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} ({ci}, n = {best['n']}"
+                + (f"; {latency_phrase(best)})" if lat else ")"))
         significant = False
         if len(g) == 1:
             text += "; it is the only strategy that ran."
@@ -105,7 +110,7 @@ def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
                 text += f"; it is significantly better than the runner-up {runner} ({_p_text(p)}, Holm)."
             else:
                 text += f"; it is not significantly better than {runner} ({_p_text(p)}, Holm)."
-        cheapest, sentence = _cheapest_sentence(g, pairs, best["strategy"], use_usd=use_usd)
+        cheapest, sentence = _cheapest_sentence(g, pairs, best["strategy"], use_usd=use_usd, lat=lat)
         out.append({**base, "best": best["strategy"], "significant": significant, "cheapest": cheapest,
                     "text": text + sentence})
     return out
