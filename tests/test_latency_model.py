@@ -231,8 +231,8 @@ def test_the_report_names_the_estimate_and_prefers_a_direct_probe(tmp_path):
 def test_no_coefficient_is_ever_negative_on_1000_noisy_calibration_sets():
     """Random truths (zero slopes included), 3-8 requests, noise up to ±60 % and an occasional 3x straggler:
     the bounded fit never predicts a longer prompt or output faster. Its TTFT part (scipy's nnls) is checked
-    against scipy's lsq_linear with bounds (bounded-variable least squares, another algorithm for the same problem); the unconstrained least squares is
-    negative on many of these sets, so the bound is what holds it."""
+    against scipy's lsq_linear with bounds (bounded-variable least squares, another algorithm for the same
+    problem); the unconstrained least squares is negative on many of these sets, so the bound is what holds it."""
     rng = np.random.default_rng(28)
     negative_unbounded = 0
     for _ in range(1000):

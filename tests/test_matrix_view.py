@@ -89,7 +89,7 @@ def test_several_models_share_one_run_folder_and_resume_per_model(two_models, tm
                out=two_models, progress=False, cache=False)
     assert [b.calls for b in calls] == [[], []]
     # a third model added later runs only its own units (latency measures off: the default latency model's
-    # calibration would add its own single requests, 120 units being over its 100-unit threshold)
+    # calibration would add its own single requests, 120 units per model being over its 100-unit threshold)
     run_models(["strong", "weak", "third"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
                out=two_models, progress=False, cache=False, latency_probe=0)
     assert calls[2].calls == [] and sum(calls[4].calls) == 3 * 40

@@ -346,9 +346,9 @@ THROUGHPUT_HOW = ("Throughput cost, measured: the wall time of the strategy's ow
                   "examples (cached rows left out).")
 BATCH_HOW = ("Request time in this batch: arrival -> last token inside the run's batched engine call, so it "
              "includes queueing behind the batch mates; it is not single-request latency (no probe in this run).")
-EST_HOW = ("Single-request latency, ESTIMATED by the calibrated latency model (a + b x prompt tokens + c x output "
-           "tokens, fitted on a few requests sent one at a time after the batch; leave-one-out error in the summary's "
-           "est. fit error; docs/measures.md).")
+EST_HOW = ("Single-request latency, ESTIMATED by the calibrated latency model (a + b x prompt tokens + "
+           "c x (output - 1) tokens, fitted on a few requests sent one at a time after the batch; leave-one-out "
+           "error in the summary's est. fit error; docs/measures.md).")
 
 
 def _probe_how(probes: pd.DataFrame | None) -> str:

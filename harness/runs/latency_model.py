@@ -54,7 +54,8 @@ SHORT_CAP = 16  # the other requests at most this many
 EDGE = 0.1  # a row up to 10 % beyond the calibrated token range still counts as inside it
 LOO_FLAG = 0.20  # a fit whose leave-one-out error (mean APE) exceeds this is flagged (est_fit_flag)
 EST_COLUMNS = ["est_latency_s", "est_ttft_s", "est_note", "est_fit_mape", "est_calibration"]
-FORM = ("TTFT ≈ a + b·prompt_tokens (non-negative least squares: a, b ≥ 0); latency ≈ TTFT + c·(output_tokens - 1) "
+FORM = ("TTFT ≈ a + b·prompt_tokens (non-negative least squares: a, b ≥ 0); "
+        "latency ≈ TTFT + c·(output_tokens - 1) "
         "(c: the median time per output token after the first, ≥ 0)")
 REUSED_FILE = "calibration_reused.json"  # run folder: {model: the cached calibration this run reused}
 
@@ -368,6 +369,4 @@ def no_latency_reason(g: pd.DataFrame, fresh: pd.DataFrame) -> str:
         return "all rows answered from the request cache"
     if "est_note" in fresh and fresh["est_note"].astype(str).str.startswith("not estimated").all():
         return "not estimated: several samples or requests per row (use --latency-probe N)"
-    if "est_latency_s" in fresh:
-        return "no latency measure for this model"
-    return "no latency measure in this run (--latency-probe 0, or no calibration)"
+    return "no probe, and no usable calibration for this model (--latency-probe 0, or no request timings)"
