@@ -180,7 +180,13 @@ def test_each_server_model_is_asked_at_its_own_base_url(tmp_path, monkeypatch):
     finally:
         yes.close()
         no.close()
-    assert yes.models == ["alpha"] * 4 and no.models == ["beta"] * 4
+    # 4 rows, then each server model's own latency calibration by the run's one rule (4 units: the reduced one,
+    # a discarded warm-up and REDUCED_CALIBRATION single requests), so both models have an estimated latency
+    from harness.runs.latency_model import REDUCED_CALIBRATION
+
+    assert yes.models == ["alpha"] * (4 + 1 + REDUCED_CALIBRATION) and no.models == ["beta"] * (4 + 1 + 3)
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert summary["est_latency_p50_s"].notna().all() and set(summary["latency_source"]) == {"estimate-reduced"}
     preds = pd.read_parquet(tmp_path / "r" / "predictions.parquet")
     assert set(preds.groupby("model")["answer"].agg(lambda a: "".join(sorted(set(a))))) == {"yes", "no"}
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
