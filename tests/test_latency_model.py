@@ -13,7 +13,7 @@ import scipy.linalg
 import scipy.optimize
 
 import harness
-from harness import latency_model as lm
+from harness.runs import latency_model as lm
 from harness.backends.scripted import ScriptedBackend
 from harness.errors import ConfigError
 from harness.records import Completion
@@ -212,7 +212,7 @@ def test_rows_the_model_does_not_cover_get_no_estimate():
 def test_the_report_names_the_estimate_and_prefers_a_direct_probe(tmp_path):
     """The latency plots say which measure they show: the estimate when only the model ran, the probe when
     a direct probe ran (never the time in batch under a latency name)."""
-    from harness.report.plots import all_plots
+    from harness.reports.plots import all_plots
     from harness.runs.results import load_run
 
     kw = dict(backend=ScriptedBackend(_linear), limit=8, progress=False, write_report=False, cache=False)
@@ -253,7 +253,7 @@ def test_no_coefficient_is_ever_negative_on_1000_noisy_calibration_sets():
 
 
 def test_a_fit_with_a_large_leave_one_out_error_is_flagged_in_the_summary_and_the_report():
-    from harness.report.report import summary_table
+    from harness.reports.report import summary_table
 
     pts = _points(5, noise=0.0)
     assert not lm.fit(pts)["loo_flag"]
@@ -310,16 +310,14 @@ def _timed(scale):
 def test_every_model_of_a_multi_model_run_is_calibrated_by_one_rule(tmp_path, limit, rule):
     """Two models (the second twice as slow), 2 strategies: at 40 units per model both get the reduced
     calibration, at 100 both the full one (the bug: the second model counted the first model's rows)."""
-    from harness.runs.multimodel import run_models
-
     backends = {}
 
     def make(name, url):
         backends[name] = ScriptedBackend(_timed(1.0 if name == "fast" else 2.0), model_name=name)
         return backends[name]
 
-    df = run_models(["fast", "slow"], make_backend=make, tasks=["coin_flip"], strategies=["zero_shot", "few_shot:k=2"],
-                    limit=limit, out=tmp_path / "r", progress=False, cache=False)
+    df = harness.run(["coin_flip"], ["zero_shot", "few_shot:k=2"], models=["fast", "slow"], backend=make, limit=limit,
+                     out=tmp_path / "r", progress=False, cache=False, write_report=False)
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
     for m in ("fast", "slow"):
         assert meta["per_model"][m]["calibration"]["rule"] == rule
@@ -345,7 +343,7 @@ def test_a_model_added_to_a_finished_run_gets_the_same_rule(tmp_path):
 
 
 def test_a_small_run_reuses_the_cached_calibration_labelled_with_its_date(tmp_path):
-    from harness.report.report_format import shown_latency
+    from harness.reports.report_format import shown_latency
     from harness.runs import calibration_cache as cc
 
     kw = dict(progress=False, write_report=False, cache_dir=tmp_path / "cache")

@@ -29,6 +29,7 @@ SUMMARY_KEYS = ("kind", "created_at", "date", "model", "key")  # what run.json's
 POINT_KEYS = ("task", "strategy", "example_id", "prompt_tokens", "completion_tokens", "latency_s", "ttft_s",
               "tpot_s", "error")
 VOLATILE_SETTINGS = ("vllm_check",)  # engine settings that are reports, not settings
+REUSED_FILE = "calibration_reused.json"  # run folder: {model: the cached calibration this run reused}
 
 
 def machine() -> dict[str, Any]:
@@ -89,8 +90,6 @@ def store(folder: Path, k: str, points: list[dict], *, kind: str, model: str) ->
 
 def record_reuse(run_dir: Path, model: str, entry: dict) -> None:
     """Copy the reused calibration into the run folder (calibration_reused.json, one entry per model)."""
-    from .latency_model import REUSED_FILE
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     have = read_reuse(run_dir)
@@ -100,8 +99,6 @@ def record_reuse(run_dir: Path, model: str, entry: dict) -> None:
 
 def read_reuse(run_dir: Path) -> dict[str, dict]:
     """{model: the cached calibration this run reused} ({} when it reused none)."""
-    from .latency_model import REUSED_FILE
-
     try:
         d = json.loads((Path(run_dir) / REUSED_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):

@@ -57,7 +57,6 @@ EST_COLUMNS = ["est_latency_s", "est_ttft_s", "est_note", "est_fit_mape", "est_c
 FORM = ("TTFT ≈ a + b·prompt_tokens (non-negative least squares: a, b ≥ 0); "
         "latency ≈ TTFT + c·(output_tokens - 1) "
         "(c: the median time per output token after the first, ≥ 0)")
-REUSED_FILE = "calibration_reused.json"  # run folder: {model: the cached calibration this run reused}
 
 
 def latency_plan(latency_probe: int | None, latency_calibration: int | None) -> tuple[int, int | None]:
@@ -170,15 +169,8 @@ def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | 
             for q in u.requests))
 
     t0 = time.perf_counter()
-    bars = getattr(engine, "use_tqdm", None)
-    if bars:
-        engine.use_tqdm = False
-    try:
-        probe._send(engine, [capped(i, r) for i, r in enumerate(picked)], 1, journal, info, run_id=run_id,
-                    model=model)
-    finally:
-        if bars:
-            engine.use_tqdm = bars
+    probe.send_requests(engine, [capped(i, r) for i, r in enumerate(picked)], 1, journal, info, run_id=run_id,
+                        model=model)
     info["wall_s"] = round(time.perf_counter() - t0, 3)
     if key:  # this model's calibration on this machine, for later runs too small to calibrate their own
         points = [e["p"] for e in journal.read() if e["p"].get("model") == model]
