@@ -90,7 +90,7 @@ def test_several_models_share_one_run_folder_and_resume_per_model(two_models, tm
                out=two_models, progress=False, cache=False)
     assert [b.calls for b in calls] == [[], []]
     # a third model added later runs only its own units (latency measures off: the default latency model's
-    # calibration would add its own single requests, 120 units being over its 100-unit threshold)
+    # calibration would add its own single requests, 120 units per model being over its 100-unit threshold)
     harness.run(models=["strong", "weak", "third"], backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
                out=two_models, progress=False, cache=False, latency_probe=0)
     assert calls[2].calls == [] and sum(calls[4].calls) == 3 * 40
@@ -181,7 +181,13 @@ def test_each_server_model_is_asked_at_its_own_base_url(tmp_path, monkeypatch):
     finally:
         yes.close()
         no.close()
-    assert yes.models == ["alpha"] * 4 and no.models == ["beta"] * 4
+    # 4 rows, then each server model's own latency calibration by the run's one rule (4 units: the reduced one,
+    # a discarded warm-up and REDUCED_CALIBRATION single requests), so both models have an estimated latency
+    from harness.runs.latency_model import REDUCED_CALIBRATION
+
+    assert yes.models == ["alpha"] * (4 + 1 + REDUCED_CALIBRATION) and no.models == ["beta"] * (4 + 1 + 3)
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert summary["est_latency_p50_s"].notna().all() and set(summary["latency_source"]) == {"estimate-reduced"}
     preds = pd.read_parquet(tmp_path / "r" / "predictions.parquet")
     assert set(preds.groupby("model")["answer"].agg(lambda a: "".join(sorted(set(a))))) == {"yes", "no"}
     meta = json.loads((tmp_path / "r" / "run.json").read_text())

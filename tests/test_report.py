@@ -515,7 +515,8 @@ def test_report_text_and_plot_labels_never_overlap_in_chromium(browser, symbolic
 
 
 def test_tradeoff_plot_checker_catches_overprinting_and_ties_are_distinct():
-    from harness.reports.plots import _dodge, text_overlaps, tradeoff_plot
+    from harness.reports.plot_text import text_overlaps
+    from harness.reports.plots import _dodge, tradeoff_plot
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4, 3))

@@ -18,15 +18,16 @@ import numpy as np
 import pandas as pd
 
 from .paired import _ok_rows
-from .report_format import _col, _num, fnum, fp, fusd, pct, with_totals
+from .report_format import _col, _num, fp, fusd, pct, shown_latency, with_totals
 
 ALPHA = 0.05
 MAX_CELL_EXAMPLES = 200  # per cell in report.html: every failure first, then correct ones, up to this
 CELL_PAIR_COLUMNS = ["task", "strategy_a", "model_a", "strategy_b", "model_b", "n", "acc_a", "acc_b", "diff",
                      "ci_low", "ci_high", "p_mcnemar", "p_holm"]
 NOTE = ("Rows are (template, strategy), columns are models; each cell: accuracy with its 95 % Wilson CI, "
-        "cost per example ($ when priced, else prompt + completion tokens) and latency (probe p50 when "
-        "probed, else the median in-batch request time). Colour: accuracy (red 0 % → green 100 %). "
+        "cost per example ($ when priced, else prompt + completion tokens) and single-request latency p50: "
+        "the direct probe's when probed, else the latency model's estimate (est., with how it was calibrated), "
+        "else '—' with the reason; never the time in batch. Colour: accuracy (red 0 % → green 100 %). "
         "▼row / ▼col: significantly worse than the best cell of its row / column (score test on the "
         "items both answered, Holm over every pair of cells of the task, p < 0.05).")
 
@@ -46,7 +47,8 @@ def _templates(preds: pd.DataFrame) -> dict[tuple, tuple[str, str]]:
 
 def cell_table(preds: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, strategy, model) cell: template, template_hash, n, accuracy, ci_low, ci_high,
-    cost (and cost_unit: 'usd' or 'tokens', one unit per task), latency_s (and latency_kind)."""
+    cost (and cost_unit: 'usd' or 'tokens', one unit per task), latency_s, latency_kind and latency_text
+    (report_format.shown_latency: probe, else estimate, else none with the reason)."""
     if summary.empty:
         return pd.DataFrame()
     s = with_totals(summary)
@@ -61,13 +63,12 @@ def cell_table(preds: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         usd = bool(_col(g, "cost_per_example_usd").gt(0).any())
         g = g.assign(cost=_col(g, "cost_per_example_usd" if usd else "mean_total_tokens"),
                      cost_unit="usd" if usd else "tokens")
-        probe = _col(g, "probe_latency_p50_s")
-        batch = _col(g, "batch_latency_p50_s")
-        g = g.assign(latency_s=probe.where(probe.notna(), batch),
-                     latency_kind=np.where(probe.notna(), "probe p50", "in-batch p50"))
+        shown = [shown_latency(r) for r in g.to_dict("records")]
+        g = g.assign(latency_s=[x[0] for x in shown], latency_kind=[x[1] for x in shown],
+                     latency_text=[x[2] for x in shown])
         out.append(g)
     cols = ["task", "template", "template_hash", "strategy", "model", "n", "accuracy", "ci_low", "ci_high", "cost",
-            "cost_unit", "latency_s", "latency_kind", "parse_fail_rate", "errors"]
+            "cost_unit", "latency_s", "latency_kind", "latency_text", "parse_fail_rate", "errors"]
     df = pd.concat(out, ignore_index=True)
     return df[[c for c in cols if c in df.columns]].sort_values(["task", "template", "strategy", "model"],
                                                                  ignore_index=True)
@@ -129,6 +130,14 @@ def _cost_text(v: float, unit: str) -> str:
     return "–" if math.isnan(_num(v)) else (f"{fusd(v)}/ex" if unit == "usd" else f"{_num(v):,.0f} tok/ex")
 
 
+def _lat_text(r) -> str:
+    """A cell's single-request latency for a verdict sentence: 'latency p50 1.20 s est.' or 'latency — (why)'."""
+    text = r.get("latency_text")
+    if not isinstance(text, str):
+        return "latency —"
+    return text if text.startswith("latency") else f"latency p50 {text}"
+
+
 def matrix_verdicts(cells: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
     """Per task, over all (template, strategy, model) cells: the best cell, the cells not significantly
     worse than it (Holm p >= ALPHA, or the same accuracy), and the cheapest of those."""
@@ -152,7 +161,7 @@ def matrix_verdicts(cells: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
                     f"({ci}, n = {int(b['n'])}): " + "; ".join(name(r) for r in tied) + ".")
         else:
             text = (f"On {task}, the best of {len(g)} cells is {name(b)} (template {b['template']}) at "
-                    f"{pct(b['accuracy'])} ({ci}, n = {int(b['n'])}).")
+                    f"{pct(b['accuracy'])} ({ci}, n = {int(b['n'])}; {_lat_text(b)}).")
         others = [r for r in keep if (r["strategy"], r["model"]) != (b["strategy"], b["model"])
                   and not (len(tied) > 1 and any(r is t or (r["strategy"], r["model"]) == (t["strategy"], t["model"])
                                                  for t in tied))]
@@ -165,7 +174,7 @@ def matrix_verdicts(cells: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
         cheapest = min(priced, key=lambda r: (_num(r["cost"]), -_num(r["accuracy"]))) if priced else None
         if cheapest is not None and len(g) > 1:
             text += (f" The cheapest of these is {name(cheapest)} "
-                     f"({_cost_text(cheapest['cost'], cheapest['cost_unit'])}).")
+                     f"({_cost_text(cheapest['cost'], cheapest['cost_unit'])}; {_lat_text(cheapest)}).")
         out.append({"task": task, "best": None if len(tied) > 1 else (b["template"], b["strategy"], b["model"]),
                     "tie": [(r["template"], r["strategy"], r["model"]) for r in tied] if len(tied) > 1 else [],
                     "not_worse": [(r["template"], r["strategy"], r["model"]) for r in others],
@@ -264,7 +273,7 @@ def matrix_context(preds: pd.DataFrame, summary: pd.DataFrame) -> dict | None:
                     "id": f"cell-{k}", "model": m, "acc": pct(r["accuracy"]),
                     "ci": f"{pct(r['ci_low'], 0)}–{pct(r['ci_high'], 0)}", "n": int(r["n"]),
                     "cost": _cost_text(r["cost"], r["cost_unit"]),
-                    "latency": "–" if math.isnan(_num(r["latency_s"])) else f"{fnum(r['latency_s'], 2)} s",
+                    "latency": r["latency_text"],
                     "colour": _colour(_num(r["accuracy"])), "worse_row": bool(r["worse_than_row"]),
                     "worse_col": bool(r["worse_than_col"]), "examples": examples, "counts": counts,
                     "shown": len(examples), "total": len(ex)})

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from .paired import pareto_front
+from .plot_text import text_overlaps
+from .report_format import shown_latency
 
 DPI = 80
 FRONT_COLOR, DOMINATED_COLOR = "#1f77b4", "#9a9a9a"
@@ -32,54 +33,6 @@ class Plot:
     caption: str
     png_b64: str
     overlaps: tuple[str, ...] = ()  # pairs of text elements (or a text and a legend) whose boxes intersect
-
-
-def _texts(fig: Figure, renderer) -> list[tuple[str, object, object]]:
-    """(name, window bbox, owner) of every visible, non-empty text and every legend frame of the figure."""
-    out = []
-    for ax in fig.axes:
-        if not ax.get_visible():
-            continue
-        legend = ax.get_legend()
-        skip = set(map(id, legend.get_texts())) if legend else set()
-        shown_ticks = []
-        for axis in (ax.xaxis, ax.yaxis):  # tick labels outside the view limits exist but are not drawn
-            lo, hi = sorted(axis.get_view_interval())
-            pad = 1e-9 * max(1.0, abs(hi - lo))
-            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
-                labels = (tick.label1, tick.label2)
-                skip.update(map(id, labels))
-                if lo - pad <= tick.get_loc() <= hi + pad:
-                    shown_ticks.extend(lb for lb in labels if lb.get_visible())
-        texts = [t for t in ax.findobj(Text) if id(t) not in skip] + shown_ticks
-        for t in texts:
-            if t.get_visible() and str(t.get_text()).strip():
-                out.append((f"{ax.get_title() or 'axes'}: '{t.get_text()}'", t.get_window_extent(renderer), ax))
-        if legend is not None and legend.get_visible():
-            out.append((f"{ax.get_title() or 'axes'}: legend", legend.get_window_extent(renderer), ax))
-    for t in fig.texts:
-        if t.get_visible() and str(t.get_text()).strip():
-            out.append((f"figure: '{t.get_text()}'", t.get_window_extent(renderer), fig))
-    for legend in fig.legends:
-        out.append(("figure: legend", legend.get_window_extent(renderer), fig))
-    return out
-
-
-def text_overlaps(fig: Figure) -> list[str]:
-    """Every pair of text elements (titles, axis and tick labels, point labels) and legends whose
-    rendered bounding boxes intersect (a pixel of tolerance). Empty = readable."""
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    items = _texts(fig, canvas.get_renderer())
-    bad = []
-    for i in range(len(items)):
-        for j in range(i + 1, len(items)):
-            (na, a, _), (nb, b, _) = items[i], items[j]
-            if a.width <= 0 or b.width <= 0:
-                continue
-            if a.x0 + 1 < b.x1 and b.x0 + 1 < a.x1 and a.y0 + 1 < b.y1 and b.y0 + 1 < a.y1:
-                bad.append(f"{na} overlaps {nb}")
-    return bad
 
 
 def _png(fig: Figure) -> tuple[str, tuple[str, ...]]:
@@ -345,14 +298,34 @@ THROUGHPUT_HOW = ("Throughput cost, measured: the wall time of the strategy's ow
                   "examples (cached rows left out).")
 BATCH_HOW = ("Request time in this batch: arrival -> last token inside the run's batched engine call, so it "
              "includes queueing behind the batch mates; it is not single-request latency (no probe in this run).")
-EST_HOW = ("Single-request latency, ESTIMATED by the calibrated latency model (a + b x prompt tokens + c x output "
-           "tokens, fitted on a few requests sent one at a time after the batch; leave-one-out error in the summary's "
-           "est. fit error; docs/measures.md).")
+EST_HOW = ("Single-request latency, ESTIMATED by the calibrated latency model (a + b x prompt tokens + "
+           "c x (output - 1) tokens, fitted on a few requests sent one at a time after the batch; leave-one-out "
+           "error in the summary's est. fit error; docs/measures.md).")
 
 
 def _probe_how(probes: pd.DataFrame | None) -> str:
     conc = int(_num(probes, "probe_concurrency").max()) if probes is not None and len(probes) else 1
     return PROBE_HOW.format(conc="one at a time" if conc <= 1 else f"{conc} at a time")
+
+
+def _latency_front(s: pd.DataFrame, probes: pd.DataFrame | None) -> tuple[str, str, str]:
+    """Adds s["_latency_p50_s"], each group's single-request latency p50 (report_format.shown_latency: the probe's,
+    else the estimate's, else none; never the time in batch) and returns (axis label, title word, caption)."""
+    shown = [shown_latency(r) for r in s.to_dict("records")]
+    s["_latency_p50_s"] = [x[0] for x in shown]
+    kinds = {x[1] for x in shown if x[1] != "none"}
+    if kinds == {"probe p50"}:
+        axis, word, how = "single-request latency p50 (s), latency probe", "probe p50", _probe_how(probes)
+    elif kinds == {"estimate p50"}:
+        axis, word, how = "estimated single-request latency p50 (s), latency model", "estimate p50", EST_HOW
+    else:
+        axis, word = "single-request latency p50 (s): probe where probed, else estimate", "probe p50 / estimate p50"
+        how = _probe_how(probes) + " Groups without a probe: " + EST_HOW
+    missing = [f"{r['strategy']} on {r['model']} ({r['task']}): {x[2]}" for r, x in zip(s.to_dict("records"), shown)
+               if x[1] == "none"]
+    if missing and kinds:
+        how += " Not shown, no single-request latency: " + "; ".join(missing) + "."
+    return axis, word, how
 
 
 def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | None,
@@ -362,24 +335,21 @@ def all_plots(summary: pd.DataFrame, preds: pd.DataFrame, majk: pd.DataFrame | N
     s.loc[_num(s, "mean_prompt_tokens").isna() & _num(s, "mean_completion_tokens").isna(), "mean_total_tokens"] = np.nan
     has_probe = probes is not None and not probes.empty and _num(probes, "latency_s").notna().any()
     fresh = preds[~preds["cached"].fillna(False).astype(bool)] if "cached" in preds else preds
-    if has_probe:  # measured > estimated > time in batch (named as such)
+    if has_probe:  # distributions: measured > estimated > time in batch (named as such, never "latency")
         dist = latency_plot(probes, "latency_s", caption=_probe_how(probes))
-        front = ("probe_latency_p50_s", "single-request latency p50 (s), latency probe", "probe p50", _probe_how(probes))
     elif _num(fresh, "est_latency_s").notna().any():
         dist = latency_plot(fresh, "est_latency_s", xlabel="estimated single-request latency (s), latency model",
                             title="Single-request latency (estimated by the latency model)", caption=EST_HOW)
-        front = ("est_latency_p50_s", "estimated single-request latency p50 (s), latency model", "estimate p50",
-                 EST_HOW)
     else:
         dist = latency_plot(fresh, "batch_latency_s", xlabel="request time in this batch (s)",
                             title="Request time in this batch (not single-request latency)", caption=BATCH_HOW)
-        front = ("probe_latency_p50_s", "", "", "")
+    front = _latency_front(s, probes)
     return [
         *accuracy_plot(s),
         *tradeoff_plot(s, "mean_total_tokens", "mean prompt + completion tokens per example", pid="plot-tokens",
                        title="Accuracy vs tokens", how="Tokens: mean prompt + completion tokens per example."),
-        *tradeoff_plot(s, front[0], front[1], pid="plot-latency-front",
-                       title=f"Accuracy vs single-request latency ({front[2]})", how=front[3]),
+        *tradeoff_plot(s, "_latency_p50_s", front[0], pid="plot-latency-front",
+                       title=f"Accuracy vs single-request latency ({front[1]})", how=front[2]),
         *tradeoff_plot(s, "engine_s_per_example", "engine seconds per example at full batch (measured)",
                        pid="plot-throughput", title="Accuracy vs throughput cost (engine s per example)",
                        how=THROUGHPUT_HOW),

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from .paired import pairs_table
-from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, pct
+from .report_format import MEASURES_NOTE, _col, _fit_error, _missing, _num, _relabel, fnum, fp, fusd, pct
 from ..runs.results import (PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic,
                             write_json_atomic, write_text_atomic)
 from ..stats.decisions import DEFAULT_MARGIN
@@ -88,7 +88,8 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ("est. latency p50 (s)", "est_latency_p50_s", lambda v: fnum(v, 3)),
         ("est. latency p95 (s)", "est_latency_p95_s", lambda v: fnum(v, 3)),
         ("est. TTFT p50 (s)", "est_ttft_p50_s", lambda v: fnum(v, 3)),
-        ("est. fit error", "est_fit_mape", pct), ("est. extrapolated", "est_extrapolated_share", pct),
+        ("est. fit error", None, _fit_error), ("est. extrapolated", "est_extrapolated_share", pct),
+        ("est. calibration", "est_calibration", str), ("no latency because", "latency_note", str),
         ("engine s / example", "engine_s_per_example", lambda v: fnum(v, 3)),
         ("tok/s (batch)", "tokens_per_s", lambda v: fnum(v, 0)),
         ("$ / 1k examples", "cost_per_example_usd", lambda v: fusd(1000 * _num(v))), ("$ total", "total_cost_usd", fusd),
@@ -98,6 +99,8 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
     # clusters and their SE ratio only where some cell's rows share items (n_clusters < n)
     shared = "n_clusters" in summary and (_col(summary, "n_clusters") < _col(summary, "n")).any()
+    if not _col(summary, "est_fit_mape").notna().any():
+        cols = [c for c in cols if c[0] != "est. fit error"]
     keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any()
                                                  and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any())
                                                  and (c[1] not in ("n_clusters", "se_ratio") or shared))]
@@ -347,31 +350,6 @@ def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = No
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
     sections = list(SECTIONS if sections is None else sections) + [Section(*s) for s in race_sections(d)]  # --race
     return _write(Bundle(title, preds, summary, _majk(d), [run], data["probes"], margin=m), d, sections)
-
-
-def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataFrame] | None = None) -> list[pd.DataFrame]:
-    """Where the same task x strategy x model is in several runs (two template versions, say), the
-    strategy becomes 'strategy@run_id' so the runs stay apart and are compared pairwise. `like`: decide
-    which groups are shared from these frames instead (the probes follow the predictions)."""
-    keys = [set(map(tuple, f[["task", "strategy", "model"]].astype(str).to_numpy())) if not f.empty else set()
-            for f in (like if like is not None else frames)]
-    counts: dict[tuple, int] = {}
-    for ks in keys:
-        for k in ks:
-            counts[k] = counts.get(k, 0) + 1
-    dup = {k for k, c in counts.items() if c > 1}
-    if not dup:
-        return frames
-    out = []
-    for f, rid in zip(frames, run_ids):
-        if f.empty:
-            out.append(f)
-            continue
-        f = f.copy()
-        hit = [tuple(x) in dup for x in f[["task", "strategy", "model"]].astype(str).to_numpy()]
-        f.loc[hit, "strategy"] = f.loc[hit, "strategy"].astype(str) + "@" + rid
-        out.append(f)
-    return out
 
 
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..runs.latency_model import estimate_summary
+from ..runs.latency_model import estimate_summary, latency_source, no_latency_reason
 from ..scoring.scorers import all_aggregates
 
 GROUP = ["task", "strategy", "model"]
@@ -111,8 +111,11 @@ def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.Dat
         fresh = g[~g["cached"].fillna(False).astype(bool)] if "cached" in g else g
         row.update(throughput(fresh))
         row.update(probed.get(key, {}))
-        row.update(estimate_summary(fresh))  # the calibrated latency model (est_*), harness/runs/latency_model.py
-        row["latency_source"] = "probe" if key in probed else ("estimate" if "est_n" in row else None)
+        est = estimate_summary(fresh)  # the calibrated latency model (est_*), harness/runs/latency_model.py
+        row.update(est)
+        # which single-request latency the group has: probe, else estimate (how calibrated), else none and why
+        row["latency_source"] = latency_source(est, key in probed)
+        row["latency_note"] = None if row["latency_source"] else no_latency_reason(g, fresh)
         # time in this batch (queueing behind the batch mates included)
         row.update({"batch_latency_mean_s": _mean(fresh["batch_latency_s"]),
                     "batch_latency_p50_s": _quantile(fresh["batch_latency_s"], 0.5),

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .decisions import decision_table
 from .paired import base_strategy
-from .report_format import _col, _num, fp, fusd, pct, with_totals
+from .report_format import _col, _num, fp, fusd, latency_phrase, pct, shown_latency, with_totals
 from ..stats.decisions import DEFAULT_MARGIN
 
 ALPHA = 0.05
@@ -90,7 +90,10 @@ def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame, decisions: pd.DataFrame
         lo, hi = 100 * _num(best.get("ci_low")), 100 * _num(best.get("ci_high"))
         ci = "CI unknown" if math.isnan(lo) or math.isnan(hi) else f"95 % CI {lo:.0f}–{hi:.0f} %"
         n_best = int(best["n"])
-        text = f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} ({ci}, n = {n_best})"
+        # the single-request latency (probe, else estimate, else '—' and why) when some strategy here has one
+        lat = any(not math.isnan(shown_latency(r)[0]) for r in g.to_dict("records"))
+        text = (f"On {task} ({model}), {best['strategy']} is best at {pct(best['accuracy'])} ({ci}, n = {n_best}"
+                + (f"; {latency_phrase(best)})" if lat else ")"))
         tied = [x for x in live["strategy"] if x != best["strategy"]
                 and np.isclose(_num(live.set_index("strategy").loc[x, "accuracy"]), _num(best["accuracy"]), atol=1e-12)]
         if tied:
@@ -119,7 +122,8 @@ def verdicts(summary: pd.DataFrame, pairs: pd.DataFrame, decisions: pd.DataFrame
         if cheapest != best["strategy"]:
             c = ok.iloc[0]
             text += (f" The cheapest strategy shown to be within {points(margin)} of the best is {cheapest} "
-                     f"({unit(c['_cost'])}; {_interval(d.loc[cheapest].to_dict())}).")
+                     f"({unit(c['_cost'])}{'; ' + latency_phrase(c) if lat else ''}; "
+                     f"{_interval(d.loc[cheapest].to_dict())}).")
         else:
             cheaper = live[(live["_cost"] < _num(best["_cost"])).to_numpy() & np.array([kinds[x] == "inconclusive" for x in live["strategy"]], dtype=bool)]
             cheaper = cheaper.sort_values("_cost")

@@ -108,11 +108,11 @@ def compare_context(root: Path, ids: list[str]) -> dict:
     """Runs side by side: a summary per (run, task, strategy, model), the paired tests between every two
     cells of a task on the items both answered, and per task the first items' answers next to each other."""
     from .matrix import cell_pairs
-    from .report_format import fp, pct
+    from .report_format import fp, pct, shown_latency
     from ..runs.results import load_run
     from .stats import summarize
 
-    frames, runs = [], []
+    frames, probe_frames, runs = [], [], []
     for rid in ids:
         d = safe_path(root, f"{rid}/run.json")
         if d is None:
@@ -122,16 +122,21 @@ def compare_context(root: Path, ids: list[str]) -> dict:
         if not preds.empty:
             preds["strategy"] = preds["strategy"].astype(str) + "@" + rid
         frames.append(preds)
+        probes = data.get("probes")
+        if probes is not None and not probes.empty:
+            probe_frames.append(probes.assign(strategy=probes["strategy"].astype(str) + "@" + rid))
         runs.append(run_facts(root, d.parent))
     preds = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
         else pd.DataFrame()
     from .decisions import shared_items
 
     preds, shared_note = shared_items(preds, ids) if not preds.empty else (preds, "")
-    summary = summarize(preds) if not preds.empty else pd.DataFrame()
+    probes = pd.concat(probe_frames, ignore_index=True) if probe_frames else None
+    summary = summarize(preds, probes) if not preds.empty else pd.DataFrame()
     pairs = cell_pairs(preds) if not preds.empty else pd.DataFrame()
     srows = [[r["task"], r["strategy"], r["model"], str(r["n"]), pct(r["accuracy"]),
-              f"{pct(r['ci_low'], 0)}–{pct(r['ci_high'], 0)}"] for r in summary.to_dict("records")]
+              f"{pct(r['ci_low'], 0)}–{pct(r['ci_high'], 0)}", shown_latency(r)[2]]  # probe, else estimate, else —
+             for r in summary.to_dict("records")]
     prows = [[r["task"], f"{r['strategy_a']} · {r['model_a']}", f"{r['strategy_b']} · {r['model_b']}", str(r["n"]),
               pct(r["acc_a"]), pct(r["acc_b"]), pct(r["diff"]),
               f"{pct(r['ci_low'])} … {pct(r['ci_high'])} [{pct(r['level'], 2)}]",

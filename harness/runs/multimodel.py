@@ -28,7 +28,8 @@ from .spec import RunSpec
 
 __all__ = ["run_spec", "split_model_spec", "multi_model_resume", "engine_children"]
 
-PER_MODEL_KEYS = ("engine", "engine_started", "engine_stats", "wall_s", "pricing", "probe", "model_info", "backend")
+PER_MODEL_KEYS = ("engine", "engine_started", "engine_stats", "wall_s", "pricing", "probe", "calibration",
+                 "model_info", "backend")
 
 
 def split_model_spec(spec: str | None) -> tuple[str | None, str | None]:

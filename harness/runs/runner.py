@@ -242,7 +242,8 @@ class _Context:
             if calibration != 0 and not self.interrupted:
                 meta["calibration"] = calibrate(self.engine, self.units, [e["p"] for e in self.previous + self.written],
                                                 calibration, journal=Journal(self.run_dir / "calibration.jsonl"),
-                                                run_id=run_id, model=name)
+                                                run_id=run_id, model=name,
+                                                cache_folder=self.backend.cache.folder if self.spec.cache else None)
         except KeyboardInterrupt:
             self.interrupted = True
 
