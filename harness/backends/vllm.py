@@ -33,8 +33,8 @@ from ..errors import EngineStartError, missing_extra
 from .guided import structured_outputs
 from .models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
-from .timing import _timing, apportion  # noqa: F401 - apportion re-exported
-from .loglik import PromptLogprobScoring, encode_pair, encode_pairs, pair_texts  # noqa: F401 - re-exported
+from .timing import _timing, apportion
+from .loglik import PromptLogprobScoring
 from .base import BackendBase
 from .preload import preloaded
 from .chat import cut_at_stop, to_chat_messages
@@ -87,6 +87,8 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
     """
 
     name = "vllm"
+    spawns_processes = True  # the CPU platform spawns its engine processes (they re-import __main__)
+    supports_prefix_cache_reset = True
 
     def __init__(self, model: str | None = None, *, max_model_len: int = 2048,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float | None = None,
@@ -199,6 +201,9 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
                 core.shutdown()
         self._llm = None
         gc.collect()
+
+    def quiet(self) -> None:
+        self.use_tqdm = False
 
     def reset_prefix_cache(self) -> bool:
         """Empty the prefix cache (the latency probe does, so each probe request pays its whole prompt)."""

@@ -23,7 +23,7 @@ from .paired import pairs_table
 from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, pct
 from ..runs.results import PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic, write_text_atomic
 from ..scoring.scorers import all_aggregates
-from .verdicts import HOLM_TEXT, family_verdicts, verdicts  # noqa: F401 - verdicts: their old home
+from .verdicts import HOLM_TEXT, family_verdicts, verdicts
 from .stats import summarize
 
 ALPHA = 0.05
@@ -226,7 +226,7 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
                               "--all-pairs compares different strategies)." if b.family == "same_strategy"
                               else "Only one strategy per task: no pairs."),
             "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)],
-            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/report/matrix.py)
+            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/reports/matrix.py)
 
 
 def _section(sec: Section, b: Bundle) -> dict:
@@ -235,7 +235,7 @@ def _section(sec: Section, b: Bundle) -> dict:
 
 
 def _builtin_sections(b: Bundle) -> list[Section]:
-    """Sections shown only when they have rows: the few-shot variance split (harness/report/variance.py)."""
+    """Sections shown only when they have rows: the few-shot variance split (harness/reports/variance.py)."""
     from .variance import NOTE, variance_rows, variance_table
 
     head, rows = variance_rows(variance_table(b.preds))

@@ -32,7 +32,7 @@ def print_summary(run_dir: Path) -> None:
             models = list(dict.fromkeys(summary["model"]))
             print(f"model: {' + '.join(map(str, models))}")
             print(format_summary(summary, with_model=len(models) > 1))
-            if len(models) > 1:  # the verdict over every (template, strategy, model) cell (harness/report/matrix.py)
+            if len(models) > 1:  # the verdict over every (template, strategy, model) cell (harness/reports/matrix.py)
                 print_matrix_verdicts(Path(run_dir), summary)
     variance = Path(run_dir) / "variance.csv"
     if variance.exists():
