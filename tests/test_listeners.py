@@ -187,7 +187,7 @@ def test_offline_engine_listens_on_loopback_only(engine):
 
 
 def test_view_listens_on_loopback_only(tmp_path):
-    from harness.report.view import start_in_thread
+    from harness.reports.view import start_in_thread
 
     srv, url = start_in_thread(tmp_path)
     try:
