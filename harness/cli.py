@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--kv-cache-gib", type=float, default=1.0)
     sv.add_argument("--timeout", type=_positive, default=180, help="seconds to wait for health")
     sv.add_argument("--allow-untested-vllm", action="store_true", help=UNTESTED_HELP)
+    sv.add_argument("--api-key-env", default=None, metavar="NAME", help="require the API key held in this environment variable (needed for a non-loopback --host)")
+    sv.add_argument("--allow-remote-without-key", action="store_true", help="allow a non-loopback --host with no API key (isolated networks only; warns)")
     m = sub.add_parser("models", help="attention layout, KV bytes per token and KV capacity of a model")
     m.add_argument("model", nargs="?", default=None)
     m.add_argument("--memory", default="1GiB", help="KV-cache memory to size, e.g. 512MiB, 8GiB")

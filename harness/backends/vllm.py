@@ -164,6 +164,7 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
             # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
             os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
+            keep_engine_sockets_local(os.environ, ray=self._settings.get("distributed_executor_backend") == "ray")
             try:
                 from vllm import LLM
             except ImportError as exc:
@@ -366,3 +367,22 @@ def _cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+GLOO_IFNAME_VAR = "GLOO_SOCKET_IFNAME"
+
+
+def keep_engine_sockets_local(env: Any, *, ray: bool = False) -> None:
+    """Put the engine's process-group sockets on the loopback interface (docs/security.md).
+
+    vLLM's workers open a torch gloo group even alone, and gloo listens (a dozen TCP ports, no
+    authentication) on the address the machine's hostname resolves to, which on many machines is its
+    network address. GLOO_SOCKET_IFNAME names the interface instead: set here to the loopback one in
+    `env` (os.environ, or a child's environment), unless the caller set it, or the engine runs on Ray
+    (its workers may be on other machines), or the machine has no interface called "lo"."""
+    import socket
+
+    if ray or env.get(GLOO_IFNAME_VAR):
+        return
+    if "lo" in {name for _, name in socket.if_nameindex()}:
+        env[GLOO_IFNAME_VAR] = "lo"
