@@ -297,7 +297,7 @@ def test_compare_corrects_within_the_family_asked_for(tmp_path):
     np.testing.assert_allclose(fam["p_holm"], multipletests(fam["p_mcnemar"], method="holm")[1])
     md = (tmp_path / "fam" / "report.md").read_text()
     assert "Family corrected (Holm): the same strategy across runs" in md
-    assert "cot across runs: cot@b 80.0 % vs cot@a 60.0 % (n = 60), significant (p &lt; 0.001, Holm over the 2" in md
+    assert "cot across runs: cot@b 80.0 % vs cot@a 60.0 % (n = 60), significant (p < 0.001, Holm over the 2" in md
     write_compare(dirs, out=tmp_path / "all", all_pairs=True)
     every = pd.read_csv(tmp_path / "all" / "pairs.csv")
     assert len(every) == 6
@@ -305,6 +305,31 @@ def test_compare_corrects_within_the_family_asked_for(tmp_path):
     cot = lambda df: df[df["strategy_a"].str.startswith("cot@") & df["strategy_b"].str.startswith("cot@")]
     assert cot(every)["p_mcnemar"].iloc[0] == pytest.approx(cot(fam)["p_mcnemar"].iloc[0])
     assert cot(every)["p_holm"].iloc[0] > cot(fam)["p_holm"].iloc[0]  # a larger family costs power
+
+
+def test_report_md_escapes_only_what_markdown_would_read_as_markup(tmp_path):
+    """report.md writes "p < 0.001" as is (it was "&lt; 0.001"); a tag-like model name stays text. Checked by
+    rendering the file with markdown-it-py (CommonMark + tables), not by the harness's own escaping."""
+    import html as html_mod
+
+    from markdown_it import MarkdownIt
+
+    render = MarkdownIt("commonmark").enable("table").render
+    dirs = _two_runs(tmp_path, {"zero_shot": 0.5, "cot": 0.6}, {"zero_shot": 0.5, "cot": 0.8})
+    md = write_compare(dirs, out=tmp_path / "cmp")[1].read_text()
+    assert "(p < 0.001, Holm" in md and "&gt;" not in md and "&amp;" not in md
+    # the one "&lt;" left is in a Python qualname ("fn.<locals>"), which Markdown would read as an HTML tag
+    assert all(re.match(r"&lt;[A-Za-z/!?]", md[m.start():]) for m in re.finditer("&lt;", md))
+    text = html_mod.unescape(re.sub(r"<[^>]+>", "", render(md)))
+    assert "(p < 0.001, Holm" in text and "&lt;" not in text and "<locals>" in text
+    name = "M <b>bold</b> & AT&amp;T \\* a|b"
+    out = tmp_path / "named"
+    harness.run(["coin_flip"], ["zero_shot", "cot"], backend=ScriptedBackend(lambda r: "The answer is yes.",
+                model_name=name), limit=4, out=out, progress=False, cache=False, report=True)
+    rendered = render((out / "report.md").read_text())
+    assert "<b>" not in rendered  # text, never markup
+    text = html_mod.unescape(re.sub(r"<[^>]+>", "", rendered))
+    assert text.count(name) >= 3  # the title, the summary and the verdict, as written
 
 
 # -- the HTML in real headless Chromium -----------------------------------------------------

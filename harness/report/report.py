@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from .paired import pairs_table
-from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, pct
+from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, md_table, md_text, pct
 from ..runs.results import PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic, write_text_atomic
 from ..scoring.scorers import all_aggregates
 from .verdicts import HOLM_TEXT, family_verdicts, verdicts  # noqa: F401 - verdicts: their old home
@@ -63,39 +63,71 @@ SECTIONS: list[Section] = []  # extra sections in every report (write_report's `
 
 
 # -- summary table --------------------------------------------------------------------------
+_MS = lambda v: fnum(v, 3)  # noqa: E731 - seconds
+ID, ACC, COST, LAT = "", "accuracy", "cost", "latency"  # the column groups of report.html's summary table
+
+
+def _summary_columns() -> list[tuple[str, str | None, Any, str, bool]]:
+    """(header, summary column or None for a computed cell, formatter, group, shown by default). The
+    columns not shown by default sit behind report.html's "all columns" toggle; report.md has them all."""
+    return [
+        ("task", "task", str, ID, True), ("model", "model", str, ID, True), ("strategy", "strategy", str, ID, True),
+        ("format", "format", str, ID, False), ("n", "n", str, ID, True),
+        ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
+         f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]", ACC, True),
+        *((a.header, a.column, pct if a.kind == "rate" else (lambda v: fnum(v, 3)), ACC, True)
+          for a in all_aggregates()),
+        ("parse fail", "parse_fail_rate", pct, ACC, True), ("errors", "errors", lambda v: fnum(v, 0), ACC, True),
+        ("prompt tok", "mean_prompt_tokens", fnum, COST, True),
+        ("completion tok", "mean_completion_tokens", fnum, COST, True),
+        ("cached rows", "cached_rows", lambda v: fnum(v, 0) if _num(v) > 0 else "–", COST, False),
+        ("engine s / example", "engine_s_per_example", _MS, COST, True),
+        ("tok/s (batch)", "tokens_per_s", lambda v: fnum(v, 0), COST, False),
+        ("$ / 1k examples", "cost_per_example_usd", lambda v: fusd(1000 * _num(v)), COST, True),
+        ("$ total", "total_cost_usd", fusd, COST, False),
+        ("probe latency p50 (s)", "probe_latency_p50_s", _MS, LAT, True),
+        ("probe latency p95 (s)", "probe_latency_p95_s", _MS, LAT, False),
+        ("probe TTFT p50 (s)", "probe_ttft_p50_s", _MS, LAT, True),
+        ("probe TTFT p95 (s)", "probe_ttft_p95_s", _MS, LAT, False),
+        ("est. latency p50 (s)", "est_latency_p50_s", _MS, LAT, True),
+        ("est. latency p95 (s)", "est_latency_p95_s", _MS, LAT, False),
+        ("est. TTFT p50 (s)", "est_ttft_p50_s", _MS, LAT, True),
+        ("est. fit error", "est_fit_mape", pct, LAT, False),
+        ("est. extrapolated", "est_extrapolated_share", pct, LAT, False),
+        ("time in batch p50 (s)", "batch_latency_p50_s", _MS, LAT, False),
+        ("time in batch p95 (s)", "batch_latency_p95_s", _MS, LAT, False),
+    ]
+
+
+def _kept_columns(summary: pd.DataFrame) -> list[tuple[str, str | None, Any, str, bool]]:
+    """The columns with some known value (and the core ones always)."""
+    core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
+    return [c for c in _summary_columns() if c[1] in core or (
+        c[1] in summary and summary[c[1]].notna().any() and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any()))]
+
+
 def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows; optional columns appear only when some value is known."""
-    cols: list[tuple[str, str | None, Any]] = [
-        ("task", "task", str), ("model", "model", str), ("strategy", "strategy", str), ("format", "format", str),
-        ("n", "n", str),
-        ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
-         f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]"),
-        *((a.header, a.column, pct if a.kind == "rate" else (lambda v: fnum(v, 3))) for a in all_aggregates()),
-        ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
-        ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
-        ("cached rows", "cached_rows", lambda v: fnum(v, 0) if _num(v) > 0 else "–"),
-        ("probe latency p50 (s)", "probe_latency_p50_s", lambda v: fnum(v, 3)),
-        ("probe latency p95 (s)", "probe_latency_p95_s", lambda v: fnum(v, 3)),
-        ("probe TTFT p50 (s)", "probe_ttft_p50_s", lambda v: fnum(v, 3)),
-        ("probe TTFT p95 (s)", "probe_ttft_p95_s", lambda v: fnum(v, 3)),
-        ("est. latency p50 (s)", "est_latency_p50_s", lambda v: fnum(v, 3)),
-        ("est. latency p95 (s)", "est_latency_p95_s", lambda v: fnum(v, 3)),
-        ("est. TTFT p50 (s)", "est_ttft_p50_s", lambda v: fnum(v, 3)),
-        ("est. fit error", "est_fit_mape", pct), ("est. extrapolated", "est_extrapolated_share", pct),
-        ("engine s / example", "engine_s_per_example", lambda v: fnum(v, 3)),
-        ("tok/s (batch)", "tokens_per_s", lambda v: fnum(v, 0)),
-        ("$ / 1k examples", "cost_per_example_usd", lambda v: fusd(1000 * _num(v))), ("$ total", "total_cost_usd", fusd),
-        ("time in batch p50 (s)", "batch_latency_p50_s", lambda v: fnum(v, 3)),
-        ("time in batch p95 (s)", "batch_latency_p95_s", lambda v: fnum(v, 3)),
-    ]
-    core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
-    keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any()
-                                                 and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any()))]
+    keep = _kept_columns(summary)
     rows = []
     for r in summary.to_dict("records"):
         rows.append([fmt(r) if src is None else ("–" if _missing(r.get(src)) else fmt(r.get(src)))
-                     for _, src, fmt in keep])
-    return [h for h, _, _ in keep], rows
+                     for _, src, fmt, _, _ in keep])
+    return [c[0] for c in keep], rows
+
+
+def summary_layout(summary: pd.DataFrame) -> dict:
+    """How report.html groups summary_table's columns: {"groups": [{"name", "shown", "all"}] in column order
+    (`shown`: how many of the group's columns show by default, `all`: with the toggle on), "extra": one
+    flag per column, True where it shows only with the toggle on}."""
+    keep = _kept_columns(summary)
+    groups: list[dict] = []
+    for _, _, _, group, main in keep:
+        if not groups or groups[-1]["name"] != group:
+            groups.append({"name": group, "shown": 0, "all": 0})
+        groups[-1]["all"] += 1
+        groups[-1]["shown"] += int(main)
+    return {"groups": groups, "extra": [not c[4] for c in keep]}
 
 
 def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -214,10 +246,12 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
 
     pairs = pairs_table(b.preds, family=b.family)
     head, rows = summary_table(b.summary)
+    layout = summary_layout(b.summary)
     phead, prows = pairs_rows(pairs)
     rhead, rrows = runs_side_by_side(b.runs, b.preds)
     return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
-            "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
+            "summary_head": head, "summary_rows": rows,
+            "summary_groups": layout["groups"], "summary_extra": layout["extra"], "pairs_head": phead, "pairs_rows": prows,
             "verdicts": verdicts(b.summary, pairs) + family_verdicts(pairs),
             "plots": all_plots(b.summary, b.preds, b.majk, b.probes), "measures_note": MEASURES_NOTE,
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
@@ -242,38 +276,26 @@ def _builtin_sections(b: Bundle) -> list[Section]:
     return [Section("variance", "Variance by source", lambda _b: (head, rows), NOTE)] if rows else []
 
 
-def _md_cell(x: Any) -> str:
-    import html
-
-    return html.escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def render_md(ctx: dict) -> str:
-    parts = [f"# {_md_cell(ctx['title'])}", "", f"Generated {ctx['generated']}. Plots and examples are in "
+    parts = [f"# {md_text(ctx['title'])}", "", f"Generated {ctx['generated']}. Plots and examples are in "
              "report.html.", "", "## Verdict", ""]
-    parts += [f"- {_md_cell(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
-    parts += ["", "## Summary", "", _md_cell(ctx["measures_note"]), "",
-              _md_table(ctx["summary_head"], ctx["summary_rows"]), "",
+    parts += [f"- {md_text(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
+    parts += ["", "## Summary", "", md_text(ctx["measures_note"]), "",
+              md_table(ctx["summary_head"], ctx["summary_rows"]), "",
               "## Paired significance", "", f"Exact McNemar on items both strategies answered without an error. "
               f"{ctx['holm_text']} Significant at p < {ctx['alpha']}.", ""]
-    parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else ctx["no_pairs_text"], ""]
+    parts += [md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else ctx["no_pairs_text"], ""]
     from .matrix import matrix_markdown
     parts += matrix_markdown(ctx.get("matrix"))
     for sec in ctx.get("sections", ()):
-        parts += [f"## {_md_cell(sec['title'])}", "", *([_md_cell(sec["note"]), ""] if sec["note"] else []),
-                  _md_table(sec["head"], sec["rows"]), ""]
-    parts += ["## Runs side by side", "", _md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
+        parts += [f"## {md_text(sec['title'])}", "", *([md_text(sec["note"]), ""] if sec["note"] else []),
+                  md_table(sec["head"], sec["rows"]), ""]
+    parts += ["## Runs side by side", "", md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
     for r in ctx["runs"]:
-        parts += [f"## Model and engine: {_md_cell(r['run_id'])}", ""]
+        parts += [f"## Model and engine: {md_text(r['run_id'])}", ""]
         for name in ("general", "model", "engine", "engine_stats"):
             if r[name]:
-                parts += [f"**{name.replace('_', ' ')}**", "", _md_table(["key", "value"], [list(x) for x in r[name]]), ""]
+                parts += [f"**{name.replace('_', ' ')}**", "", md_table(["key", "value"], [list(x) for x in r[name]]), ""]
     return "\n".join(parts) + "\n"
 
 
