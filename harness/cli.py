@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 
 from .backends import BACKENDS, backend_class
+from .backends.engine_log import configure as configure_engine_log
 from .errors import ConfigError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -89,11 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     r.add_argument("--check-determinism", action="store_true",
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--quiet", action="store_true", help="print only the summary and the run folder (no progress bar, "
+                   "no engine warning)")
     r.add_argument("--force", action="store_true",
                    help="into an --out that holds results of another configuration: run the changed units "
                         "next to the old ones, their strategy labelled SPEC@CONFIG")
-    r.add_argument("--verbose", action="store_true", help="show the engine's INFO logs (on stderr)")
+    r.add_argument("--verbose", action="store_true", help="show the engine's own output on stderr: its INFO logs, "
+                   "progress bars and the warnings docs/engine.md explains")
     b = r.add_argument_group("backend")
     b.add_argument("--backend", choices=list(BACKENDS), default="vllm")
     b.add_argument("--base-url", action="append", default=[],
@@ -295,8 +298,9 @@ def cmd_report(a) -> int:
 def cmd_compare(a) -> int:
     from .report.report import write_compare
 
-    for path in write_compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs):
-        print(path)
+    verdicts: list[str] = []
+    paths = write_compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs, verdict_lines=verdicts)
+    print("\n".join(verdicts + [str(p) for p in paths]))  # the verdict sentences, then the files (the last lines)
     return 0
 
 
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.cmd:
             parser.print_help()
             return EXIT_BAD_INPUT
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if getattr(a, "verbose", False) else "WARNING")
+        configure_engine_log(verbose=getattr(a, "verbose", False), quiet=getattr(a, "quiet", False))
         if a.cmd in ("run", "serve"):
             from .runs.procs import guard, handle_signals
             # SIGTERM / SIGHUP act like Ctrl-C, also in a background job that inherited SIGINT ignored

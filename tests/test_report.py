@@ -477,6 +477,53 @@ def test_report_renders_in_chromium_without_running_the_payload(browser, symboli
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
 
 
+SUMMARY_FIT = """JSON.stringify((() => {
+  const t = document.querySelector('#summary table'), shown = el => el.checkVisibility();
+  const groups = Array.from(t.querySelectorAll('thead tr:first-child th')).filter(shown);
+  const heads = Array.from(t.querySelectorAll('thead tr:last-child th')).filter(shown);
+  return {page: document.documentElement.scrollWidth, right: t.getBoundingClientRect().right,
+          box: t.parentElement.getBoundingClientRect().right, heads: heads.map(h => h.textContent),
+          groups: groups.map(h => h.textContent), spans: groups.reduce((n, h) => n + h.colSpan, 0),
+          cells: Array.from(t.querySelectorAll('tbody tr')).map(r => Array.from(r.cells).filter(shown).length)};
+})())"""
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory) -> Path:
+    """Every kind of summary column at once: JSON scores, sampling, hourly $, the probe and the latency model."""
+    out = tmp_path_factory.mktemp("wide") / "run"
+    harness.run(["coin_flip", "person_json"], ["zero_shot", "few_shot:k=2,seed=1,order=shuffled", "cot", "self_consistency:k=3",
+                                               "zero_shot:guided=true"],
+                backend=ScriptedBackend(lambda r: ["The answer is yes."] * r.sampling.n, model_name="SmolLM2-135M-Instruct"),
+                limit=12, out=out, progress=False, cache=False, report=True, latency_probe=1, latency_calibration=4,
+                hourly_usd=1.0)
+    return out
+
+
+def test_summary_table_fits_a_1400_px_window_with_the_rest_one_toggle_away(browser, wide_run, compare_dir):
+    """The summary's columns are grouped (accuracy, cost, latency); those not shown open with a checkbox
+    (CSS only: the page has no script), and the table never widens the page (it scrolls in its own box)."""
+    browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
+    try:
+        for html in (wide_run / "report.html", compare_dir / "report.html"):
+            browser.open(html)
+            closed = json.loads(browser.evaluate(SUMMARY_FIT))
+            assert closed["page"] <= 1400 and closed["right"] <= 1400, closed
+            assert closed["groups"] == ["", "accuracy", "cost", "latency"], closed["groups"]
+            assert closed["spans"] == len(closed["heads"]) and set(closed["cells"]) == {len(closed["heads"])}
+            if html.parent == wide_run:
+                browser.screenshot(ARTIFACTS / "summary-1400.png")
+            browser.evaluate("document.getElementById('summary-all-columns').click(), 1")
+            opened = json.loads(browser.evaluate(SUMMARY_FIT))
+            assert len(opened["heads"]) > len(closed["heads"]) and set(closed["heads"]) < set(opened["heads"])
+            assert opened["spans"] == len(opened["heads"]) and set(opened["cells"]) == {len(opened["heads"])}
+            assert opened["page"] <= 1400 and opened["box"] <= 1400, opened  # wider tables scroll inside their box
+            if html.parent == wide_run:  # 20-odd columns in all: the table the issue saw scroll sideways
+                assert len(opened["heads"]) >= 20 and "$ total" in opened["heads"], opened["heads"]
+    finally:
+        browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=2000, deviceScaleFactor=1, mobile=False)
+
+
 TEXT_BOXES = """JSON.stringify((() => {
   const sel = 'h1,h2,h3,h4,p,li,th,td,figcaption,summary,code,a,.muted';
   const boxes = [];

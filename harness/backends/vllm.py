@@ -37,6 +37,7 @@ from .timing import _timing, apportion  # noqa: F401 - apportion re-exported
 from .loglik import PromptLogprobScoring, encode_pair, encode_pairs, pair_texts  # noqa: F401 - re-exported
 from .base import BackendBase
 from .preload import preloaded
+from .engine_log import filtered_stderr, install_filters, own_session, verbose
 from .chat import cut_at_stop, to_chat_messages
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
@@ -95,12 +96,13 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
                  structured_outputs_backend: str = "auto", speculative_ngram: int | None = None,
                  tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
                  distributed_executor_backend: str | None = None, dtype: str = "bfloat16",
-                 log_stats: bool = True, use_tqdm: bool = True, allow_untested_vllm: bool | None = None) -> None:
+                 log_stats: bool = True, use_tqdm: bool | None = None, allow_untested_vllm: bool | None = None) -> None:
         self.model_path, self.model_name = resolve_model(model)
         self.allow_untested_vllm = allow_untested_vllm  # None: HARNESS_ALLOW_UNTESTED_VLLM decides
         self.vllm_check: dict | None = None  # what check_vllm found at start (run.json: engine.vllm_check)
         self.max_model_len = max_model_len
-        self.use_tqdm = use_tqdm
+        self.use_tqdm = verbose() if use_tqdm is None else use_tqdm  # vLLM's bars: --verbose only (engine_log.py)
+        self._stderr_copier: Any = None  # the thread that copies the engine processes' stderr (engine_log.py)
         self._settings: dict[str, Any] = {
             "model": self.model_path, "dtype": dtype, "max_model_len": max_model_len, "seed": seed,
             "enforce_eager": enforce_eager, "enable_prefix_caching": enable_prefix_caching,
@@ -160,6 +162,8 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
         if self._llm is None:
             self.vllm_check = check_vllm(self.allow_untested_vllm)  # before the expensive part
             os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose() else "WARNING")  # before vllm's import
+            install_filters()  # the engine's warnings about the harness's defaults (engine_log.py, docs/engine.md)
             # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
             os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
             try:
@@ -167,10 +171,13 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             except ImportError as exc:
                 raise missing_extra("vllm", "cpu") from exc
             try:
-                with preloaded() as added:  # tcmalloc for the spawned engine processes (preload.py)
-                    self._llm = LLM(**self._llm_kwargs())
+                # tcmalloc for the spawned engine processes (preload.py); their stderr through NOISE, in a session
+                # of their own so that a terminal's Ctrl-C is the harness's alone (engine_log.py)
+                with preloaded() as added, filtered_stderr() as self._stderr_copier, own_session():
+                    self._llm = LLM(**self._llm_kwargs(), use_tqdm_on_load=verbose())
                 self.preloaded = added
             except Exception as exc:  # vLLM raises many types here; report one line
+                self._join_stderr(5.0)  # what the engine said as it failed comes before the one line
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
                 raise EngineStartError(f"the vLLM engine failed to start: {type(exc).__name__}: {first}",
                                        where=self.model_path,
@@ -197,7 +204,13 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             except TypeError:  # a vLLM whose shutdown takes no timeout
                 core.shutdown()
         self._llm = None
+        self._join_stderr()  # the engine's last lines come before anything printed after close()
         gc.collect()
+
+    def _join_stderr(self, timeout: float = 10.0) -> None:
+        copier, self._stderr_copier = self._stderr_copier, None
+        if copier is not None:
+            copier.join(timeout)
 
     def reset_prefix_cache(self) -> bool:
         """Empty the prefix cache (the latency probe does, so each probe request pays its whole prompt)."""

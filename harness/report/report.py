@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +66,7 @@ SECTIONS: list[Section] = []  # extra sections in every report (write_report's `
 # -- summary table --------------------------------------------------------------------------
 _MS = lambda v: fnum(v, 3)  # noqa: E731 - seconds
 ID, ACC, COST, LAT = "", "accuracy", "cost", "latency"  # the column groups of report.html's summary table
+NAMES = ("task", "model", "strategy")  # columns whose long names may wrap after ":", ",", "=" or "@" (|wbr)
 
 
 def _summary_columns() -> list[tuple[str, str | None, Any, str, bool]]:
@@ -119,15 +121,20 @@ def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 def summary_layout(summary: pd.DataFrame) -> dict:
     """How report.html groups summary_table's columns: {"groups": [{"name", "shown", "all"}] in column order
     (`shown`: how many of the group's columns show by default, `all`: with the toggle on), "extra": one
-    flag per column, True where it shows only with the toggle on}."""
+    flag per column, True where it shows only with the toggle on}. Besides the columns marked so, the
+    model (one model: the title names it) and the estimated latency where a probe measured it wait there."""
     keep = _kept_columns(summary)
+    one_model = "model" in summary and summary["model"].nunique() <= 1  # the title names it
+    probed = any(c[1] in ("probe_latency_p50_s", "probe_ttft_p50_s") for c in keep)  # measured beats estimated
+    keep = [(h, src, fmt, group, main and not (src == "model" and one_model)
+             and not (probed and str(src).startswith("est_"))) for h, src, fmt, group, main in keep]
     groups: list[dict] = []
     for _, _, _, group, main in keep:
         if not groups or groups[-1]["name"] != group:
             groups.append({"name": group, "shown": 0, "all": 0})
         groups[-1]["all"] += 1
         groups[-1]["shown"] += int(main)
-    return {"groups": groups, "extra": [not c[4] for c in keep]}
+    return {"groups": groups, "extra": [not c[4] for c in keep], "names": [c[1] in NAMES for c in keep]}
 
 
 def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -251,7 +258,8 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
     rhead, rrows = runs_side_by_side(b.runs, b.preds)
     return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
             "summary_head": head, "summary_rows": rows,
-            "summary_groups": layout["groups"], "summary_extra": layout["extra"], "pairs_head": phead, "pairs_rows": prows,
+            "summary_groups": layout["groups"], "summary_extra": layout["extra"],
+            "summary_names": layout["names"], "pairs_head": phead, "pairs_rows": prows,
             "verdicts": verdicts(b.summary, pairs) + family_verdicts(pairs),
             "plots": all_plots(b.summary, b.preds, b.majk, b.probes), "measures_note": MEASURES_NOTE,
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
@@ -304,12 +312,29 @@ def render_html(ctx: dict) -> str:
     from jinja2 import Environment, FileSystemLoader
 
     env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["wbr"] = wbr
     return env.get_template(HTML_TEMPLATE).render(**ctx)
 
 
-def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None) -> list[Path]:
+def wbr(text: Any) -> Any:
+    """Escaped text with a line-break opportunity (<wbr>) after each ":", ",", "=" and "@", so that a long
+    strategy name (zero_shot:answer_mode=loglikelihood) can wrap in a narrow column.
+
+    >>> str(wbr("few_shot:k=3<b>"))
+    'few_shot:<wbr>k=<wbr>3&lt;b&gt;'
+    """
+    from markupsafe import Markup, escape
+
+    return Markup("").join(escape(part) + (Markup("<wbr>") if part[-1:] in ":,=@" else "")
+                           for part in re.split(r"(?<=[:,=@])(?=.)", str(text)))
+
+
+def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None,
+           verdict_lines: list[str] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     ctx = build_context(b, SECTIONS if sections is None else sections)
+    if verdict_lines is not None:  # the caller prints them (harness compare)
+        verdict_lines.extend(v["text"] for v in ctx["verdicts"])
     paths = [out / "report.html", out / "report.md", out / "pairs.csv"]
     write_text_atomic(paths[0], render_html(ctx))
     write_text_atomic(paths[1], render_md(ctx))
@@ -366,11 +391,13 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataF
 
 
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
-                  sections: Sequence[Section] | None = None, all_pairs: bool = False) -> list[Path]:
+                  sections: Sequence[Section] | None = None, all_pairs: bool = False,
+                  verdict_lines: list[str] | None = None) -> list[Path]:
     """Join several run folders into one report (default folder results/compare-<timestamp>).
 
     Significance tests and Holm's correction cover the comparisons asked for: by default the same
-    strategy across runs (cot@a vs cot@b), per task; with all_pairs, every pair of strategies and runs."""
+    strategy across runs (cot@a vs cot@b), per task; with all_pairs, every pair of strategies and runs.
+    `verdict_lines`: a list that receives the report's verdict sentences (harness compare prints them)."""
     datas = [load_run(d) for d in run_dirs]
     ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
     ids = [rid if ids.count(rid) == 1 else f"{rid}#{i}" for i, rid in enumerate(ids)]
@@ -383,4 +410,4 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
     family, key = ("all", "all_runs") if all_pairs else ("same_strategy", "same_strategy")
     return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes,
-                         family=family, holm_key=key), Path(out), sections)
+                         family=family, holm_key=key), Path(out), sections, verdict_lines)

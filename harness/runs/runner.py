@@ -22,6 +22,7 @@ from ..backends.base import Backend, check_backend, stats_delta
 from ..errors import ConfigError
 from .identity import check_distinct, model_identity, plan_units
 from .procs import deferred
+from .progress import progress as progress_bar
 from .provenance import templates_used, versions
 from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_from_journal, run_folder,
                       write_frame_atomic, write_json_atomic)
@@ -158,7 +159,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
         flops_per_token = 2 * info["active_params"] if info.get("active_params") else None
 
         t0 = time.perf_counter()
-        bar = _progress(len(pending), progress)
+        bar = progress_bar(len(pending), progress)  # harness/runs/progress.py
         interrupted = False
         # The units (every rendered request) live for the whole run; without this, each full garbage
         # collection during the engine's calls walks all of them again.
@@ -183,7 +184,7 @@ def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] =
                 journal.append(entries)
                 written.extend(entries)
                 if bar is not None:
-                    bar.update(len(chunk))
+                    bar.update(len(chunk), len(reqs))
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -337,14 +338,6 @@ def _gc_paused():
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="examples", unit="ex", file=sys.stderr)
 
 
 def resume_args(run_dir: str | Path, *, explicit: dict) -> dict:
