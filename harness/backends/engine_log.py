@@ -17,7 +17,6 @@ Where the lines come from, and where they are dropped:
 """
 from __future__ import annotations
 
-import builtins
 import io
 import logging
 import os
@@ -60,9 +59,9 @@ NOISE: tuple[Noise, ...] = (
 _SOURCE_LINE = re.compile(r"^\s{2}\S")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PATTERNS = [re.compile(n.pattern) for n in NOISE]
-# Python warnings of this process that NOISE names, as -W / PYTHONWARNINGS would write them (the engine
-# processes print theirs to the pipe, where NOISE drops them)
-WARNINGS = ("ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning",)
+# Python warnings of this process that NOISE names: (start of the message, category). The engine processes
+# print theirs to the pipe, where NOISE drops them.
+WARNINGS = (("`torch.distributed.reduce_op` is deprecated", FutureWarning),)
 
 
 def is_noise(line: str) -> bool:
@@ -92,14 +91,16 @@ _FILTER = _Drop()
 
 def install_filters() -> None:
     """Drop NOISE from this process's vLLM loggers and Python warnings (idempotent). A filter on the logger
-    that makes the record holds through vLLM's logging configuration (which replaces handlers only)."""
+    that makes the record holds through vLLM's logging configuration (which replaces handlers only).
+    Nothing with --verbose."""
+    if verbose():
+        return
     for name in {n.logger for n in NOISE if n.logger}:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
-    for spec in WARNINGS:
-        _, message, category = spec.split(":")
-        warnings.filterwarnings("ignore", message=re.escape(message), category=getattr(builtins, category))
+    for message, category in WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=category)
 
 
 def configure(*, verbose: bool = False, quiet: bool = False) -> None:
