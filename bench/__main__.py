@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     _env(tmp)
-    from harness.runs.procs import guard
+    from harness.system.procs import guard
     guard()  # however the benchmark ends (SIGKILL included), no engine or server it started outlives it
 
     from .common import table

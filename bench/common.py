@@ -147,7 +147,7 @@ def scratch_dir() -> Path:
 
 def requests_of(tasks: Sequence[Any], strategies: Sequence[str], *, limit: int, seed: int = 0) -> list[Any]:
     """The rendered requests the harness would send (one per unit for these strategies)."""
-    from harness.runs.runner import build_units
+    from harness.runs.units import build_units
     from harness.strategy.strategies import parse_strategy
     from harness.task.tasks import load_task
 

@@ -83,7 +83,7 @@ def p2(s: Settings, backend: Any, *, tag: str = "P2") -> list[Row]:
 def p3_prefix_check(s: Settings, backend: Any) -> list[Row]:
     """The exemplar block (everything before the item) is byte-identical across examples."""
     from harness.backends.chat import to_chat_messages
-    from harness.strategy.strategies import COT_TRIGGER
+    from harness.strategy.prompt_layout import COT_TRIGGER
 
     tok = backend.tokenizer
     rows = []

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from functools import partial
 from pathlib import Path
 
-from .backends import BACKENDS, backend_class
+from .backends import BACKENDS
+from .backends.options import BACKEND_OPTIONS, ENGINE_OPTIONS, positive_int
 from .backends.engine_log import configure as configure_engine_log
 from .errors import ConfigError, HarnessError
 
@@ -22,31 +22,7 @@ class Parser(argparse.ArgumentParser):
         raise ConfigError(message, where="command line", fix=f"see `{self.prog} --help`")
 
 
-def _engine_options(a) -> dict:
-    opts = {}
-    for name in ("max_model_len", "kv_cache_memory_bytes", "block_size", "kv_cache_dtype",
-                 "structured_outputs_backend", "speculative_ngram", "tensor_parallel_size",
-                 "pipeline_parallel_size", "distributed_executor_backend"):
-        v = getattr(a, name, None)
-        if v is not None:
-            opts[name] = v
-    if getattr(a, "no_prefix_caching", False):
-        opts["enable_prefix_caching"] = False
-    if getattr(a, "compiled", False):
-        opts["enforce_eager"] = False
-    if getattr(a, "allow_untested_vllm", False):
-        opts["allow_untested_vllm"] = True
-    return opts
-
-
-def _positive(v: str) -> int:
-    try:
-        x = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{v}' is not an integer") from None
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"'{v}' must be a positive integer")
-    return x
+_positive = positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", parser_class=Parser)
 
     r = sub.add_parser("run", help="run tasks x strategies on a model and write a run folder")
+    r.add_argument("experiment", nargs="?", default=None,
+                   help="an experiment file (docs/experiments.md); flags given next to it override its keys")
     r.add_argument("--task", action="append", default=[], help="task name or path to a task YAML (repeatable)")
     r.add_argument("--strategy", action="append", default=[],
                    help="strategy spec, e.g. few_shot:k=4 or a grid few_shot:k={1,3},seed={0,1} (repeatable; "
@@ -97,33 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "next to the old ones, their strategy labelled SPEC@CONFIG")
     r.add_argument("--verbose", action="store_true", help="show the engine's own output on stderr: its INFO logs, "
                    "progress bars and the warnings docs/engine.md explains")
+    r.add_argument("--margin", type=float, default=None, metavar="M",
+                   help="non-inferiority margin of the verdicts, in accuracy points (default 5; docs/statistics.md)")
     b = r.add_argument_group("backend")
-    b.add_argument("--backend", choices=list(BACKENDS), default="vllm")
-    b.add_argument("--base-url", action="append", default=[],
-                   help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (repeat for data parallel)")
-    b.add_argument("--api-key-env", default=None, metavar="NAME", help="environment variable holding the API key")
-    b.add_argument("--concurrency", type=_positive, default=None, help="requests in flight per endpoint")
-    b.add_argument("--endpoint", choices=["chat", "completions"], default="chat")
-    b.add_argument("--structured", choices=["vllm", "openai"], default="vllm",
-                   help="guided output as vLLM structured_outputs, or OpenAI response_format")
-    b.add_argument("--request-timeout", type=_positive, default=None, metavar="S")
-    b.add_argument("--max-retries", type=int, default=None)
-    b.add_argument("--langchain-model", default=None, metavar="MODULE:ATTR",
-                   help="a langchain-core BaseChatModel (imports MODULE: an explicit opt-in to run its code)")
+    b.add_argument("--backend", choices=list(BACKENDS), default=None, help="vllm (default), openai or langchain")
+    for opt in BACKEND_OPTIONS:
+        opt.add_to(b)
     g = r.add_argument_group("engine (offline vLLM)")
-    g.add_argument("--max-model-len", type=_positive)
-    g.add_argument("--kv-cache-memory-bytes", type=_positive)
-    g.add_argument("--block-size", type=_positive)
-    g.add_argument("--kv-cache-dtype")
-    g.add_argument("--no-prefix-caching", action="store_true")
-    g.add_argument("--compiled", action="store_true", help="compiled mode instead of eager")
-    g.add_argument("--structured-outputs-backend", choices=["auto", "xgrammar", "outlines", "guidance"])
-    g.add_argument("--speculative-ngram", type=_positive, metavar="K",
-                   help="n-gram (prompt lookup) speculative decoding with K speculative tokens")
-    g.add_argument("--tensor-parallel-size", type=_positive)
-    g.add_argument("--pipeline-parallel-size", type=_positive)
-    g.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"])
-    g.add_argument("--allow-untested-vllm", action="store_true", help=UNTESTED_HELP)
+    for opt in ENGINE_OPTIONS:
+        opt.add_to(g)
 
     sub.add_parser("tasks", help="list the tasks")
     sv = sub.add_parser("serve", help="start the vLLM OpenAI-compatible server on 127.0.0.1 and print its URL")
@@ -155,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_view(a) -> int:
     from .runs.results import RESULTS_DIR
-    from .report.view import make_server, view_url
+    from .reports.view import make_server, view_url
 
     srv = make_server(a.results_dir or RESULTS_DIR, host=a.host, port=a.port, allow_remote=a.allow_remote)
     print(view_url(srv), flush=True)
@@ -166,88 +126,137 @@ def cmd_view(a) -> int:
     return 0
 
 
-def cmd_run(a) -> int:
-    from .runs.api import write_report_safely
-    from .runs.multimodel import cli_backend_factory, multi_model_resume, run_models
-    from .runs.runner import RunInterrupted, run
-    from .report.summary import print_summary
+# flag (argparse dest) -> RunSpec field, for the flags whose field has another name or form
+FLAG_FIELDS = {"task": "tasks", "strategy": "strategies", "model": "models", "no_cache": "cache"}
 
-    recorded = multi_model_resume(a.resume or a.retry_errors) if (a.resume or a.retry_errors) else None
-    models = a.model or (recorded[0] if recorded else [None])
-    a.model = models[0] if len(models) == 1 and "@http" not in str(models[0]) else None
 
-    from .report.pricing import DEFAULT_PRICES, load_price_table, parse_price_flag
-    prices = load_price_table(a.prices) if a.prices else (
+def spec_fields(a) -> dict:
+    """The RunSpec fields that the flags give (a flag left at its default gives nothing)."""
+    from .backends.options import from_namespace
+
+    f: dict = {}
+    for name in ("limit", "data_dir", "out", "run_id", "chunk_size", "cache_dir", "latency_probe",
+                 "latency_calibration", "hourly_usd", "backend"):
+        if getattr(a, name) is not None:
+            f[name] = getattr(a, name)
+    for flag, field in FLAG_FIELDS.items():
+        v = getattr(a, flag)
+        if v:
+            f[field] = (not v) if field == "cache" else tuple(v)
+    if a.seed != 0:
+        f["seed"] = a.seed
+    if a.probe_concurrency != 1:
+        f["probe_concurrency"] = a.probe_concurrency
+    if a.force:
+        f["force"] = True
+    if a.margin is not None:
+        f["margin"] = a.margin / 100
+    if engine := from_namespace(a, engine=True):
+        f["engine"] = engine
+    if backend := from_namespace(a, engine=False):
+        f["backend_options"] = backend
+    if a.prices or a.price:
+        f["prices"] = _prices(a)
+    return f
+
+
+def _prices(a) -> dict:
+    from .stats.pricing import DEFAULT_PRICES, load_price_table, parse_price_flag
+
+    table = load_price_table(a.prices) if a.prices else (
         load_price_table(DEFAULT_PRICES) if DEFAULT_PRICES.is_file() else {})
     for flag in a.price:
-        prices.update(parse_price_flag(flag))
-    kwargs = dict(tasks=a.task, strategies=a.strategy, model=a.model, limit=a.limit, seed=a.seed,
-                  data_dir=a.data_dir, out=a.out, run_id=a.run_id, engine_options=_engine_options(a),
-                  price_table=prices, progress=not a.quiet, cache=not a.no_cache, cache_dir=a.cache_dir,
-                  force=a.force, latency_probe=a.latency_probe, latency_calibration=a.latency_calibration,
-                  probe_concurrency=a.probe_concurrency,
-                  hourly_usd=a.hourly_usd)
-    if a.chunk_size:
-        kwargs["chunk_size"] = a.chunk_size
-    if a.check_determinism:
-        return _check_determinism(a)
-    if a.resume or a.retry_errors:
-        from .runs.runner import resume_args
-        kwargs.update(resume_args(a.resume or a.retry_errors, explicit={**kwargs, "backend_kind": a.backend}))
-    elif not a.task and a.limit is None:
+        table.update(parse_price_flag(flag))
+    return {k: v.model_dump(exclude_none=True) for k, v in table.items()}
+
+
+def build_spec(a):
+    """(the RunSpec to run, display names or None, where it came from) from the flags, an experiment file
+    (flags override its keys) or --resume (no flag may change the spec)."""
+    from .runs.spec import RunSpec
+
+    given = spec_fields(a)
+    resume = a.resume or a.retry_errors
+    if resume:
+        from .runs.resume import check_resume_flags, resume_spec
+
+        check_resume_flags([k for k in given if k not in ("out", "run_id")], resume)
+        if a.experiment:
+            raise ConfigError("an experiment file next to --resume", where=a.experiment, field="--resume",
+                              fix="resume with --resume RUN_DIR alone (the run keeps its own spec)")
+        spec, names = resume_spec(resume)
+        return spec, names, {"resumed": str(resume)}
+    if a.experiment:
+        from .runs.experiment import load_experiment
+
+        base, _ = load_experiment(a.experiment)
+        data = {**base.record(), **given}
+        if base.prices is None and "prices" not in given:
+            data["prices"] = _prices(a)
+        return RunSpec.build(a.experiment, **data), None, {"file": a.experiment, "overrides": sorted(given)}
+    if not given.get("tasks") and not given.get("strategies") and "limit" not in given:
         from .runs.defaults import DEFAULT_LIMIT
-        kwargs["limit"] = DEFAULT_LIMIT
+        given["limit"] = DEFAULT_LIMIT
+    if "prices" not in given:
+        given["prices"] = _prices(a)
+    return RunSpec.build("command line", **given), None, {"flags": sorted(spec_fields(a))}
+
+
+def cmd_run(a) -> int:
+    from .api import run_spec
+    from .reports.summary import print_summary
+    from .runs.runner import RunInterrupted
+
+    spec, names, sources = build_spec(a)
     if a.dry_run:
-        code = _dry_run(kwargs)
-        if len(models) > 1:
-            print(f"x {len(models)} models ({', '.join(str(m) for m in models)}), one engine at a time")
-        return code
-    if a.model is None and models != [None]:  # several models, or a server model at its own URL
-        kwargs.pop("model_name", None)
-        backend = None
-        run = partial(run_models, models, make_backend=cli_backend_factory(a, make_backend),  # noqa: F811
-                      model_names=recorded[1] if recorded and models == recorded[0] else None)
-    else:
-        backend = kwargs["backend"] = make_backend(a, model=kwargs["model"])
+        return _dry_run(spec, determinism=a.check_determinism)
+    if a.check_determinism:
+        return _check_determinism(spec)
     try:
-        preds = run(**kwargs)
+        preds = run_spec(spec, progress=not a.quiet, verbose=a.verbose, display_names=names)
     except RunInterrupted as exc:
-        from .runs.procs import exit_code, signal_name
-        backend.close()  # first: what the engine says as it stops (a Ctrl-C reaches it too) comes before this
+        from .system.procs import exit_code, signal_name
         print(f"\ninterrupted ({signal_name()}): what was done is kept. Resume with:\n"
               f"  harness run --resume {exc.run_dir}", file=sys.stderr)
         print(exc.run_dir)
         return exit_code()
-    finally:
-        if backend is not None:
-            backend.close()  # a clean engine shutdown (no "engine core exited unexpectedly" warning)
     run_dir = Path(preds.attrs["run_dir"])
+    _record_sources(run_dir, sources)
     if not a.no_report:
+        from .api import write_report_safely
         write_report_safely(run_dir)
     print_summary(run_dir)
     print(run_dir)
     return 0
 
 
-def _dry_run(kw: dict) -> int:
+def _record_sources(run_dir: Path, sources: dict) -> None:
+    """run.json says where the spec came from: flags, an experiment file (and which flags overrode it), a
+    resume (which keeps the sources of the run it resumes)."""
+    import json
+
+    from .runs.results import write_json_atomic
+
+    p = run_dir / "run.json"
+    meta = json.loads(p.read_text(encoding="utf-8"))
+    if "resumed" not in sources or not meta.get("spec_sources"):
+        meta["spec_sources"] = sources
+        write_json_atomic(p, meta)
+
+
+def _dry_run(spec, *, determinism: bool = False) -> int:
     """Load the tasks, expand the grids, render every prompt (so bad input fails here too), count."""
+    from .runs.runner import plan_run
     from .strategy.grid import format_plan, plan
-    from .runs.runner import build_units
-    from .runs.suite import plan_strategies, resolve_plan
 
-    suite_plan = resolve_plan(kw["tasks"], kw["strategies"], kw.get("suite"), data_dir=kw["data_dir"])
-    strategies = plan_strategies(suite_plan)
-    units = [u for t, ss in suite_plan for u in build_units([t], ss, limit=kw["limit"], seed=kw["seed"])]
+    _, strategies, units = plan_run(spec, "chat")
     print(format_plan(plan(units), len(strategies)))
+    models = list(spec.models) or ["bundled"]
+    if len(models) > 1:
+        print(f"x {len(models)} models ({', '.join(models)}), one engine at a time")
+    if determinism:
+        print("--check-determinism would send a sample (--limit, default 5) twice; nothing was started")
     return 0
-
-
-def make_backend(a, *, model: str | None = None):
-    """The backend the flags ask for, built by its entry in harness.backends.BACKENDS."""
-    if a.backend == "vllm" and (a.base_url or a.langchain_model):
-        raise ConfigError("--base-url / --langchain-model need --backend openai / langchain", field="--backend",
-                          fix="add --backend openai (or langchain)")
-    return backend_class(a.backend).from_cli(a, model=model, engine_options=_engine_options(a))
 
 
 def cmd_serve(a) -> int:
@@ -256,13 +265,14 @@ def cmd_serve(a) -> int:
     return main_serve(a)
 
 
-def _check_determinism(a) -> int:
+def _check_determinism(spec) -> int:
+    from .api import spec_backends
     from .runs.defaults import DEFAULT_STRATEGIES, DEFAULT_TASKS
     from .runs.determinism import check_determinism
 
-    backend = make_backend(a, model=a.model)
-    df = check_determinism(a.task or DEFAULT_TASKS, a.strategy or DEFAULT_STRATEGIES, backend=backend,
-                           limit=a.limit or 5, seed=a.seed, data_dir=a.data_dir)
+    backend, _ = spec_backends(spec)(spec.models[0] if spec.models else None, None)
+    df = check_determinism(list(spec.tasks) or DEFAULT_TASKS, list(spec.strategies) or DEFAULT_STRATEGIES,
+                           backend=backend, limit=spec.limit or 5, seed=spec.seed, data_dir=spec.data_dir)
     same = int(df["identical"].sum())
     print(f"determinism: {same}/{len(df)} requests gave identical outputs on two passes")
     for _, r in df[~df["identical"]].head(10).iterrows():
@@ -271,36 +281,34 @@ def _check_determinism(a) -> int:
 
 
 def cmd_tasks(a) -> int:
-    from .task.tasks import load_task, task_files
+    from .api import tasks
 
-    for name, path in task_files().items():
-        spec = load_task(path).spec
-        src = spec.source.generator and "generated" or spec.source.path and "--data-dir" or "hub"
-        print(f"{name:22s} {spec.answer_type:7s} {src:10s} {spec.description}")
+    for r in tasks().itertuples():
+        print(f"{r.name:22s} {r.answer_type:7s} {r.source:10s} {r.description}")
     return 0
 
 
 def cmd_models(a) -> int:
-    from .backends.models import describe_model
+    from .api import models
 
-    print(describe_model(a.model, memory=a.memory))
+    print(models(a.model, memory=a.memory).attrs["text"])
     return 0
 
 
 def cmd_report(a) -> int:
-    from .report.report import write_report
+    from .api import report
 
-    for path in write_report(a.run_dir):
+    for path in report(a.run_dir):
         print(path)
     return 0
 
 
 def cmd_compare(a) -> int:
-    from .report.report import write_compare
+    from .api import compare
+    from .reports.summary import folder_verdicts
 
-    verdicts: list[str] = []
-    paths = write_compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs, verdict_lines=verdicts)
-    print("\n".join(verdicts + [str(p) for p in paths]))  # the verdict sentences, then the files (the last lines)
+    paths = compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs)
+    print("\n".join(folder_verdicts(Path(paths[0]).parent) + [str(p) for p in paths]))  # the verdicts, then the files
     return 0
 
 
@@ -320,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         configure_engine_log(verbose=getattr(a, "verbose", False), quiet=getattr(a, "quiet", False))
         if a.cmd in ("run", "serve"):
-            from .runs.procs import guard, handle_signals
+            from .system.procs import guard, handle_signals
             # SIGTERM / SIGHUP act like Ctrl-C, also in a background job that inherited SIGINT ignored
             handle_signals()
             guard()  # no engine or server process outlives this one, whatever ends it (docs/faults.md)
@@ -329,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        from .runs.procs import exit_code, signal_name
+        from .system.procs import exit_code, signal_name
         print(f"\ninterrupted ({signal_name()})", file=sys.stderr)
         return exit_code()
 

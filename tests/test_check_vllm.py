@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import engine_versions
+from harness.backends import engine_versions
 from harness.backends.engine_versions import ALLOW_ENV, TESTED_VLLM_VERSIONS, check_vllm, release
 from harness.errors import EngineStartError
 

@@ -13,7 +13,8 @@ import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.runs.defaults import DEFAULT_LIMIT, DEFAULT_STRATEGIES, DEFAULT_SUITE, DEFAULT_TASKS
 from harness.task.generators import GENERATORS
-from harness.runs.runner import build_units, resume_args
+from harness.runs.resume import resume_spec
+from harness.runs.units import build_units
 from harness.strategy.strategies import parse_strategy
 from harness.runs.suite import resolve_plan
 from harness.task.tasks import load_task
@@ -105,10 +106,10 @@ def test_a_suite_run_is_recorded_and_resumed_as_a_suite(tmp_path):
         (("larger_number", "zero_shot"), 4)]
     cfg = json.loads((out / "run.json").read_text())["config"]
     assert cfg["suite"] == suite
-    args = resume_args(out, explicit={})
-    assert args["suite"] and not args["tasks"] and args["limit"] == 4
+    spec, _ = resume_spec(out)
+    assert spec.suite and not spec.tasks and spec.limit == 4
     again = ScriptedBackend(lambda r: "unused")
-    df2 = harness.run(backend=again, progress=False, write_report=False, **args)
+    df2 = harness.run_spec(spec, backend=again, progress=False)
     assert again.calls == [] and len(df2) == 12  # nothing left to run, nothing crossed into new cells
 
 

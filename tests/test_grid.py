@@ -17,7 +17,7 @@ from harness.backends.scripted import ScriptedBackend
 from harness.cli import main
 from harness.errors import ConfigError, TemplateError
 from harness.strategy.grid import expand_grid
-from harness.report.paired import pairs_table
+from harness.reports.paired import pairs_table
 from harness.strategy.strategies import parse_strategy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import harness
-from harness.report.variance import anova_components
+from harness.reports.variance import anova_components
 
 pytestmark = pytest.mark.engine
 

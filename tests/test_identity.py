@@ -13,7 +13,7 @@ import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.errors import ConfigError
 from harness.runs.identity import normalized_strategy, weights_fingerprint
-from harness.runs.runner import resume_args
+from harness.runs.resume import check_resume_flags, resume_spec
 from harness.strategy.strategies import parse_strategy
 
 KEY = ["task", "strategy", "model", "example_id"]
@@ -119,19 +119,19 @@ def test_a_retried_error_replaces_its_row(tmp_path):
     assert backend.calls == [1] and len(df) == 4 and df["error"].isna().all()
 
 
-def test_resume_args_keep_chunk_size_and_model_name(tmp_path):
+def test_a_folder_written_before_run_specs_resumes_with_its_chunk_size_and_model_name(tmp_path):
     out = tmp_path / "r"
     backend = Counting()
     backend.model_name = "SmolLM2-135M-Instruct"
     go(out, backend, chunk_size=3)
-    cfg = json.loads((out / "run.json").read_text())["config"]
-    cfg["model_spec"] = "bundled"  # as the offline engine records it
     meta = json.loads((out / "run.json").read_text())
-    meta["config"] = cfg
+    meta["config"]["model_spec"] = "bundled"  # as the offline engine records it
+    del meta["spec"]  # as every run.json written before RunSpec
     (out / "run.json").write_text(json.dumps(meta))
-    args = resume_args(out, explicit={"backend": None})
-    assert args["chunk_size"] == 3 and args["model"] == "bundled" and args["model_name"] == "SmolLM2-135M-Instruct"
-    assert resume_args(out, explicit={"backend": None, "chunk_size": 8})["chunk_size"] == 8
+    spec, names = resume_spec(out)
+    assert spec.chunk_size == 3 and spec.models == ("bundled",) and names == ["SmolLM2-135M-Instruct"]
+    with pytest.raises(ConfigError, match="would change the run"):
+        check_resume_flags(["chunk_size"], out)
 
 
 def test_the_bundled_folder_keeps_the_bundled_name():

@@ -13,7 +13,7 @@ import scipy.linalg
 import scipy.optimize
 
 import harness
-from harness import latency_model as lm
+from harness.runs import latency_model as lm
 from harness.backends.scripted import ScriptedBackend
 from harness.errors import ConfigError
 from harness.records import Completion
@@ -205,7 +205,7 @@ def test_rows_the_model_does_not_cover_get_no_estimate():
 def test_the_report_names_the_estimate_and_prefers_a_direct_probe(tmp_path):
     """The latency plots say which measure they show: the estimate when only the model ran, the probe when
     a direct probe ran (never the time in batch under a latency name)."""
-    from harness.report.plots import all_plots
+    from harness.reports.plots import all_plots
     from harness.runs.results import load_run
 
     kw = dict(backend=ScriptedBackend(_linear), limit=8, progress=False, write_report=False, cache=False)

@@ -18,11 +18,12 @@ from scipy.stats import binomtest
 
 from harness.backends.scripted import ScriptedBackend
 from harness.cli import main
-from harness.report.matrix import cell_pairs, cell_table, matrix_verdicts, mark_cells
-from harness.runs.multimodel import run_models, split_model_spec
-from harness.report.report import write_report
-from harness.report.report_format import fp
-from harness.report.view import safe_path, start_in_thread
+from harness.reports.matrix import cell_pairs, cell_table, matrix_verdicts, mark_cells
+import harness
+from harness.runs.multimodel import split_model_spec
+from harness.reports.report import write_report
+from harness.reports.report_format import fp
+from harness.reports.view import safe_path, start_in_thread
 from test_report import Browser  # the DevTools driver of the report's browser tests
 
 XSS = "<script>window.__xss=1;document.title='pwned'</script><img src=x onerror=\"window.__xss=2\">"
@@ -63,7 +64,7 @@ def two_models(tmp_path_factory) -> Path:
         events.append(("build", name))
         b = _coin_gold_backend(name, {"strong": 0.95, "weak": 0.35}[name])
         return Tracked(b.fn, model_name=name)
-    run_models(["strong", "weak"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40, out=out,
+    harness.run(models=["strong", "weak"], backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40, out=out,
                progress=False, cache=False)
     write_report(out)
     assert events == [("build", "strong"), ("close", "strong"), ("build", "weak"), ("close", "weak")]
@@ -85,16 +86,16 @@ def test_several_models_share_one_run_folder_and_resume_per_model(two_models, tm
         b = ScriptedBackend(lambda r: "The answer is yes.", model_name=name)
         calls.append(b)
         return b
-    run_models(["strong", "weak"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
+    harness.run(models=["strong", "weak"], backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
                out=two_models, progress=False, cache=False)
     assert [b.calls for b in calls] == [[], []]
     # a third model added later runs only its own units (latency measures off: the default latency model's
     # calibration would add its own single requests, 120 units being over its 100-unit threshold)
-    run_models(["strong", "weak", "third"], make_backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
+    harness.run(models=["strong", "weak", "third"], backend=make, tasks=["coin_flip"], strategies=STRATS, limit=40,
                out=two_models, progress=False, cache=False, latency_probe=0)
     assert calls[2].calls == [] and sum(calls[4].calls) == 3 * 40
     with pytest.raises(Exception, match="twice"):
-        run_models(["a", "a"], make_backend=make, tasks=["coin_flip"], limit=2, out=tmp_path / "x")
+        harness.run(models=["a", "a"], backend=make, tasks=["coin_flip"], limit=2, out=tmp_path / "x")
 
 
 def test_a_resume_finds_every_recorded_model(two_models, capsys):

@@ -17,7 +17,7 @@ import pytest
 import harness
 from harness.backends.chat import to_chat_messages
 from harness.backends.vllm import to_sampling_params
-from harness.runs.runner import build_units
+from harness.runs.units import build_units
 from harness.strategy.strategies import parse_strategy
 from harness.task.tasks import load_task
 

@@ -11,9 +11,11 @@ import pytest
 
 import harness
 from harness.backends.scripted import ScriptedBackend
-from harness.report.report import verdicts, write_compare, write_report
+from harness.reports.report import write_compare, write_report
+from harness.reports.verdicts import verdicts
 from harness.runs.results import RENAMED_PREDICTION_COLUMNS, RENAMED_SUMMARY_COLUMNS
-from harness.runs.runner import _chunks, build_units
+from harness.runs.runner import _chunks
+from harness.runs.units import build_units
 from harness.strategy.strategies import parse_strategy
 from harness.task.tasks import load_task
 
@@ -54,7 +56,7 @@ def test_hourly_price_gives_dollars_from_the_measured_engine_time(tmp_path):
 
 
 def test_hourly_price_from_the_table_and_the_flag_wins(tmp_path):
-    from harness.report.pricing import parse_price_table
+    from harness.stats.pricing import parse_price_table
 
     table = parse_price_table({"scripted": {"hourly_usd": 1.0}, "other": {"input": 1, "output": 2}}, where="t")
     kw = dict(backend=ScriptedBackend(lambda r: YES), limit=2, progress=False, write_report=False, latency_probe=0,

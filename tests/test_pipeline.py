@@ -14,8 +14,10 @@ from harness.backends.scripted import ScriptedBackend
 from harness.scoring.extract import extract_choice, extract_json, extract_label, extract_number, extract_text
 from harness.records import Sample
 from harness.runs.results import Journal
-from harness.report.stats import maj_at_k_exact, summarize, wilson_ci
-from harness.strategy.strategies import parse_strategy, select_exemplars, vote
+from harness.reports.stats import maj_at_k_exact, summarize, wilson_ci
+from harness.strategy.strategies import parse_strategy
+from harness.strategy.voting import vote
+from harness.task.exemplars import select_exemplars
 
 
 # -- extraction: formats the bundled model really produces ---------------------------------
@@ -223,7 +225,7 @@ def test_errors_are_not_wrong_answers():
 
 
 def test_person_json_scoring_guided_and_free():
-    from harness.scoring.scoring import score_json
+    from harness.scoring.scorers import score_json
     from harness.task.schemas import Person
 
     schema = Person.model_json_schema()

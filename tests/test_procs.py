@@ -1,4 +1,4 @@
-"""The process guard and the signal handling (harness/runs/procs.py) without an engine: plain child processes
+"""The process guard and the signal handling (harness/system/procs.py) without an engine: plain child processes
 stand in for vLLM's spawned engine core and worker (the real engine cases are in test_cli_engine.py and
 test_signal_matrix.py)."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from proctree import Recorder, alive, wait_all_gone
 # like an engine core whose parent died; then it waits to be killed.
 PARENT = """
 import subprocess, sys, time
-from harness.runs.procs import guard
+from harness.system.procs import guard
 guard()
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
 subprocess.Popen(["bash", "-c", "sleep 300 & disown; exit 0"])
@@ -59,7 +59,7 @@ def test_sigkill_of_a_guarded_process_takes_its_children_and_orphans_with_it():
 
 SIGNALLED = """
 import sys, time
-from harness.runs.procs import handle_signals, exit_code, deferred
+from harness.system.procs import handle_signals, exit_code, deferred
 handle_signals()
 mode = sys.argv[1]
 try:
@@ -144,7 +144,7 @@ except KeyboardInterrupt:
 # a signal landed in it (then waited for a ready message from an engine that never sent one).
 STARTING = """
 import subprocess, sys, time
-from harness.runs.procs import exit_on_signal, handle_signals
+from harness.system.procs import exit_on_signal, handle_signals
 handle_signals()  # no guard(): the harness itself must stop the engine being started before it prints
 with exit_on_signal("nothing was written", ""):
     subprocess.Popen([sys.executable, "-c", sys.argv[1]])  # the engine core being started

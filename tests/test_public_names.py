@@ -4,7 +4,7 @@ from __future__ import annotations
 import harness
 import harness.backends
 
-PUBLIC = ["run", "load_task", "load_run", "parse_strategy", "HarnessError", "ConfigError", "BackendError",
+PUBLIC = ["run", "run_spec", "RunSpec", "load_experiment", "report", "compare", "tasks", "models", "load_task", "load_run", "parse_strategy", "HarnessError", "ConfigError", "BackendError",
           "Example", "Request", "Completion", "Prediction", "Message", "Sampling", "OutputType"]
 BACKENDS_PUBLIC = ["BACKENDS", "Backend", "BackendBase", "backend_class", "stats_delta"]
 
@@ -30,38 +30,40 @@ def test_former_import_paths_still_work():
                                          constraint_kwargs, normalize_base_url, plain_prompt, retry_after_s,
                                          run_sync, to_chat_kwargs, to_completion_kwargs)
     from harness.backends.vllm import constraint_for, to_chat_messages, to_sampling_params  # noqa: F401
-    from harness.runs.runner import RESULTS_DIR, build_units, finalize, make_row, stats_delta  # noqa: F401
-    from harness.task.tasks import DATA_SUFFIXES, load_rows, parse_task_file  # noqa: F401
-    from harness.report.report import fnum, fp, pct, verdicts, write_compare, write_report  # noqa: F401
     from harness.backends.guided import structured_outputs
 
     assert constraint_for is structured_outputs
     assert run_sync is harness.backends.chat.run_sync
 
 
-def test_the_flat_layouts_module_names_still_import():
-    """After the regroup into stage folders (issue 10) every old module name imports the moved module
-    itself (one object, not a second copy), and the two old modules that became folders forward
-    their names."""
+def test_one_name_per_module():
+    """No import hook and no module-level __getattr__ makes a module importable under a second name
+    (issue 21): the flat layout's names (harness.strategies, harness.scorers, ...) are gone."""
     import importlib
 
-    from harness._aliases import MOVED
+    import pytest
 
-    assert len(MOVED) == 43  # 45 flat modules moved; report and scoring became the folders
-    for old, new in MOVED.items():
-        assert importlib.import_module(old) is importlib.import_module(new), old
-    assert importlib.import_module("harness.generators.arithmetic") is \
-        importlib.import_module("harness.task.generators.arithmetic")
-    from harness.report import Section, write_report  # noqa: F401  (the flat harness.report)
-    from harness.report.report import write_report as moved
-    from harness.scoring import score  # noqa: F401  (the flat harness.scoring)
-    from harness.strategies import FewShot
-    from harness.strategy.strategies import FewShot as moved_cls
+    for old in ("harness.strategies", "harness.scorers", "harness.runner", "harness.stats_old", "harness._aliases"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
+    for path in (harness.__file__,):
+        text = open(path, encoding="utf-8").read()
+        assert "_aliases" not in text
+    import pathlib
+    root = pathlib.Path(harness.__file__).parent
+    offenders = [str(p) for p in root.rglob("*.py") if "def __getattr__" in p.read_text(encoding="utf-8")
+                 or "_aliases" in p.read_text(encoding="utf-8")]
+    assert offenders == []
 
-    assert write_report is moved and FewShot is moved_cls
-    try:
-        from harness.report import no_such_name  # noqa: F401
-    except ImportError as e:
-        assert "no_such_name" in str(e)
-    else:
-        raise AssertionError("an unknown name imported")
+
+def test_no_noqa_reexport_of_a_private_name():
+    import pathlib
+    import re
+
+    root = pathlib.Path(harness.__file__).parent
+    bad = []
+    for p in root.rglob("*.py"):
+        for line in p.read_text(encoding="utf-8").splitlines():
+            if "noqa: F401" in line and re.search(r"import .*\b_[A-Za-z]", line):
+                bad.append(f"{p}: {line.strip()}")
+    assert bad == []

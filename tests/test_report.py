@@ -27,9 +27,10 @@ from statsmodels.stats.multitest import multipletests
 
 import harness
 from harness.backends.scripted import ScriptedBackend
-from harness.report.paired import PAIR_COLUMNS, holm, mcnemar_exact, paired_bootstrap_ci, pairs_table, pareto_front
+from harness.reports.paired import PAIR_COLUMNS, holm, mcnemar_exact, paired_bootstrap_ci, pairs_table, pareto_front
 from harness.records import Completion
-from harness.report.report import verdicts, write_compare, write_report
+from harness.reports.report import write_compare, write_report
+from harness.reports.verdicts import verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -571,7 +572,7 @@ def test_report_text_and_plot_labels_never_overlap_in_chromium(browser, symbolic
 
 
 def test_tradeoff_plot_checker_catches_overprinting_and_ties_are_distinct():
-    from harness.report.plots import _dodge, text_overlaps, tradeoff_plot
+    from harness.reports.plots import _dodge, text_overlaps, tradeoff_plot
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4, 3))
@@ -590,7 +591,7 @@ def test_tradeoff_plot_checker_catches_overprinting_and_ties_are_distinct():
 
 
 def test_accuracy_plot_shows_every_rate_of_the_scorer_table_present():
-    from harness.report.plots import accuracy_plot
+    from harness.reports.plots import accuracy_plot
 
     base = {"task": "t", "model": "m", "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6}
     (plain,) = accuracy_plot(pd.DataFrame([{**base, "strategy": "a"}]))
@@ -610,7 +611,7 @@ def test_compare_report_renders_in_chromium(browser, compare_dir):
 def test_compare_shows_runs_side_by_side_with_differing_settings(tmp_path):
     import json as _json
 
-    from harness.report.report import write_compare
+    from harness.reports.report import write_compare
 
     dirs = []
     for i, flag in enumerate([True, False]):

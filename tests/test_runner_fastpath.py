@@ -14,8 +14,9 @@ import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.records import Sampling
 from harness.runs.results import Journal, frames_from_journal, write_frame_atomic
-from harness.runs.runner import build_units
-from harness.strategy.strategies import _SHOT_BLOCKS, parse_strategy
+from harness.runs.units import build_units
+from harness.strategy.prompt_layout import _SHOT_BLOCKS
+from harness.strategy.strategies import parse_strategy
 from harness.task.tasks import load_task
 
 TASKS = ["coin_flip", "person_json", "multistep_arithmetic", "last_letter_concat"]

@@ -15,7 +15,7 @@ import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.errors import ConfigError
 from harness.scoring.scorers import SCORERS, ScoreInput, all_aggregates, row_columns
-from harness.report.stats import summarize
+from harness.reports.stats import summarize
 
 
 def _x(answer, gold, *, output=None, rule="answer_is", params=None, gold_norm=None):

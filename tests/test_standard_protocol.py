@@ -11,7 +11,7 @@ import pytest
 import harness
 from harness.backends.scripted import ScriptedBackend
 from harness.records import Completion, Example
-from harness.runs.runner import default_format
+from harness.runs.units import default_format
 from harness.scoring.scoring import score
 from harness.strategy.strategies import parse_strategy, reduce_loglikelihood
 from harness.task.tasks import load_task
@@ -179,7 +179,7 @@ def test_run_records_the_format_on_rows_run_json_and_report(tmp_path):
 def test_encode_pair_moves_trailing_space_and_splits_the_whole_encoding():
     from transformers import AutoTokenizer
 
-    from harness.backends.vllm import encode_pair
+    from harness.backends.loglik import encode_pair
     from harness.backends.models import bundled_model_dir
 
     tok = AutoTokenizer.from_pretrained(str(bundled_model_dir()))

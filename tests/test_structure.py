@@ -102,14 +102,14 @@ def test_the_checker_finds_a_cycle():
 
 def test_the_import_graph_sees_lazy_imports():
     graph = _graph()
-    assert "harness.report.report" in graph["harness.runs.api"]            # a lazy import inside a function
+    assert "harness.reports.report" in graph["harness.api"]            # a lazy import inside a function
     assert "harness.backends.base" in graph["harness.runs.runner"]  # a module-level relative import
 
 
 def test_no_import_cycle():
     graph = _graph()
     assert _cycles(graph) == []
-    assert "harness.runs.runner" not in graph["harness.report.report"] and "harness.report.report" not in graph["harness.runs.runner"]
+    assert "harness.runs.runner" not in graph["harness.reports.report"] and "harness.reports.report" not in graph["harness.runs.runner"]
 
 
 def test_no_module_over_400_lines():
@@ -130,6 +130,6 @@ def test_the_package_is_grouped_by_stage():
     """Folders follow the data flow (Task -> Strategy -> Backend -> Scorer -> Results/report); only
     the shared records, errors, the CLI and the LangChain export stay at the top (docs/design.md)."""
     top = {p.name for p in PACKAGE.iterdir() if p.name != "__pycache__"}
-    assert top == {"__init__.py", "_aliases.py", "cli.py", "errors.py", "records.py", "lc_export.py",
-                   "task", "strategy", "backends", "runs", "scoring", "report"}
-    assert (PACKAGE / "task" / "generators").is_dir() and (PACKAGE / "report" / "templates" / "report.html.j2").is_file()
+    assert top == {"__init__.py", "api.py", "cli.py", "errors.py", "records.py", "lc_export.py",
+                   "task", "strategy", "backends", "runs", "scoring", "stats", "system", "reports"}
+    assert (PACKAGE / "task" / "generators").is_dir() and (PACKAGE / "reports" / "templates" / "report.html.j2").is_file()

@@ -96,20 +96,27 @@ def test_progress_bar_shows_units_requests_per_second_and_eta():
     from harness.runs.progress import Progress
 
     out = io.StringIO()
-    bar = Progress(10, file=out)
+    bar = Progress(10, 20, file=out)
     bar.update(4, 12)
     bar.update(6, 8)
     bar.close()
     last = out.getvalue().replace("\r", "\n").strip().splitlines()[-1]
-    assert "10/10 units" in last and "req/s" in last and "100%" in last, last
+    assert last.startswith("units 10/10 |") and "20 of 20 requests" in last and "< 00:00]" in last, last
     rate = float(last.split(", ")[-1].split(" req/s")[0])
     assert rate > 0 and bar.requests == 20
+    quiet = io.StringIO()
+    off = Progress(10, 20, enabled=False, file=quiet)
+    off.update(10, 20)
+    off.close()
+    assert quiet.getvalue() == ""
 
 
 def _run_cli(args, monkeypatch, capsys, answer=lambda r: "The answer is yes."):
+    import harness.api
     import harness.cli
 
-    monkeypatch.setattr(harness.cli, "make_backend", lambda a, model=None: ScriptedBackend(answer))
+    monkeypatch.setattr(harness.api, "spec_backends", lambda spec, given=None: lambda model, url: (
+        ScriptedBackend(answer), True))
     code = harness.cli.main(args)
     return code, capsys.readouterr()
 
@@ -173,16 +180,18 @@ def test_quiet_and_verbose_set_the_engine_environment_before_vllm_starts():
     """The flags reach the engine processes through the environment (they are spawned): checked in a fresh
     interpreter, as the CLI sets them before anything imports vllm."""
     code = textwrap.dedent("""
-        import os, sys
-        from harness.backends.engine_log import configure, verbose
+        import logging, os, sys
+        from harness.backends.engine_log import configure
         configure(verbose=sys.argv[1] == "v", quiet=sys.argv[1] == "q")
-        print(os.environ["VLLM_LOGGING_LEVEL"], verbose(), "vllm" in sys.modules)
+        print(os.environ["VLLM_LOGGING_LEVEL"], bool(logging.getLogger("vllm.engine.arg_utils").filters),
+              "vllm" in sys.modules)
     """)
     got = {flag: subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True,
                                 env={k: v for k, v in __import__("os").environ.items()
-                                     if k not in ("VLLM_LOGGING_LEVEL", "HARNESS_VERBOSE")}).stdout.split()
+                                     if k != "VLLM_LOGGING_LEVEL"}).stdout.split()
            for flag in ("v", "q", "-")}
-    assert got == {"v": ["INFO", "True", "False"], "q": ["ERROR", "False", "False"], "-": ["WARNING", "False", "False"]}
+    # --verbose: INFO and nothing filtered; --quiet: errors only; default: warnings, less the noise
+    assert got == {"v": ["INFO", "False", "False"], "q": ["ERROR", "True", "False"], "-": ["WARNING", "True", "False"]}
 
 
 def _session_of_core(q) -> None:  # runs in a process spawned as vLLM spawns its engine core

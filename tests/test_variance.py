@@ -1,4 +1,4 @@
-"""The few-shot variance split (harness/report/variance.py): the ANOVA estimator against statsmodels' MixedLM
+"""The few-shot variance split (harness/reports/variance.py): the ANOVA estimator against statsmodels' MixedLM
 (REML equals ANOVA on balanced data when no estimate is truncated), against a simulation with known
 variance components on 0/1 outcomes, and the table built from a real run folder (scripted backend)."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 import harness
 from harness.backends.scripted import ScriptedBackend
-from harness.report.summary import print_summary
-from harness.report.variance import anova_components, decompose, family_name, setting_levels, variance_table
+from harness.reports.summary import print_summary
+from harness.reports.variance import anova_components, decompose, family_name, setting_levels, variance_table
 
 
 def _crossed_frame(y: np.ndarray) -> pd.DataFrame:

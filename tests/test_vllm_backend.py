@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from harness.backends.vllm import (apportion, constraint_for, to_chat_messages,
-                                   to_sampling_params, _timing)
+from harness.backends.timing import _timing, apportion
+from harness.backends.vllm import constraint_for, to_chat_messages, to_sampling_params
 from harness.errors import ConfigError, EngineStartError
 from harness.backends.models import kv_tokens_fitting, model_info, model_info_from_config, resolve_model
 from harness.records import Message, OutputType, Request, Sampling
@@ -143,7 +143,7 @@ def test_resolve_model_errors_and_hub_ids(tmp_path):
 def test_bundled_model_needs_the_wheel(monkeypatch, tmp_path):
     import importlib.util
 
-    from harness import models
+    from harness.backends import models
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
@@ -282,7 +282,7 @@ def test_cpu_engine_defaults_block_32_and_tcmalloc_in_the_engine_processes_only(
     import os
 
     from harness.backends.preload import TCMALLOC
-    from harness.runs.procs import process_tree
+    from harness.system.procs import process_tree
 
     engine.start()
     settings = engine.engine_settings()

@@ -33,8 +33,14 @@ class Backend(Protocol):
     model_name: str
     model_path: str | None
     preferred_chunk_size: int | None
+    spawns_processes: bool
+    supports_prefix_cache_reset: bool
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
+
+    def quiet(self) -> None: ...
+
+    def rename(self, model_name: str) -> None: ...
 
     def start(self) -> None: ...
 
@@ -58,12 +64,19 @@ class BackendBase:
     - `reset_prefix_cache()`: empty the engine's prefix cache, True if done (the latency probe calls it).
     - `preferred_chunk_size`: requests per journaled chunk (None: the runner's default, 512).
     - `model_path`: a local model folder or hub id, for the model facts in run.json (None: unknown).
+    - `spawns_processes`: True when starting the backend spawns processes that re-import the main script
+      (vLLM's offline engine): the runner then checks the script has a `__main__` guard.
+    - `supports_prefix_cache_reset`: True when `reset_prefix_cache()` really empties a cache.
+    - `quiet()`: no progress bars or logs of the backend's own (the harness shows one bar).
+    - `rename(name)`: the display name rows carry (a resume of a folder written before run specs).
     """
 
     name: ClassVar[str] = "backend"
     model_name: str = "model"
     model_path: str | None = None
     preferred_chunk_size: int | None = None
+    spawns_processes: ClassVar[bool] = False
+    supports_prefix_cache_reset: ClassVar[bool] = False
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         raise NotImplementedError
@@ -79,6 +92,12 @@ class BackendBase:
 
     def reset_prefix_cache(self) -> bool:
         return False
+
+    def quiet(self) -> None:
+        return None
+
+    def rename(self, model_name: str) -> None:
+        self.model_name = model_name
 
     def engine_settings(self) -> dict[str, Any]:
         return {"backend": self.name}

@@ -24,7 +24,7 @@ from ..records import Completion, Request
 def default_cache_dir() -> Path:
     if os.environ.get("HARNESS_REQUEST_CACHE_DIR"):
         return Path(os.environ["HARNESS_REQUEST_CACHE_DIR"])
-    from .models import cache_dir
+    from ..system.paths import cache_dir
 
     return cache_dir()
 
@@ -103,6 +103,8 @@ class CachedBackend(BackendBase):
         self.model_name = backend.model_name
         self.model_path = backend.model_path
         self.preferred_chunk_size = backend.preferred_chunk_size
+        self.spawns_processes = backend.spawns_processes
+        self.supports_prefix_cache_reset = backend.supports_prefix_cache_reset
 
     def start(self) -> None:
         self.backend.start()
@@ -112,6 +114,16 @@ class CachedBackend(BackendBase):
 
     def stats(self) -> dict[str, float]:
         return self.backend.stats()
+
+    def quiet(self) -> None:
+        self.backend.quiet()
+
+    def rename(self, model_name: str) -> None:
+        self.backend.rename(model_name)
+        self.model_name = model_name
+
+    def reset_prefix_cache(self) -> bool:
+        return self.backend.reset_prefix_cache()
 
     def engine_settings(self) -> dict:
         return self.backend.engine_settings()

@@ -4,8 +4,8 @@ The engine warns about the harness's own defaults (chunked prefill off, eager mo
 without bf16 matrix kernels, tcmalloc preloaded and Intel OpenMP not, the CPU build without Triton) in
 21 lines before the first result; none of them is something a user can act on. docs/engine.md explains
 each once, and NOISE drops exactly those lines: a pattern per message, never a level or a logger. Every
-other line, every error and traceback included, reaches the terminal as before. With `verbose` on (the
-CLI's --verbose) nothing is dropped and vLLM's INFO logs and progress bars show.
+other line, every error and traceback included, reaches the terminal as before. A backend that is not
+quiet() (the CLI's --verbose) drops nothing and shows vLLM's INFO logs and progress bars.
 
 Where the lines come from, and where they are dropped:
 - this process (vLLM's loggers, before and after vLLM configures logging; PyTorch's Python warnings):
@@ -91,10 +91,7 @@ _FILTER = _Drop()
 
 def install_filters() -> None:
     """Drop NOISE from this process's vLLM loggers and Python warnings (idempotent). A filter on the logger
-    that makes the record holds through vLLM's logging configuration (which replaces handlers only).
-    Nothing with --verbose."""
-    if verbose():
-        return
+    that makes the record holds through vLLM's logging configuration (which replaces handlers only)."""
     for name in {n.logger for n in NOISE if n.logger}:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
@@ -104,18 +101,13 @@ def install_filters() -> None:
 
 
 def configure(*, verbose: bool = False, quiet: bool = False) -> None:
-    """The CLI's --verbose / --quiet for the engines this process starts: before vllm is imported, in the
-    environment the engine processes inherit. --quiet: vLLM's errors only; default: its warnings, less NOISE;
-    --verbose: its INFO logs, progress bars and every warning."""
-    if verbose:
-        os.environ["HARNESS_VERBOSE"] = "1"
+    """The CLI's --verbose / --quiet for the engines this process starts: vLLM's log level, set before vllm
+    is imported, in the environment its processes inherit. --quiet: vLLM's errors only; default: its
+    warnings, less NOISE; --verbose: its INFO logs and every warning (the runner does not call the backend's
+    quiet(), so its bars show and nothing is filtered)."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR" if quiet else "WARNING")
-    install_filters()
-
-
-def verbose() -> bool:
-    """The CLI's --verbose (HARNESS_VERBOSE=1): the engine's own output unfiltered, INFO logs and bars on."""
-    return os.environ.get("HARNESS_VERBOSE", "") == "1"
+    if not verbose:
+        install_filters()
 
 
 class _Copier(threading.Thread):
@@ -160,12 +152,12 @@ def _fileno(stream) -> int | None:
 
 
 @contextmanager
-def filtered_stderr() -> Iterator[threading.Thread | None]:
+def filtered_stderr(enabled: bool = True) -> Iterator[threading.Thread | None]:
     """While the block runs (the engine's start), processes started inherit a pipe as their stderr, and
     this process's sys.stderr writes to the terminal directly. Yields the copying thread (join it after the
     engine has stopped, so that its last lines come before anything printed after it), or None when
-    filtering is off (--verbose) or there is no stderr to filter."""
-    if verbose():
+    not `enabled` (the backend is not quiet: --verbose) or there is no stderr to filter."""
+    if not enabled:
         yield None
         return
     try:

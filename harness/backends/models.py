@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..system.paths import cache_dir
 from ..errors import ConfigError, EngineStartError
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
@@ -30,11 +31,6 @@ BUNDLED_ALIASES = ("bundled", "smollm2-135m", "smollm2-135m-instruct")
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_DIRNAME = "SmolLM2-135M-Instruct-bf16"
 MARKER = ".harness-complete"
-
-
-def cache_dir() -> Path:
-    """`$HARNESS_CACHE_DIR`, else `~/.cache/harness`."""
-    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness").expanduser()
 
 
 def _log(text: str) -> None:

@@ -117,7 +117,7 @@ def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, m
             extra = ["--block-size", str(CPU_BLOCK_SIZE), *extra]
     cmd = server_command(path, served_name=name, host=host, port=port, max_model_len=max_model_len,
                          extra_args=extra)
-    from ..runs.procs import GUARD_VAR, guard
+    from ..system.procs import GUARD_VAR, guard
 
     guard()  # the server ends with this process, however it ends (docs/faults.md)
     env[GUARD_VAR] = os.environ[GUARD_VAR]
@@ -200,7 +200,7 @@ def main_serve(args: Any) -> int:
     exit code: 0 after Ctrl-C, 1 when the server exited on its own.
     Reads args.model, args.host, args.port, args.max_model_len, args.kv_cache_gib, args.timeout,
     args.extra_args (each optional)."""
-    from ..runs.procs import handle_signals
+    from ..system.procs import handle_signals
 
     handle_signals()  # SIGTERM / SIGHUP during start-up stop the server too (serve() stops it on the way out)
     handle = serve(getattr(args, "model", None), host=getattr(args, "host", None) or "127.0.0.1",

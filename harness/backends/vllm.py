@@ -33,11 +33,11 @@ from ..errors import EngineStartError, missing_extra
 from .guided import structured_outputs
 from .models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
-from .timing import _timing, apportion  # noqa: F401 - apportion re-exported
-from .loglik import PromptLogprobScoring, encode_pair, encode_pairs, pair_texts  # noqa: F401 - re-exported
+from .timing import _timing, apportion
+from .loglik import PromptLogprobScoring
 from .base import BackendBase
 from .preload import preloaded
-from .engine_log import filtered_stderr, install_filters, own_session, verbose
+from .engine_log import filtered_stderr, install_filters, own_session
 from .chat import cut_at_stop, to_chat_messages
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
@@ -88,6 +88,8 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
     """
 
     name = "vllm"
+    spawns_processes = True  # the CPU platform spawns its engine processes (they re-import __main__)
+    supports_prefix_cache_reset = True
 
     def __init__(self, model: str | None = None, *, max_model_len: int = 2048,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float | None = None,
@@ -96,12 +98,12 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
                  structured_outputs_backend: str = "auto", speculative_ngram: int | None = None,
                  tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
                  distributed_executor_backend: str | None = None, dtype: str = "bfloat16",
-                 log_stats: bool = True, use_tqdm: bool | None = None, allow_untested_vllm: bool | None = None) -> None:
+                 log_stats: bool = True, use_tqdm: bool = True, allow_untested_vllm: bool | None = None) -> None:
         self.model_path, self.model_name = resolve_model(model)
         self.allow_untested_vllm = allow_untested_vllm  # None: HARNESS_ALLOW_UNTESTED_VLLM decides
         self.vllm_check: dict | None = None  # what check_vllm found at start (run.json: engine.vllm_check)
         self.max_model_len = max_model_len
-        self.use_tqdm = verbose() if use_tqdm is None else use_tqdm  # vLLM's bars: --verbose only (engine_log.py)
+        self.use_tqdm = use_tqdm
         self._stderr_copier: Any = None  # the thread that copies the engine processes' stderr (engine_log.py)
         self._settings: dict[str, Any] = {
             "model": self.model_path, "dtype": dtype, "max_model_len": max_model_len, "seed": seed,
@@ -162,8 +164,10 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
         if self._llm is None:
             self.vllm_check = check_vllm(self.allow_untested_vllm)  # before the expensive part
             os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
-            os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose() else "WARNING")  # before vllm's import
-            install_filters()  # the engine's warnings about the harness's defaults (engine_log.py, docs/engine.md)
+            quiet = not self.use_tqdm  # quiet(): no bar, no INFO log, none of the warnings docs/engine.md explains
+            if quiet:
+                os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read as vllm is imported (and by its processes)
+                install_filters()
             # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
             os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
             try:
@@ -171,10 +175,10 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             except ImportError as exc:
                 raise missing_extra("vllm", "cpu") from exc
             try:
-                # tcmalloc for the spawned engine processes (preload.py); their stderr through NOISE, in a session
-                # of their own so that a terminal's Ctrl-C is the harness's alone (engine_log.py)
-                with preloaded() as added, filtered_stderr() as self._stderr_copier, own_session():
-                    self._llm = LLM(**self._llm_kwargs(), use_tqdm_on_load=verbose())
+                # tcmalloc for the spawned engine processes (preload.py); their stderr without the NOISE lines
+                # (quiet), in a session of their own so that a terminal's Ctrl-C is the harness's (engine_log.py)
+                with preloaded() as added, filtered_stderr(quiet) as self._stderr_copier, own_session():
+                    self._llm = LLM(**self._llm_kwargs(), use_tqdm_on_load=not quiet)
                 self.preloaded = added
             except Exception as exc:  # vLLM raises many types here; report one line
                 self._join_stderr(5.0)  # what the engine said as it failed comes before the one line
@@ -206,6 +210,11 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
         self._llm = None
         self._join_stderr()  # the engine's last lines come before anything printed after close()
         gc.collect()
+
+    def quiet(self) -> None:
+        """No progress bars, no INFO logs, none of the warnings about the harness's own defaults (call before
+        start(); --verbose does not call it). See harness/backends/engine_log.py and docs/engine.md."""
+        self.use_tqdm = False
 
     def _join_stderr(self, timeout: float = 10.0) -> None:
         copier, self._stderr_copier = self._stderr_copier, None

@@ -127,15 +127,8 @@ def calibrate(engine: Any, units: Sequence[Any], rows: Sequence[dict], k: int | 
             for q in u.requests))
 
     t0 = time.perf_counter()
-    bars = getattr(engine, "use_tqdm", None)
-    if bars:
-        engine.use_tqdm = False
-    try:
-        probe._send(engine, [capped(i, r) for i, r in enumerate(picked)], 1, journal, info, run_id=run_id,
-                    model=model)
-    finally:
-        if bars:
-            engine.use_tqdm = bars
+    probe.send_requests(engine, [capped(i, r) for i, r in enumerate(picked)], 1, journal, info, run_id=run_id,
+                        model=model)
     info["wall_s"] = round(time.perf_counter() - t0, 3)
     return info
 

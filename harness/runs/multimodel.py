@@ -2,7 +2,7 @@
 freed) before the next starts.
 
     harness run --task coin_flip --model bundled --model /path/to/other-model --strategy zero_shot
-    harness.runs.multimodel.run_models(["bundled", "/path/to/other-model"], tasks=["coin_flip"], strategies=["cot"], limit=20)
+    harness.run(tasks=["coin_flip"], strategies=["cot"], models=["bundled", "/path/to/other-model"], limit=20)
 
 The runner runs one backend; this module loops over the models one level above it, into the same run
 folder. A unit's identity holds the model (harness/runs/identity.py), so the journal, resume and the request
@@ -14,19 +14,19 @@ base URL; without `@URL` every `--base-url` serves every model (one server with 
 """
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 
 from ..errors import ConfigError
-from .procs import process_tree
+from ..system.procs import process_tree
 from .results import write_json_atomic
+from .spec import RunSpec
 
-__all__ = ["run_models", "split_model_spec", "multi_model_resume", "engine_children"]
+__all__ = ["run_spec", "split_model_spec", "multi_model_resume", "engine_children"]
 
 PER_MODEL_KEYS = ("engine", "engine_started", "engine_stats", "wall_s", "pricing", "probe", "model_info", "backend")
 
@@ -81,62 +81,65 @@ def _wait_children_gone(before, timeout: float = 30.0) -> list[int]:
     return left
 
 
-def run_models(models: Sequence[str | None], *, make_backend: Callable[[str | None, str | None], Any] | None = None,
-               out: str | Path | None = None, run_id: str | None = None, model_names: Sequence[str] | None = None,
-               **kwargs: Any) -> pd.DataFrame:
-    """`harness.runs.runner.run(**kwargs)` once per model into one run folder; returns the predictions of all
-    models (df.attrs['run_dir']). `make_backend(model, base_url)` builds each model's backend (None: the
-    offline vLLM engine from `model` and kwargs' `engine_options`); it is closed, and its engine processes
-    are gone, before the next model's backend is built. `model_names` overrides display names (a resume)."""
+BackendFactory = Callable[[Optional[str], Optional[str]], tuple[Any, bool]]
+
+
+def run_spec(spec: RunSpec, backends: BackendFactory, *, progress: bool = True, verbose: bool = False,
+             display_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Run a spec on each of its models in turn, into one run folder; return the predictions of all
+    (df.attrs['run_dir']). `backends(model, base_url)` gives each model's backend and whether this call
+    owns it: an owned backend is closed, and its engine processes are gone, before the next model's is
+    built. `display_names` overrides the models' display names (the resume of a pre-spec folder)."""
     from . import runner
 
-    models = list(models) or [None]
+    models = list(spec.models) or [None]
     if len(set(m or "bundled" for m in models)) != len(models):
         raise ConfigError("the same --model is given twice", field="--model", fix="give each model once")
-    kwargs.pop("backend", None)
-    kwargs.pop("model", None)
-    kwargs.pop("model_name", None)
-    run_dir = None
-    first_meta: dict | None = None
-    per_model: dict[str, dict] = {}
+    run_dir: Path | None = None
+    metas: list[tuple[str | None, str | None, dict]] = []
     preds = None
-    for i, spec in enumerate(models):
-        name, url = split_model_spec(spec)
+    for i, model in enumerate(models):
+        name, url = split_model_spec(model)
         before = _descendants()
-        backend = make_backend(name, url) if make_backend else None
-        if backend is None:
-            from ..backends.vllm import VLLMBackend
-
-            backend = VLLMBackend(name, **(kwargs.get("engine_options") or {}))
+        backend, owned = backends(name, url)
         try:
-            preds = runner.run(backend=backend, out=run_dir or out, run_id=run_id, model=name,
-                               model_name=model_names[i] if model_names else None, **kwargs)
+            preds = runner.run_model(spec, backend, model=name, run_dir=run_dir, progress=progress, verbose=verbose,
+                                     display_name=display_names[i] if display_names else None)
         finally:
-            backend.close()
-        left = _wait_children_gone(before)
-        if left:
-            raise ConfigError(f"the engine of {spec} left processes behind after close: {left}",
-                              field="--model", fix="report this; kill those PIDs before another run")
+            if owned:
+                backend.close()  # first: what the engine says as it stops comes before any hint
         run_dir = Path(preds.attrs["run_dir"])
-        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        first_meta = first_meta or meta
-        per_model[meta["config"]["model"]] = {"model_spec": meta["config"].get("model_spec") or spec,
-                                              "base_url": url, "model_path": meta["config"].get("model_path"),
-                                              **{k: meta.get(k) for k in PER_MODEL_KEYS if k in meta}}
-        print(f"model {i + 1}/{len(models)} done: {meta['config']['model']} (engine closed)", file=sys.stderr)
-    assert run_dir is not None and preds is not None and first_meta is not None
+        if len(models) > 1:
+            left = _wait_children_gone(before) if owned else []
+            if left:
+                raise ConfigError(f"the engine of {model} left processes behind after close: {left}",
+                                  field="--model", fix="report this; kill those PIDs before another run")
+            metas.append((model, url, json.loads((run_dir / "run.json").read_text(encoding="utf-8"))))
+            print(f"model {i + 1}/{len(models)} done: {metas[-1][2]['config']['model']} (engine closed)",
+                  file=sys.stderr)
+    assert run_dir is not None and preds is not None
+    if len(models) > 1:
+        _merge_meta(run_dir, metas, len(preds))
+    preds.attrs["run_dir"] = str(run_dir)
+    return preds
+
+
+def _merge_meta(run_dir: Path, metas: list[tuple[str | None, str | None, dict]], units: int) -> None:
+    """One run.json for the models of one invocation (the later models' calls are not resumes)."""
+    first = metas[0][2]
+    per_model = {m["config"]["model"]: {"model_spec": m["config"].get("model_spec") or spec, "base_url": url,
+                                        "model_path": m["config"].get("model_path"),
+                                        **{k: m.get(k) for k in PER_MODEL_KEYS if k in m}}
+                 for spec, url, m in metas}
     meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    # one invocation is one run: the later models' calls are not resumes of the first model's
-    meta["resumes"] = first_meta.get("resumes", [])
-    meta["created_at"] = first_meta.get("created_at", meta.get("created_at"))
+    meta["resumes"] = first.get("resumes", [])
+    meta["created_at"] = first.get("created_at", meta.get("created_at"))
     meta["config"]["models"] = [{"name": n, "spec": v["model_spec"], "base_url": v["base_url"]}
                                 for n, v in per_model.items()]
     meta["config"]["model"] = " + ".join(per_model)
     meta["per_model"] = per_model
-    meta["units"] = len(preds)
+    meta["units"] = units
     write_json_atomic(run_dir / "run.json", meta)
-    preds.attrs["run_dir"] = str(run_dir)
-    return preds
 
 
 def multi_model_resume(run_dir: str | Path) -> tuple[list[str], list[str]] | None:
@@ -150,14 +153,3 @@ def multi_model_resume(run_dir: str | Path) -> tuple[list[str], list[str]] | Non
         return None
     specs = [(m["spec"] + "@" + m["base_url"]) if m.get("base_url") else m["spec"] for m in models]
     return specs, [m["name"] for m in models]
-
-
-def cli_backend_factory(args: Any, make_backend: Callable) -> Callable[[str | None, str | None], Any]:
-    """For `harness run`: each model's backend from the same flags, with its own base URL if it has one."""
-    def build(model: str | None, url: str | None):
-        a = copy.copy(args)
-        a.model = model  # a server backend reads its served model name from the flags
-        if url:
-            a.base_url = [url]
-        return make_backend(a, model=model)
-    return build

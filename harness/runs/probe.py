@@ -52,9 +52,8 @@ def probe_plan(units: Sequence[Any], n: int) -> list[list[Any]]:
 
 
 def _reset_prefix_cache(engine: Any) -> bool:
-    """BackendBase.reset_prefix_cache (False where the backend cannot: a server keeps its cache)."""
-    reset = getattr(engine, "reset_prefix_cache", None)  # a backend outside BackendBase may lack it
-    return bool(reset()) if callable(reset) else False
+    """The contract's reset_prefix_cache, where the backend declares it can (a server keeps its cache)."""
+    return bool(engine.reset_prefix_cache()) if engine.supports_prefix_cache_reset else False
 
 
 def _row(unit: Any, comps: Sequence[Completion], wall_s: float, *, run_id: str, model: str,
@@ -89,19 +88,12 @@ def run_probe(engine: Any, units: Sequence[Any], n: int, *, concurrency: int = 1
     if not flat:
         return info
     t0 = time.perf_counter()
-    bars = getattr(engine, "use_tqdm", None)
-    if bars:
-        engine.use_tqdm = False  # no progress bar per one-request call
-    try:
-        _send(engine, flat, concurrency, journal, info, run_id=run_id, model=model)
-    finally:
-        if bars:
-            engine.use_tqdm = bars
+    send_requests(engine, flat, concurrency, journal, info, run_id=run_id, model=model)
     info["wall_s"] = round(time.perf_counter() - t0, 3)
     return info
 
 
-def _send(engine: Any, flat: list[Any], concurrency: int, journal: Any, info: dict, *, run_id: str,
+def send_requests(engine: Any, flat: list[Any], concurrency: int, journal: Any, info: dict, *, run_id: str,
           model: str) -> None:
     engine.generate(list(flat[0].requests))  # warm-up, discarded
     if _reset_prefix_cache(engine):

@@ -7,33 +7,30 @@ a resume reuses exactly the units whose content-addressed identity (harness/runs
 from __future__ import annotations
 
 import gc
-import json
 import os
 import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
 from ..backends.base import Backend, check_backend, stats_delta
+from ..backends.cache import CachedBackend, RequestCache, request_key
 from ..errors import ConfigError
+from ..system.procs import check_main_guard, deferred, exit_on_signal, guard, start_note
 from .identity import check_distinct, model_identity, plan_units
-from .procs import deferred
-from .progress import progress as progress_bar
 from .provenance import templates_used, versions
 from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_from_journal, run_folder,
                       write_frame_atomic, write_json_atomic)
-from ..strategy.strategies import Strategy
-from .suite import suite_config
-from .units import Unit, build_units, default_format, make_row  # noqa: F401 - build_units, make_row: their old home
-from ..task.tasks import Task
+from .spec import SPEC_FILE_KEY, RunSpec
+from .suite import plan_strategies, resolve_plan, suite_config
+from .units import Unit, build_units, default_format, make_row
 
 DEFAULT_CHUNK = 512  # requests per engine call; a run of up to this many requests is one batched call
-__all__ = ["run", "build_units", "make_row", "finalize", "resume_args", "stats_delta", "RunInterrupted", "Unit",
-           "DEFAULT_CHUNK", "RESULTS_DIR"]
+__all__ = ["run_model", "finalize", "RunInterrupted", "DEFAULT_CHUNK", "RESULTS_DIR"]
 
 
 def _chunks(units: list[Unit], size: int, *, by_group: bool = True):
@@ -56,183 +53,186 @@ def _chunks(units: list[Unit], size: int, *, by_group: bool = True):
         yield chunk
 
 
-def run(tasks: Sequence[str | Task] = (), strategies: Sequence[str | Strategy] = (), *, suite: dict | None = None,
-        model: str | None = None,
-        backend: Backend | None = None, limit: int | None = None, seed: int = 0,
-        data_dir: str | Path | None = None, out: str | Path | None = None, run_id: str | None = None,
-        chunk_size: int | None = None, engine_options: dict | None = None, price_table: dict | None = None,
-        progress: bool = True, cache: bool = True, cache_dir: str | Path | None = None,
-        retry_errors: bool = True, force: bool = False, model_name: str | None = None,
-        latency_probe: int | None = None, probe_concurrency: int = 1, hourly_usd: float | None = None,
-        split_groups: bool = True, latency_calibration: int | None = None) -> pd.DataFrame:
-    """Run tasks x strategies on a model and return the predictions DataFrame
-    (df.attrs['run_dir'] holds the run folder). Re-running with the same `out` resumes: the units whose
-    content-addressed identity (harness.runs.identity) is in the journal are reused; a unit of the same
-    task, strategy, model and example whose identity changed is refused (ConfigError), or with
-    `force=True` run next to the old one, its strategy labelled `SPEC@CONFIG`. `model_name` overrides
-    the backend's display name (a resume passes the one in run.json).
-    The report is not written here: `harness.run(..., report=True)` or `harness report RUN_DIR` does it.
-    `backend`: any object with the contract of harness.backends.base.Backend (the caller closes it);
-    None builds the offline vLLM engine from `model` and `engine_options` (and closes it).
-    `suite` ({task: [strategy, ...]}) gives each task its own strategies; no tasks, strategies or suite
-    runs the default suite (harness/runs/defaults.py).
-    After the batch, `latency_probe` items per (task, strategy) are sent `probe_concurrency` at a time
-    (default DEFAULT_PROBE, one at a time) and `latency_calibration` requests per model calibrate the
-    latency model (default: harness/runs/latency_model.py's rule; `latency_probe=0` turns both off unless a
-    calibration size is given): see harness/runs/probe.py, harness/runs/latency_model.py and docs/measures.md.
-    split_groups=False lets a chunk mix groups (no throughput cost then; for the bench's on/off row)."""
-    from ..report.pricing import check_hourly
-    from .latency_model import calibrate, latency_plan
-    from .probe import check_probe_args, run_probe
-    from .suite import plan_strategies, resolve_plan
-
-    latency_probe, latency_calibration = latency_plan(latency_probe, latency_calibration)
-    check_probe_args(latency_probe, probe_concurrency)
-    check_hourly(hourly_usd)
-
-    suite_plan = resolve_plan(tasks, strategies, suite, data_dir=data_dir)
-    fmt = default_format(model, backend)  # completion for a model without a chat template (docs/tasks.md)
+def plan_run(spec: RunSpec, fmt: str) -> tuple[list, list, list[Unit]]:
+    """(suite plan, strategies, units) of a spec: every task loaded, every prompt rendered (so bad input
+    fails here, before any engine starts or any file is touched)."""
+    suite_plan = resolve_plan(spec.tasks, spec.strategies, spec.suite, data_dir=spec.data_dir)
     suite_plan = [(t.with_default_format(fmt), s) for t, s in suite_plan]
-    task_objs, strat_objs = [t for t, _ in suite_plan], plan_strategies(suite_plan)
     for _, strats in suite_plan:
         check_distinct(strats)
     with _gc_paused():  # only new objects here, no cycles: see _gc_paused
-        # renders every prompt: validates
-        units = [u for task, strats in suite_plan for u in build_units([task], strats, limit=limit, seed=seed)]
+        units = [u for task, strats in suite_plan for u in build_units([task], strats, limit=spec.limit, seed=spec.seed)]
     if not units:
         raise ConfigError("nothing to run", field="--task", fix="give at least one task with examples")
+    return suite_plan, plan_strategies(suite_plan), units
 
-    run_dir = run_folder(out, run_id)
+
+def run_model(spec: RunSpec, backend: Backend, *, model: str | None, run_dir: Path | None = None,
+              display_name: str | None = None, progress: bool = True, verbose: bool = False) -> pd.DataFrame:
+    """Run the spec's tasks x strategies on one model through `backend` (the caller builds and closes it)
+    and return its predictions (df.attrs['run_dir']). Units whose content-addressed identity
+    (harness.runs.identity) is in the folder's journal are reused; a unit of the same task, strategy, model
+    and example whose identity changed is refused (ConfigError), or with spec.force run next to the old
+    one, labelled `SPEC@CONFIG`. After the batch the latency probe and the latency model's calibration run
+    (harness/runs/probe.py, harness/runs/latency_model.py)."""
+    from ..stats.pricing import check_hourly
+    from .latency_model import latency_plan
+    from .probe import check_probe_args
+
+    check_probe_args(latency_plan(spec.latency_probe, spec.latency_calibration)[0], spec.probe_concurrency)
+    check_hourly(spec.hourly_usd)
+    engine = check_backend(backend)
+    fmt = default_format(model, engine)  # completion for a model without a chat template (docs/tasks.md)
+    suite_plan, strategies, units = plan_run(spec, fmt)
+    run_dir = run_dir or run_folder(spec.out, spec.run_id)
     old_meta = check_run_folder(run_dir)
     journal = Journal(run_dir / "journal.jsonl")
     previous = journal.read()  # refuses a journal line that is not a unit, before any engine starts
-
-    from ..report.pricing import cost_function, hourly_price
-    cost_fn = cost_function(price_table) if price_table else None
-    own_engine = backend is None
-    if backend is None:
-        from ..backends.vllm import VLLMBackend
-        backend = VLLMBackend(model, **(engine_options or {}))
-    engine = check_backend(backend)
-    if model_name:
-        engine.model_name = model_name
-    model_name = engine.model_name
-    hourly = hourly_price(price_table, model_name, hourly_usd)
-    plan = plan_units(units, previous, seed=seed, model=model_identity(engine), retry_errors=retry_errors)
-    if plan.conflicts and not force:
+    if display_name:
+        engine.rename(display_name)
+    if not verbose:
+        engine.quiet()  # one progress bar: the harness's
+    plan = plan_units(units, previous, seed=spec.seed, model=model_identity(engine), retry_errors=spec.retry_errors)
+    if plan.conflicts and not spec.force:
         raise plan.refusal(run_dir)
-    pending = plan.pending
-    try:
-        if cache:
-            from ..backends.cache import CachedBackend, RequestCache
-            backend = CachedBackend(engine, RequestCache(cache_dir))
-        started = _needs_engine(pending, backend if cache else None)  # all done or cached: no engine start
-        if started:
-            from .procs import check_main_guard, exit_on_signal, guard, start_note
-            if _spawns_engine(engine):
-                check_main_guard()
-            guard()  # no engine process outlives this one (docs/faults.md)
-            try:
-                with exit_on_signal(*start_note(run_dir, resume=bool(old_meta))):
-                    engine.start()  # an engine that cannot start fails here, before the run folder is touched
-            except KeyboardInterrupt:  # Ctrl-C from Python (the CLI exits in exit_on_signal)
-                if old_meta:  # a resume stopped while its engine started: the folder is as it was
-                    raise RunInterrupted(run_dir) from None
-                raise
-        stats_before = engine.stats()
-        # Remote backends journal smaller chunks: a crash there costs money, and batching buys less.
-        chunk_size = chunk_size or engine.preferred_chunk_size or DEFAULT_CHUNK
-        written: list[dict] = []  # this call's journal entries, so finalize need not read them back
+    ctx = _Context(spec, engine, run_dir, old_meta, journal, previous, units, plan, suite_plan, strategies, fmt, model)
+    return ctx.execute(progress)
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        meta = _run_meta(run_dir, task_objs, strat_objs, engine, old=old_meta, plan=suite_plan, limit=limit, seed=seed,
-                         data_dir=data_dir, chunk_size=chunk_size, model_spec=_model_spec(model, engine),
-                         resumed=len(units) - len(pending), pending=len(pending), total=len(units))
+
+class _Context:
+    """One model's run, step by step: start the engine if anything is left to send, record run.json,
+    send the chunks and journal them, measure latency, write the tables. Every step is a method."""
+
+    def __init__(self, spec, engine, run_dir, old_meta, journal, previous, units, plan, suite_plan, strategies,
+                 fmt, model) -> None:
+        self.spec, self.engine, self.run_dir, self.old_meta = spec, engine, run_dir, old_meta
+        self.journal, self.previous, self.units, self.plan = journal, previous, units, plan
+        self.suite_plan, self.strategies, self.fmt, self.model = suite_plan, strategies, fmt, model
+        self.backend = CachedBackend(engine, RequestCache(spec.cache_dir)) if spec.cache else engine
+        self.written: list[dict] = []  # this call's journal entries, so finalize need not read them back
+        self.interrupted = False
+
+    def execute(self, progress: bool) -> pd.DataFrame:
+        pending = self.plan.pending
+        started = self.start(pending)
+        stats_before = self.engine.stats()
+        meta = self.record_meta(started)
+        t0 = time.perf_counter()
+        self.generate(pending, meta, progress)
+        meta["wall_s"] = round(time.perf_counter() - t0, 3)  # the batch; the latency measures are apart
+        if started:
+            self.measure(meta)
+        with deferred():  # from here a first signal waits until the files are written
+            meta["engine_stats"] = stats_delta(stats_before, self.engine.stats())
+            preds = finalize(self.run_dir, meta, complete=not self.interrupted,
+                             entries=None if self.interrupted else self.previous + self.written)
+        if self.interrupted:
+            raise RunInterrupted(self.run_dir)
+        preds.attrs["run_dir"] = str(self.run_dir)
+        return preds
+
+    def start(self, pending: list[Unit]) -> bool:
+        """Start the engine unless nothing is pending or (with the cache) everything pending is cached."""
+        if not _needs_engine(pending, self.backend if self.spec.cache else None):
+            return False
+        if self.engine.spawns_processes:
+            check_main_guard()
+        guard()  # no engine process outlives this one (docs/faults.md)
+        try:
+            with exit_on_signal(*start_note(self.run_dir, resume=bool(self.old_meta))):
+                self.engine.start()  # an engine that cannot start fails here, before the run folder is touched
+        except KeyboardInterrupt:  # Ctrl-C from Python (the CLI exits in exit_on_signal)
+            if self.old_meta:  # a resume stopped while its engine started: the folder is as it was
+                raise RunInterrupted(self.run_dir) from None
+            raise
+        return True
+
+    def record_meta(self, started: bool) -> dict:
+        from ..stats.pricing import hourly_price
+
+        spec, engine = self.spec, self.engine
+        self.chunk_size = spec.chunk_size or engine.preferred_chunk_size or DEFAULT_CHUNK
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta = _run_meta(self.run_dir, spec, self.suite_plan, self.strategies, engine, old=self.old_meta,
+                         model_spec=_model_spec(self.model, engine), chunk_size=self.chunk_size,
+                         resumed=len(self.units) - len(self.plan.pending), pending=len(self.plan.pending),
+                         total=len(self.units))
         meta["engine_started"] = started
-        meta["format"] = {"default": fmt, "used": sorted({u.requests[0].format for u in units if u.requests})}
-        meta["pricing"] = {"hourly_usd": hourly, "hourly_source": None if hourly is None else
-                           ("--hourly-usd" if hourly_usd is not None else "price table"),
-                           "token_prices": {k: v.model_dump() for k, v in (price_table or {}).items()
-                                            if k in (model_name, "*")}}
-        write_json_atomic(run_dir / "run.json", meta)
+        meta["format"] = {"default": self.fmt, "used": sorted({u.requests[0].format for u in self.units if u.requests})}
+        table = spec.price_table()
+        self.hourly = hourly_price(table, engine.model_name, spec.hourly_usd)
+        meta["pricing"] = {"hourly_usd": self.hourly, "hourly_source": None if self.hourly is None else
+                           ("--hourly-usd" if spec.hourly_usd is not None else "price table"),
+                           "token_prices": {k: v.model_dump() for k, v in (table or {}).items()
+                                            if k in (engine.model_name, "*")}}
+        meta["cache"] = {"enabled": spec.cache, "dir": str(self.backend.cache.folder) if spec.cache else None}
+        write_json_atomic(self.run_dir / "run.json", meta)
+        return meta
+
+    def generate(self, pending: list[Unit], meta: dict, progress: bool) -> None:
+        """One engine call per chunk; each chunk's rows are journaled before the next call."""
+        from ..stats.pricing import cost_function
+        from .progress import Progress
+
+        table = self.spec.price_table()
+        cost_fn = cost_function(table) if table else None
         info = meta.get("model_info") or {}
         flops_per_token = 2 * info["active_params"] if info.get("active_params") else None
-
-        t0 = time.perf_counter()
-        bar = progress_bar(len(pending), progress)  # harness/runs/progress.py
-        interrupted = False
-        # The units (every rendered request) live for the whole run; without this, each full garbage
-        # collection during the engine's calls walks all of them again.
-        gc.freeze()
+        bar = Progress(len(pending), sum(len(u.requests) for u in pending), enabled=progress)
+        gc.freeze()  # the units live for the whole run: full collections need not walk them again
         try:
-            for chunk in _chunks(pending, max(1, chunk_size), by_group=split_groups):
-                reqs = [r for u in chunk for r in u.requests]
-                t_call = time.perf_counter()
-                comps = backend.generate(reqs)
-                call_s = time.perf_counter() - t_call
-                bounds = list(_bounds(chunk))
-                fresh = sum(1 for a, b in bounds if not all(c.cached for c in comps[a:b]))
-                # the chunk's engine time, split equally over its units (one group's units when split_groups)
-                share = call_s / fresh if fresh and split_groups else None
-                entries = []
-                for u, (a, b) in zip(chunk, bounds):
-                    ident = plan.identity[id(u)]
-                    entries.append(make_row(u, comps[a:b], run_id=meta["run_id"], model=model_name,
-                                            backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token,
-                                            identity=ident, label=plan.labels.get(ident["id"]), engine_s=share,
-                                            hourly_usd=hourly))
-                journal.append(entries)
-                written.extend(entries)
-                if bar is not None:
-                    bar.update(len(chunk), len(reqs))
+            for chunk in _chunks(pending, max(1, self.chunk_size), by_group=self.spec.split_groups):
+                self.journal_chunk(chunk, meta, cost_fn, flops_per_token)
+                bar.update(len(chunk), sum(len(u.requests) for u in chunk))
         except KeyboardInterrupt:
-            interrupted = True
+            self.interrupted = True
         finally:
             gc.unfreeze()
-            if bar is not None:
-                bar.close()
-        meta["wall_s"] = round(time.perf_counter() - t0, 3)  # the batch; the probe below is apart
-        if latency_probe and started and not interrupted:
-            try:
-                meta["probe"] = run_probe(engine, units, latency_probe, concurrency=probe_concurrency,
-                                          journal=Journal(run_dir / "probe.jsonl"), run_id=meta["run_id"],
-                                          model=model_name)
-            except KeyboardInterrupt:
-                interrupted = True
-        if latency_calibration != 0 and started and not interrupted:
-            try:
-                meta["calibration"] = calibrate(engine, units, [e["p"] for e in previous + written],
-                                                latency_calibration, journal=Journal(run_dir / "calibration.jsonl"),
-                                                run_id=meta["run_id"], model=model_name)
-            except KeyboardInterrupt:
-                interrupted = True
-        with deferred():  # from here a first signal waits until the engine is closed and the files written
-            meta["cache"] = {"enabled": cache, "dir": str(backend.cache.folder) if cache else None}
-            meta["engine_stats"] = stats_delta(stats_before, engine.stats())
-            if own_engine:
-                engine.close()  # an engine this call started ends here, cleanly (no shutdown warnings)
-            # an interrupted append may have left entries in the journal that `written` lacks: read it back then
-            preds = finalize(run_dir, meta, complete=not interrupted,
-                             entries=None if interrupted else previous + written)
-    finally:
-        if own_engine:
-            engine.close()  # also when the run failed or was stopped before its loop (idempotent)
-    if interrupted:
-        raise RunInterrupted(run_dir)
-    preds.attrs["run_dir"] = str(run_dir)
-    return preds
+            bar.close()
 
+    def journal_chunk(self, chunk: list[Unit], meta: dict, cost_fn, flops_per_token) -> None:
+        reqs = [r for u in chunk for r in u.requests]
+        t_call = time.perf_counter()
+        comps = self.backend.generate(reqs)
+        call_s = time.perf_counter() - t_call
+        bounds = list(_bounds(chunk))
+        fresh = sum(1 for a, b in bounds if not all(c.cached for c in comps[a:b]))
+        # the chunk's engine time, split equally over its units (one group's units when split_groups)
+        share = call_s / fresh if fresh and self.spec.split_groups else None
+        entries = []
+        for u, (a, b) in zip(chunk, bounds):
+            ident = self.plan.identity[id(u)]
+            entries.append(make_row(u, comps[a:b], run_id=meta["run_id"], model=self.engine.model_name,
+                                    backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token,
+                                    identity=ident, label=self.plan.labels.get(ident["id"]), engine_s=share,
+                                    hourly_usd=self.hourly))
+        self.journal.append(entries)
+        self.written.extend(entries)
 
-def _spawns_engine(engine: Any) -> bool:
-    """True for the offline vLLM engine (its processes start by re-importing the main script)."""
-    return type(engine).__name__ == "VLLMBackend"
+    def measure(self, meta: dict) -> None:
+        """The direct latency probe and the latency model's calibration, after the batch."""
+        from .latency_model import calibrate, latency_plan
+        from .probe import run_probe
+
+        probe_n, calibration = latency_plan(self.spec.latency_probe, self.spec.latency_calibration)
+        name, run_id = self.engine.model_name, meta["run_id"]
+        try:
+            if probe_n and not self.interrupted:
+                meta["probe"] = run_probe(self.engine, self.units, probe_n, concurrency=self.spec.probe_concurrency,
+                                          journal=Journal(self.run_dir / "probe.jsonl"), run_id=run_id, model=name)
+            if calibration != 0 and not self.interrupted:
+                meta["calibration"] = calibrate(self.engine, self.units, [e["p"] for e in self.previous + self.written],
+                                                calibration, journal=Journal(self.run_dir / "calibration.jsonl"),
+                                                run_id=run_id, model=name)
+        except KeyboardInterrupt:
+            self.interrupted = True
 
 
 def _model_spec(model: str | None, engine: Any) -> str | None:
     """The --model value a resume passes again: 'bundled' for the offline engine's default, a local
     folder made absolute, else what was given (None for a server: it names its model)."""
     if model is None:
-        return "bundled" if _spawns_engine(engine) else None
+        return "bundled" if engine.spawns_processes else None
     return engine.model_path if os.path.isdir(model) else model
 
 
@@ -242,8 +242,6 @@ def _needs_engine(pending: list[Unit], cached) -> bool:
         return False
     if cached is None:
         return True
-    from ..backends.cache import request_key
-
     keys = [request_key(cached.key_identity, r) for u in pending for r in u.requests]
     return len(cached.cache.get_many(keys)) < len(set(keys))
 
@@ -263,9 +261,8 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] | None = None) -> pd.DataFrame:
-    """Build the parquet and CSV files from the journal (idempotent)."""
-    from ..report.stats import majk_table, summarize
-
+    """Build the parquet files from the journal (idempotent). The summary tables are the report stage's
+    (harness.reports.tables.write_tables, called by harness.api)."""
     with _gc_paused():  # reading and de-duplicating the entries make only acyclic objects, too
         if entries is None:
             entries = Journal(run_dir / "journal.jsonl").read()
@@ -279,13 +276,6 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     write_frame_atomic(preds, run_dir / "predictions.parquet")
     write_frame_atomic(samples, run_dir / "samples.parquet")
     write_frame_atomic(probes, run_dir / "probes.parquet")
-    write_frame_atomic(summarize(preds, probes), run_dir / "summary.csv")
-    if not samples.empty:
-        write_frame_atomic(majk_table(preds, samples), run_dir / "majk.csv")
-    from ..report.variance import variance_table
-    variance = variance_table(preds)
-    if not variance.empty:  # only runs with several exemplar draws / orders / sampling seeds
-        write_frame_atomic(variance, run_dir / "variance.csv")
     meta["status"] = "complete" if complete else "interrupted"
     meta["finished_at"] = _now()
     meta["rows"] = len(preds)
@@ -293,7 +283,7 @@ def finalize(run_dir: Path, meta: dict, *, complete: bool, entries: list[dict] |
     return preds
 
 
-def _run_meta(run_dir: Path, tasks, strategies, backend, *, old: dict, **config) -> dict:
+def _run_meta(run_dir: Path, spec: RunSpec, plan, strategies, backend, *, old: dict, **config) -> dict:
     from ..backends.models import model_info
 
     path = backend.model_path
@@ -303,21 +293,27 @@ def _run_meta(run_dir: Path, tasks, strategies, backend, *, old: dict, **config)
         info = {}
     resumes = list(old.get("resumes", []))
     if old:
-        resumes.append({"at": _now(), "already_done": config["resumed"], "pending": config["pending"]})
+        resumes.append({"at": _now(), "already_done": config["resumed"], "pending": config["pending"],
+                        "command": _command()})
+    tasks = [t for t, _ in plan]
     settings = backend.engine_settings()
     return {
         "run_id": old.get("run_id", run_dir.name), "created_at": old.get("created_at", _now()), "status": "running",
-        "command": " ".join(sys.argv) if sys.argv and "harness" in sys.argv[0] else None,
+        "command": old.get("command") if old and old.get("command") else _command(),
+        SPEC_FILE_KEY: spec.record(), "spec_sources": old.get("spec_sources") or {},
         "config": {"tasks": [t.name for t in tasks], "task_files": [str(t.file) for t in tasks],
                    "strategies": [s.spec for s in strategies], "model": backend.model_name,
                    "model_spec": config["model_spec"], "model_path": backend.model_path,
-                   "limit": config["limit"], "seed": config["seed"],
-                   "data_dir": str(config["data_dir"]) if config["data_dir"] else None,
-                   "chunk_size": config["chunk_size"], **suite_config(config["plan"], strategies)},
+                   "limit": spec.limit, "seed": spec.seed, "data_dir": spec.data_dir, "margin": spec.margin,
+                   "chunk_size": config["chunk_size"], **suite_config(plan, strategies)},
         "templates": templates_used(tasks, strategies),
-        "backend": settings.get("backend", type(backend).__name__), "engine": settings,
+        "backend": settings.get("backend", backend.name), "engine": settings,
         "model_info": info, "versions": versions(), "units": config["total"], "resumes": resumes,
     }
+
+
+def _command() -> str | None:
+    return " ".join(sys.argv) if sys.argv and "harness" in sys.argv[0] else None
 
 
 @contextmanager
@@ -338,35 +334,3 @@ def _gc_paused():
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def resume_args(run_dir: str | Path, *, explicit: dict) -> dict:
-    """The run arguments recorded in a run folder's run.json, for `harness run --resume RUN_DIR`:
-    tasks, strategies, limit, seed, data folder, chunk size and, for the offline engine
-    (explicit["backend_kind"] "vllm" or absent), the model and its display name.
-    Flags given explicitly on the command line win (for example a new --chunk-size)."""
-    d = Path(run_dir)
-    meta_path = d / "run.json"
-    if not meta_path.is_file():
-        raise ConfigError("not a run folder (no run.json)", where=str(d), field="--resume",
-                          fix="pass a folder written by harness run")
-    try:
-        cfg = json.loads(meta_path.read_text(encoding="utf-8"))["config"]
-        cfg["task_files"], cfg["strategies"]  # noqa: B018 - both must be there
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"run.json is not a run record ({type(exc).__name__}: {exc})", where=str(meta_path),
-                          field="--resume", fix="resume a folder written by harness run") from None
-    out = {"out": str(d), "tasks": explicit.get("tasks") or cfg["task_files"],
-           "strategies": explicit.get("strategies") or cfg["strategies"],
-           "limit": explicit.get("limit") or cfg.get("limit"), "seed": cfg.get("seed", 0),
-           "data_dir": explicit.get("data_dir") or cfg.get("data_dir"),
-           "chunk_size": explicit.get("chunk_size") or cfg.get("chunk_size")}
-    if cfg.get("suite") and not (explicit.get("tasks") or explicit.get("strategies")):
-        files = dict(zip(cfg["tasks"], cfg["task_files"]))
-        out.update(tasks=(), strategies=(), suite={files.get(t, t): ss for t, ss in cfg["suite"].items()})
-    if explicit.get("model") is None and explicit.get("backend_kind", "vllm") == "vllm":
-        if cfg.get("model_spec"):  # the offline engine: the same model, under the same name
-            out["model"] = cfg["model_spec"]
-        if cfg.get("model"):
-            out["model_name"] = cfg["model"]  # the display name the rows already carry
-    return out

@@ -27,9 +27,21 @@ def resolve_plan(tasks: Sequence[str | Task] = (), strategies: Sequence[str | St
     if suite is not None:
         if not suite:
             raise ConfigError("the suite is empty", field="suite", fix="give at least one task")
-        return [(_task(t, data_dir), _strategies(ss)) for t, ss in suite.items()]
+        return _distinct_names([(_task(t, data_dir), _strategies(ss)) for t, ss in suite.items()])
     strats = _strategies(strategies or DEFAULT_STRATEGIES)
-    return [(_task(t, data_dir), strats) for t in (tasks or DEFAULT_TASKS)]
+    return _distinct_names([(_task(t, data_dir), strats) for t in (tasks or DEFAULT_TASKS)])
+
+
+def _distinct_names(plan: Plan) -> Plan:
+    """Two task files with the same `name:` would pool their rows into one group: refused, naming both."""
+    seen: dict[str, Task] = {}
+    for t, _ in plan:
+        if t.name in seen:
+            raise ConfigError(f"two tasks are named '{t.name}': {seen[t.name].file} and {t.file}",
+                              where=str(t.file), field="name",
+                              fix="give each task file its own `name:` (an edited copy needs a new name)")
+        seen[t.name] = t
+    return plan
 
 
 def plan_strategies(plan: Plan) -> list[Strategy]:

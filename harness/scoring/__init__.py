@@ -1,7 +1,2 @@
-"""Scoring: answer extraction and the scorer table."""
-
-
-def __getattr__(name: str):  # the flat module harness.scoring's names, as before the regroup
-    from .._aliases import forward
-
-    return forward(__name__, "scoring", name)
+"""Scoring: answer extraction, the scorer table and scoring a prediction (pure functions, used by task/,
+strategy/ and runs/ alike)."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from .extract import normalize_gold
 from ..records import Example, Prediction
-from .scorers import SCORERS, ScoreInput, flatten, score_json  # noqa: F401  (flatten, score_json: public names)
+from .scorers import SCORERS, ScoreInput
 
 
 def score(task, example: Example, pred: Prediction) -> dict[str, Any]:

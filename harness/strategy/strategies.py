@@ -32,12 +32,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from ..errors import ConfigError, suggest
-from ..task.exemplars import order_exemplars, select_exemplars, selection  # noqa: F401 - select_exemplars re-exported
+from ..task.exemplars import order_exemplars, select_exemplars, selection
 from ..scoring.extract import Extraction, extract_with_rule
-from .prompt_layout import (_SHOT_BLOCKS, COT_TRIGGER, TARGET_DELIMITER, _shot_block,  # noqa: F401 - re-exported
-                            build_completion_prompt, build_messages, exemplar_answer)
+from .prompt_layout import TARGET_DELIMITER, build_completion_prompt, build_messages
 from ..records import Completion, Example, OutputType, Prediction, Request, Sample, Sampling
-from .voting import _winner_rule, vote  # noqa: F401 - vote: also its old import path
+from .voting import _winner_rule, vote
 
 ANSWER_MODES = ("generate", "choice", "loglikelihood")
 FORMATS = ("chat", "completion")

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import ConfigError, DataError, suggest
-
-if TYPE_CHECKING:  # annotations only: tasks.py imports this module
-    from .tasks import SourceSpec, Task
+from ..system.paths import cache_dir
 
 DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
-    where = f"{task.file}"
+def load_rows(src: Any, *, file: Path, data_dir: Path | None, role: str) -> list[dict]:
+    """`src` is a task file's `source:` or `fewshot:` (harness.task.tasks.SourceSpec)."""
+    where = f"{file}"
     field = role
     if src.generator:
         from .generators import GENERATORS
@@ -30,7 +29,7 @@ def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
             raise ConfigError(f"bad generator parameters: {exc}", where=where, field=f"{field}.params",
                               fix="check the generator's parameters in docs/tasks.md") from None
     elif src.path:
-        rows = _load_local(src.path, task, field)
+        rows = _load_local(src.path, file, data_dir, field)
     else:
         rows = _load_hub(src, where, field)
     if not rows:
@@ -42,17 +41,17 @@ def load_rows(src: SourceSpec, task: Task, *, role: str) -> list[dict]:
     return rows
 
 
-def _load_local(rel: str, task: Task, field: str) -> list[dict]:
-    where = str(task.file)
+def _load_local(rel: str, file: Path, data_dir: Path | None, field: str) -> list[dict]:
+    where = str(file)
     # without --data-dir, a path is relative to the task's YAML file (a user's data sits next to it)
-    base, name = (task.data_dir, "--data-dir") if task.data_dir is not None else (task.file.parent.resolve(),
+    base, name = (data_dir, "--data-dir") if data_dir is not None else (file.parent.resolve(),
                                                                                   "the task file's folder")
     if os.path.isabs(rel) or ".." in Path(rel).parts:
         raise DataError(f"data path '{rel}' must stay inside {name}", where=where, field=f"{field}.path",
                         fix=f"give a path relative to {name} without '..'")
     path = base / rel
     if not path.is_file():
-        fix = ("check --data-dir and the task's source.path" if task.data_dir is not None else
+        fix = ("check --data-dir and the task's source.path" if data_dir is not None else
                "put the file next to the task file, or pass --data-dir DIR (for example --data-dir ../shared/data)")
         raise DataError(f"data file '{path}' not found", where=where, field=f"{field}.path", fix=fix)
     kind = DATA_SUFFIXES.get(path.suffix.lower())
@@ -104,12 +103,10 @@ def _read_with_datasets(kind: str, path: Path) -> list[dict]:
 
 
 def _datasets_cache() -> Path:
-    from ..backends.models import cache_dir
-
     return cache_dir() / "datasets"
 
 
-def _load_hub(src: SourceSpec, where: str, field: str) -> list[dict]:
+def _load_hub(src: Any, where: str, field: str) -> list[dict]:
     import datasets
 
     try:

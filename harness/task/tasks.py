@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from ..errors import ConfigError, DataError, TemplateError, suggest
 from ..records import Example, OutputType
 from .task_schema import load_schema, pydantic_schema
-from .task_data import DATA_SUFFIXES, load_rows  # noqa: F401 - DATA_SUFFIXES re-exported (its former home)
-from .task_file import check_scorer, one_line, read_yaml_mapping  # noqa: F401 - check_scorer: its former home
+from .task_data import load_rows
+from .task_file import check_scorer, one_line, read_yaml_mapping
 from .templates import Template, load_template
 
 ROOT = Path(os.environ.get("HARNESS_HOME", Path(__file__).resolve().parents[2]))
@@ -257,7 +257,7 @@ class Task:
 
     @cached_property
     def examples(self) -> tuple[Example, ...]:
-        rows = load_rows(self.spec.source, self, role="source")
+        rows = load_rows(self.spec.source, file=self.file, data_dir=self.data_dir, role="source")
         examples = tuple(self._to_example(r, i, "source") for i, r in enumerate(rows))
         seen: dict[str, int] = {}
         for i, ex in enumerate(examples):
@@ -274,7 +274,7 @@ class Task:
         (a strategy then skips the item being asked)."""
         if self.spec.fewshot is None:
             return self.examples
-        rows = load_rows(self.spec.fewshot, self, role="fewshot")
+        rows = load_rows(self.spec.fewshot, file=self.file, data_dir=self.data_dir, role="fewshot")
         return tuple(self._to_example(r, i, "fewshot") for i, r in enumerate(rows))
 
     def _to_example(self, row: dict, i: int, role: str) -> Example:

@@ -1,4 +1,4 @@
-"""The process watchdog (standard library only; started by `harness.runs.procs.guard()`, never imported).
+"""The process watchdog (standard library only; started by `harness.system.procs.guard()`, never imported).
 
     python -I _watchdog.py TOKEN PARENT_PID
 

@@ -32,43 +32,34 @@ def print_summary(run_dir: Path) -> None:
             models = list(dict.fromkeys(summary["model"]))
             print(f"model: {' + '.join(map(str, models))}")
             print(format_summary(summary, with_model=len(models) > 1))
-            if len(models) > 1:  # the verdict over every (template, strategy, model) cell (harness/report/matrix.py)
+            if len(models) > 1:  # the verdict over every (template, strategy, model) cell (harness/reports/matrix.py)
                 print_matrix_verdicts(Path(run_dir), summary)
     variance = Path(run_dir) / "variance.csv"
     if variance.exists():
         from .variance import format_variance
 
         print(format_variance(pd.read_csv(variance)))
-    for text in run_verdicts(Path(run_dir)):  # after the table(s), before the run folder's path (cli.py)
+    for text in folder_verdicts(Path(run_dir)):  # after the table(s), before the run folder's path (cli.py)
         print(text)
 
 
-def run_verdicts(run_dir: Path) -> list[str]:
-    """The verdict sentences of report.md for a run folder: from its summary.csv and its pairs.csv when
-    that is newer (the report was written after the run), else the paired tests computed here."""
-    path = run_dir / "summary.csv"
+def folder_verdicts(folder: Path) -> list[str]:
+    """The verdict sentences of the report.md of a run folder (or of a `harness compare` folder): from its
+    summary.csv and its pairs.csv when that is newer (the report was written after the run), else the paired
+    tests computed here from its predictions."""
+    path = folder / "summary.csv"
     if not path.exists():
         return []
     summary = pd.read_csv(path)
     if summary.empty:
         return []
     from .paired import PAIR_COLUMNS, pairs_table
-    from .verdicts import verdicts
+    from .verdicts import family_verdicts, verdicts
 
-    pairs_csv = run_dir / "pairs.csv"
+    pairs_csv = folder / "pairs.csv"
     if pairs_csv.exists() and pairs_csv.stat().st_mtime >= path.stat().st_mtime:
         pairs = pd.read_csv(pairs_csv)
     else:
-        preds = run_dir / "predictions.parquet"
+        preds = folder / "predictions.parquet"
         pairs = pairs_table(pd.read_parquet(preds)) if preds.exists() else pd.DataFrame(columns=PAIR_COLUMNS)
-    return [v["text"] for v in verdicts(summary, pairs)]
-
-
-def print_matrix_verdicts(run_dir: Path, summary: pd.DataFrame) -> None:
-    from .matrix import cell_pairs, cell_table, matrix_verdicts
-
-    p = run_dir / "predictions.parquet"
-    if p.exists():
-        preds = pd.read_parquet(p)
-        for v in matrix_verdicts(cell_table(preds, summary), cell_pairs(preds)):
-            print(v["text"])
+    return [v["text"] for v in verdicts(summary, pairs) + family_verdicts(pairs)]

@@ -5,7 +5,7 @@
 
 Pages: `/` lists the run folders under RESULTS_DIR (filter by task, model, template hash; tick two or
 more and compare); `/compare?run=A&run=B` puts the runs side by side on the items they share, with the
-paired statistics of harness/report/matrix.py (exact McNemar, paired bootstrap CI, Holm over the task's cell
+paired statistics of harness/reports/matrix.py (exact McNemar, paired bootstrap CI, Holm over the task's cell
 pairs); `/runs/RUN/FILE` serves a file of a run folder (report.html, report.md, CSVs, run.json).
 
 It never writes: it opens files for reading only. Every path from a URL is resolved and must stay inside

@@ -6,7 +6,7 @@ between the cells on the same items; and the verdict over all cells.
     pairs = cell_pairs(preds)                 # every pair of cells of a task, Holm over the task's pairs
     matrix_verdicts(cells, pairs)             # best cell, cells not significantly worse, cheapest of those
 
-Statistics are harness/report/paired.py's (exact McNemar, paired bootstrap, Holm); the family corrected is
+Statistics are harness/reports/paired.py's (exact McNemar, paired bootstrap, Holm); the family corrected is
 every pair of cells of one task (models, templates and strategies together).
 """
 from __future__ import annotations

@@ -252,7 +252,7 @@ HEAD = ["task", "model", "family", "items × settings (accuracy)", "source", "le
 
 
 def variance_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """The report's table (harness.report.report's built-in 'Variance by source' section): header and text rows."""
+    """The report's table (harness.reports.report's built-in 'Variance by source' section): header and text rows."""
     rows = []
     for r in table.to_dict("records"):
         fam = [str(r["task"]), str(r["model"]), str(r["family"]),

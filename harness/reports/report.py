@@ -24,7 +24,7 @@ from .paired import pairs_table
 from .report_format import MEASURES_NOTE, _col, _missing, _num, fnum, fp, fusd, md_table, md_text, pct
 from ..runs.results import PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic, write_text_atomic
 from ..scoring.scorers import all_aggregates
-from .verdicts import HOLM_TEXT, family_verdicts, verdicts  # noqa: F401 - verdicts: their old home
+from .verdicts import HOLM_TEXT, family_verdicts, verdicts
 from .stats import summarize
 
 ALPHA = 0.05
@@ -268,7 +268,7 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
                               "--all-pairs compares different strategies)." if b.family == "same_strategy"
                               else "Only one strategy per task: no pairs."),
             "sections": [_section(sec, b) for sec in _builtin_sections(b) + list(sections)],
-            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/report/matrix.py)
+            "matrix": matrix_context(b.preds, b.summary)}  # templates x strategies x models (harness/reports/matrix.py)
 
 
 def _section(sec: Section, b: Bundle) -> dict:
@@ -277,7 +277,7 @@ def _section(sec: Section, b: Bundle) -> dict:
 
 
 def _builtin_sections(b: Bundle) -> list[Section]:
-    """Sections shown only when they have rows: the few-shot variance split (harness/report/variance.py)."""
+    """Sections shown only when they have rows: the few-shot variance split (harness/reports/variance.py)."""
     from .variance import NOTE, variance_rows, variance_table
 
     head, rows = variance_rows(variance_table(b.preds))
@@ -329,12 +329,9 @@ def wbr(text: Any) -> Any:
                            for part in re.split(r"(?<=[:,=@])(?=.)", str(text)))
 
 
-def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None,
-           verdict_lines: list[str] | None = None) -> list[Path]:
+def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     ctx = build_context(b, SECTIONS if sections is None else sections)
-    if verdict_lines is not None:  # the caller prints them (harness compare)
-        verdict_lines.extend(v["text"] for v in ctx["verdicts"])
     paths = [out / "report.html", out / "report.md", out / "pairs.csv"]
     write_text_atomic(paths[0], render_html(ctx))
     write_text_atomic(paths[1], render_md(ctx))
@@ -391,13 +388,12 @@ def _relabel(frames: list[pd.DataFrame], run_ids: list[str], like: list[pd.DataF
 
 
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,
-                  sections: Sequence[Section] | None = None, all_pairs: bool = False,
-                  verdict_lines: list[str] | None = None) -> list[Path]:
+                  sections: Sequence[Section] | None = None, all_pairs: bool = False) -> list[Path]:
     """Join several run folders into one report (default folder results/compare-<timestamp>).
 
     Significance tests and Holm's correction cover the comparisons asked for: by default the same
     strategy across runs (cot@a vs cot@b), per task; with all_pairs, every pair of strategies and runs.
-    `verdict_lines`: a list that receives the report's verdict sentences (harness compare prints them)."""
+    The folder also gets the joined summary.csv (harness compare prints its verdicts from it and pairs.csv)."""
     datas = [load_run(d) for d in run_dirs]
     ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
     ids = [rid if ids.count(rid) == 1 else f"{rid}#{i}" for i, rid in enumerate(ids)]
@@ -409,5 +405,8 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
         out = RESULTS_DIR / new_run_id("compare-")
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}"
     family, key = ("all", "all_runs") if all_pairs else ("same_strategy", "same_strategy")
-    return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes,
-                         family=family, holm_key=key), Path(out), sections, verdict_lines)
+    summary = summarize(preds, probes)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_frame_atomic(summary, Path(out) / "summary.csv")  # before pairs.csv: reports/summary.py folder_verdicts
+    return _write(Bundle(title, preds, summary, majk, [x["run"] for x in datas], probes, family=family,
+                         holm_key=key), Path(out), sections)

@@ -1,0 +1,171 @@
+"""The library: every CLI command is a call here that returns a DataFrame or paths.
+
+    import harness
+    df = harness.run(tasks=["coin_flip"], strategies=["zero_shot", "cot"], limit=20, report=True)
+
+| CLI                           | library                                                   |
+|-------------------------------|-----------------------------------------------------------|
+| harness run [flags]           | harness.run(**kwargs) (keyword = flag: cache=False is --no-cache; docs/experiments.md) |
+| harness run experiment.yaml   | harness.run_spec(harness.load_experiment(path)[0])       |
+| harness report RUN_DIR        | harness.report(run_dir) -> [paths]                        |
+| harness compare A B           | harness.compare([a, b]) -> [paths]                        |
+| harness tasks                 | harness.tasks() -> DataFrame                              |
+| harness models [M]            | harness.models(model) -> DataFrame                        |
+
+The runner (harness/runs/) writes rows; the report stage (harness/reports/) aggregates them: this module
+joins the two, so neither imports the other's layer upward.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .backends import backend_class
+from .backends.base import Backend
+from .backends.options import backend_namespace, engine_call
+from .errors import ConfigError
+from .runs.multimodel import run_spec as _run_models
+from .runs.runner import RunInterrupted
+from .runs.spec import RunSpec
+
+# library keywords that are not RunSpec fields (presentation) or that name the same field differently
+NOT_SPEC = ("progress", "verbose", "report", "write_report", "model_name")
+
+
+def run(tasks: Sequence[Any] = (), strategies: Sequence[Any] = (), *, backend: Backend | str | None = None,
+        model: str | None = None, models: Sequence[str] | None = None, engine_options: dict | None = None,
+        price_table: dict | None = None, progress: bool = True, verbose: bool = False, report: bool = False,
+        write_report: bool | None = None, model_name: str | None = None, **fields: Any) -> pd.DataFrame:
+    """Run tasks x strategies (or `suite={task: [strategy, ...]}`; nothing: the default suite) and return the
+    predictions DataFrame (df.attrs['run_dir'] is the run folder). Every keyword is a RunSpec field
+    (harness/runs/spec.py), named as its flag: limit, seed, data_dir, out, run_id, cache, cache_dir,
+    latency_probe, latency_calibration, probe_concurrency, hourly_usd, margin, chunk_size, force, ...
+    `model` / `models`: one or several models (bundled, a folder, NAME@URL), run one after another into one
+    folder. `backend`: a backend object (the caller closes it), a factory `(model, base_url) -> backend`
+    (each is closed after its model) or a backend name ("vllm", "openai", ...).
+    `report=True` also writes report.html, report.md and pairs.csv, as the CLI does."""
+    if model is not None and models:
+        raise ConfigError("give model or models, not both", field="models", fix="put every model in models=[...]")
+    obj = backend if backend is not None and not isinstance(backend, str) else None
+    spec = RunSpec.build(
+        "harness.run", tasks=tuple(_name(t) for t in tasks), strategies=tuple(_name(s) for s in strategies),
+        models=tuple(models or ([model] if model else [])), engine=engine_options or fields.pop("engine", {}),
+        backend=backend if isinstance(backend, str) else fields.pop("backend_kind", "vllm"),
+        prices=_plain_prices(price_table), **fields)
+    return run_spec(spec, backend=obj, progress=progress, verbose=verbose,
+                    report=write_report if write_report is not None else report,
+                    display_names=[model_name] if model_name else None)
+
+
+def run_spec(spec: RunSpec, *, backend: Backend | None = None, progress: bool = True, verbose: bool = False,
+             report: bool = False, display_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Run a RunSpec (from harness.run, the CLI's flags or an experiment file), then write the run folder's
+    summary tables, and with `report=True` the report."""
+    from .reports.tables import write_tables
+    from .system.procs import deferred
+
+    try:
+        preds = _run_models(spec, spec_backends(spec, backend), progress=progress, verbose=verbose,
+                            display_names=display_names)
+    except RunInterrupted as exc:
+        if (exc.run_dir / "predictions.parquet").is_file():
+            with deferred():
+                write_tables(exc.run_dir)
+        raise
+    run_dir = Path(preds.attrs["run_dir"])
+    with deferred():
+        write_tables(run_dir, preds)
+    if report:
+        write_report_safely(run_dir)
+    return preds
+
+
+def spec_backends(spec: RunSpec, given: Backend | None = None):
+    """The backend factory of a spec: `given` (owned by the caller) or one built per model from the spec's
+    backend name and options (owned: the run closes it)."""
+    def make(model: str | None, url: str | None) -> tuple[Any, bool]:
+        if given is not None and not isinstance(given, Backend) and callable(given):
+            return given(model, url), True  # a factory: each model's backend, closed after its model
+        if given is not None:
+            return given, False
+        opts = dict(spec.backend_options)
+        if spec.backend == "vllm" and (opts.get("base_url") or opts.get("langchain_model")):
+            raise ConfigError("--base-url / --langchain-model need --backend openai / langchain", field="--backend",
+                              fix="add --backend openai (or langchain)")
+        if url:
+            opts["base_url"] = [url]
+        cls = backend_class(spec.backend)
+        return cls.from_cli(backend_namespace(opts, model=model), model=model,
+                            engine_options=engine_call(spec.engine)), True
+    return make
+
+
+def report(run_dir: str | Path) -> list[Path]:
+    """`harness report RUN_DIR`: write report.html, report.md and pairs.csv; return their paths."""
+    from .reports.report import write_report
+
+    return write_report(run_dir)
+
+
+def compare(run_dirs: Sequence[str | Path], *, out: str | Path | None = None, all_pairs: bool = False) -> list[Path]:
+    """`harness compare A B ...`: one report over several run folders; return its paths."""
+    from .reports.report import write_compare
+
+    return write_compare(list(run_dirs), out=out, all_pairs=all_pairs)
+
+
+def tasks() -> pd.DataFrame:
+    """`harness tasks`: name, answer type, data source and description of every task."""
+    from .task.tasks import load_task, task_files
+
+    rows = []
+    for name, path in task_files().items():
+        spec = load_task(path).spec
+        src = spec.source.generator and "generated" or spec.source.path and "--data-dir" or "hub"
+        rows.append({"name": name, "answer_type": spec.answer_type, "source": src, "description": spec.description,
+                     "file": str(path)})
+    return pd.DataFrame(rows, columns=["name", "answer_type", "source", "description", "file"])
+
+
+def models(model: str | None = None, *, memory: str = "1GiB") -> pd.DataFrame:
+    """`harness models [MODEL]`: the model's attention layout, KV bytes per token and KV capacity (one row;
+    df.attrs['text'] is what the CLI prints)."""
+    from .backends.models import describe_model, model_info, parse_memory, kv_tokens_fitting, resolve_model
+
+    path, name = resolve_model(model)
+    info = dict(model_info(path))
+    info.update(model=name, path=path, memory=memory, kv_tokens=kv_tokens_fitting(info, parse_memory(memory)))
+    df = pd.DataFrame([info])
+    df.attrs["text"] = describe_model(model, memory=memory)
+    return df
+
+
+def write_report_safely(run_dir: Path) -> list[Path]:
+    """Write the report of a finished run; on failure print one warning (the run is complete) and return []."""
+    try:
+        return report(run_dir)
+    except Exception as exc:  # the results are safe on disk; a report bug must not lose the run
+        print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+              f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)
+        return []
+
+
+def _name(x: Any) -> str:
+    """A task or strategy given as an object: its file / spec string (what run.json records)."""
+    if isinstance(x, str):
+        return x
+    for attr in ("spec", "file"):
+        v = getattr(x, attr, None)
+        if isinstance(v, (str, Path)):
+            return str(v)
+    raise ConfigError(f"cannot name {type(x).__name__} in a run spec", field="tasks",
+                      fix="pass task names or task file paths, and strategy specs")
+
+
+def _plain_prices(table: dict | None) -> dict | None:
+    if table is None:
+        return None
+    return {k: (v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else dict(v)) for k, v in table.items()}

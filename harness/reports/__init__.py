@@ -1,0 +1,1 @@
+"""Reports: summary tables, paired statistics, verdicts, variance split, plots and the HTML report."""
