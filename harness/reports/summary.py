@@ -63,3 +63,13 @@ def folder_verdicts(folder: Path) -> list[str]:
         preds = folder / "predictions.parquet"
         pairs = pairs_table(pd.read_parquet(preds)) if preds.exists() else pd.DataFrame(columns=PAIR_COLUMNS)
     return [v["text"] for v in verdicts(summary, pairs) + family_verdicts(pairs)]
+
+
+def print_matrix_verdicts(run_dir: Path, summary: pd.DataFrame) -> None:
+    from .matrix import cell_pairs, cell_table, matrix_verdicts
+
+    p = run_dir / "predictions.parquet"
+    if p.exists():
+        preds = pd.read_parquet(p)
+        for v in matrix_verdicts(cell_table(preds, summary), cell_pairs(preds)):
+            print(v["text"])
