@@ -51,7 +51,7 @@ def run(tasks: Sequence[Any] = (), strategies: Sequence[Any] = (), *, backend: B
         raise ConfigError("give model or models, not both", field="models", fix="put every model in models=[...]")
     obj = backend if backend is not None and not isinstance(backend, str) else None
     spec = RunSpec.build(
-        "harness.run", tasks=tuple(_name(t) for t in tasks), strategies=tuple(_name(s) for s in strategies),
+        "harness.run", tasks=tuple(tasks), strategies=tuple(strategies),
         models=tuple(models or ([model] if model else [])), engine=engine_options or fields.pop("engine", {}),
         backend=backend if isinstance(backend, str) else fields.pop("backend_kind", "vllm"),
         prices=_plain_prices(price_table), **fields)
@@ -151,18 +151,6 @@ def write_report_safely(run_dir: Path) -> list[Path]:
         print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
               f"the results are complete. Retry with: harness report {run_dir}", file=sys.stderr)
         return []
-
-
-def _name(x: Any) -> str:
-    """A task or strategy given as an object: its file / spec string (what run.json records)."""
-    if isinstance(x, str):
-        return x
-    for attr in ("spec", "file"):
-        v = getattr(x, attr, None)
-        if isinstance(v, (str, Path)):
-            return str(v)
-    raise ConfigError(f"cannot name {type(x).__name__} in a run spec", field="tasks",
-                      fix="pass task names or task file paths, and strategy specs")
 
 
 def _plain_prices(table: dict | None) -> dict | None:

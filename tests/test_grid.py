@@ -64,7 +64,8 @@ def test_dry_run_prints_the_grid_and_the_request_count_and_starts_nothing(tmp_pa
 
     def tripwire(*a, **k):
         raise AssertionError("--dry-run must not build a backend")
-    monkeypatch.setattr(harness.cli, "make_backend", tripwire)
+    import harness.api
+    monkeypatch.setattr(harness.api, "spec_backends", tripwire)
     out = tmp_path / "never"
     code = main(["run", "--task", "coin_flip", "--strategy", "few_shot:k={0,1,3,5},seed={0,1,2}",
                  "--strategy", "self_consistency:k=4", "--limit", "5", "--dry-run", "--out", str(out)])

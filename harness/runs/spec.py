@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator, model_validator
 
 from ..backends.options import check_options
 from ..errors import ConfigError, suggest
@@ -26,10 +26,10 @@ class RunSpec(BaseModel):
     """What a run is. Every field has the meaning of the `harness run` flag of the same name
     (docs/experiments.md has the table: `cache=False` is `--no-cache`, `engine={...}` the engine flags)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    tasks: tuple[str, ...] = ()
-    strategies: tuple[str, ...] = ()
+    tasks: tuple[Any, ...] = ()  # names or task file paths (a library caller may pass Task objects)
+    strategies: tuple[Any, ...] = ()  # specs, grids allowed (a library caller may pass Strategy objects)
     suite: dict[str, tuple[str, ...]] | None = None  # each task with its own strategies (the default suite)
     models: tuple[str, ...] = ()  # () = the bundled model; NAME@URL = a server model at its own URL
     limit: int | None = None
@@ -62,6 +62,19 @@ class RunSpec(BaseModel):
     @classmethod
     def _paths(cls, v):
         return tuple(str(x) if isinstance(x, Path) else x for x in v) if isinstance(v, (list, tuple)) else v
+
+    @field_validator("tasks", "strategies")
+    @classmethod
+    def _refs(cls, v):
+        for x in v:
+            if not isinstance(x, str) and not hasattr(x, "spec"):
+                raise ValueError(f"{x!r} is neither a name nor a task / strategy object")
+        return v
+
+    @field_serializer("tasks", "strategies")
+    def _names(self, v):
+        """run.json records a Task object as its file and a Strategy object as its spec string."""
+        return [x if isinstance(x, str) else str(x.file) if hasattr(x, "file") else x.spec for x in v]
 
     @field_validator("suite", mode="before")
     @classmethod
@@ -155,6 +168,10 @@ def spec_error(exc: ValidationError, where: str) -> ConfigError:
         return ConfigError(f"unknown key '{field}'", where=where, field=field,
                            fix=suggest(field.split(".")[-1], RunSpec.model_fields))
     msg = err["msg"].removeprefix("Value error, ")
+    if where == "command line":  # name the flag the user typed
+        top = field.split(".")[0]
+        flag = "--" + {"tasks": "task", "strategies": "strategy", "models": "model"}.get(top, top).replace("_", "-")
+        return ConfigError(msg, where=where, field=flag, fix=f"see `harness run --help` ({flag})")
     return ConfigError(msg, where=where, field=field, fix="see docs/experiments.md for the field's values")
 
 
