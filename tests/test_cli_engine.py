@@ -69,7 +69,7 @@ def test_signals_then_resume_gives_exactly_n_rows_under_one_model(tmp_path):
     out = tmp_path / "run"
     first = [*HARNESS, "run", "--task", "coin_flip", "--strategy", "zero_shot", "--strategy", "cot",
              "--limit", "12", "--chunk-size", "4", "--out", str(out), "--no-cache", "--quiet", "--no-report"]
-    resume = [*HARNESS, "run", "--resume", str(out), "--no-cache", "--quiet", "--no-report"]
+    resume = [*HARNESS, "run", "--resume", str(out), "--quiet", "--no-report"]  # the spec keeps --no-cache
 
     # 1. a background job (SIGINT inherited ignored) still stops on SIGINT: journal kept, exit 130
     pid, proc, log, rec = start(first, tmp_path, background_job=True)
