@@ -1,6 +1,6 @@
 """The one progress bar a run shows, on stderr: units done of total, requests per second and the time left.
 
-    units 150/550 |██████▋            | 150 of 610 requests, 6.4 req/s [01:10 < 03:07]
+    units 150/550 |██▋       | 01:10 elapsed, 03:07 left, 150 of 610 requests, 6.4 req/s
 
 A unit is one (task, strategy, example); its requests are what the engine answers (self-consistency's
 k samples are one request with n = k). The bar moves a chunk at a time, as the runner journals it; the
@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TextIO
 
-BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar}| {postfix} [{elapsed} < {remaining}]"
+BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed} elapsed, {remaining} left{postfix}"  # tqdm: ", " + postfix
 TICK_S = 1.0  # how often a bar on a terminal redraws its clock between chunks
 
 
