@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .backends import BACKENDS
 from .backends.options import BACKEND_OPTIONS, ENGINE_OPTIONS, positive_int
+from .backends.engine_log import configure as configure_engine_log
 from .errors import ConfigError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -71,11 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="skip the HTML/Markdown report")
     r.add_argument("--check-determinism", action="store_true",
                    help="run a sample (--limit, default 5) twice and report any difference; writes nothing")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--quiet", action="store_true", help="print only the summary and the run folder (no progress bar, "
+                   "no engine warning)")
     r.add_argument("--force", action="store_true",
                    help="into an --out that holds results of another configuration: run the changed units "
                         "next to the old ones, their strategy labelled SPEC@CONFIG")
-    r.add_argument("--verbose", action="store_true", help="show the engine's INFO logs (on stderr)")
+    r.add_argument("--verbose", action="store_true", help="show the engine's own output on stderr: its INFO logs, "
+                   "progress bars and the warnings docs/engine.md explains")
     r.add_argument("--margin", type=float, default=None, metavar="M",
                    help="non-inferiority margin of the verdicts, in accuracy points (default 5; docs/statistics.md)")
     b = r.add_argument_group("backend")
@@ -329,9 +332,10 @@ def cmd_report(a) -> int:
 
 def cmd_compare(a) -> int:
     from .api import compare
+    from .reports.summary import folder_verdicts
 
-    for path in compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs, margin=_points(a.margin)):
-        print(path)
+    paths = compare(a.run_dirs, out=a.out, all_pairs=a.all_pairs, margin=_points(a.margin))
+    print("\n".join(folder_verdicts(Path(paths[0]).parent) + [str(p) for p in paths]))  # the verdicts, then the files
     return 0
 
 
@@ -349,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.cmd:
             parser.print_help()
             return EXIT_BAD_INPUT
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if getattr(a, "verbose", False) else "WARNING")
+        configure_engine_log(verbose=getattr(a, "verbose", False), quiet=getattr(a, "quiet", False))
         if a.cmd in ("run", "serve"):
             from .system.procs import guard, handle_signals
             # SIGTERM / SIGHUP act like Ctrl-C, also in a background job that inherited SIGINT ignored

@@ -208,7 +208,7 @@ GLOO_SCRIPT = textwrap.dedent('''
     import torch.distributed as dist
     sys.path.insert(0, sys.argv[1])
     from listeners import listeners
-    from harness.backends.vllm import keep_engine_sockets_local
+    from harness.system.sockets import keep_engine_sockets_local
 
     def bound():
         dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)

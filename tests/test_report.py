@@ -321,6 +321,31 @@ def test_compare_corrects_within_the_family_asked_for(tmp_path):
     assert cot(every)["p_holm"].iloc[0] > cot(fam)["p_holm"].iloc[0]  # a larger family costs power
 
 
+def test_report_md_escapes_only_what_markdown_would_read_as_markup(tmp_path):
+    """report.md writes "p < 0.001" as is (it was "&lt; 0.001"); a tag-like model name stays text. Checked by
+    rendering the file with markdown-it-py (CommonMark + tables), not by the harness's own escaping."""
+    import html as html_mod
+
+    from markdown_it import MarkdownIt
+
+    render = MarkdownIt("commonmark").enable("table").render
+    dirs = _two_runs(tmp_path, {"zero_shot": 0.5, "cot": 0.6}, {"zero_shot": 0.5, "cot": 0.8})
+    md = write_compare(dirs, out=tmp_path / "cmp")[1].read_text()
+    assert re.search(r"\(p [<=] 0\.\d+, Holm", md) and "&lt; 0.0" not in md and "&gt;" not in md and "&amp;" not in md
+    # the one "&lt;" left is in a Python qualname ("fn.<locals>"), which Markdown would read as an HTML tag
+    assert all(re.match(r"&lt;[A-Za-z/!?]", md[m.start():]) for m in re.finditer("&lt;", md))
+    text = html_mod.unescape(re.sub(r"<[^>]+>", "", render(md)))
+    assert re.search(r"\(p [<=] 0\.\d+, Holm", text) and "&lt;" not in text and "<locals>" in text
+    name = "M <b>bold</b> & AT&amp;T \\* a|b"
+    out = tmp_path / "named"
+    harness.run(["coin_flip"], ["zero_shot", "cot"], backend=ScriptedBackend(lambda r: "The answer is yes.",
+                model_name=name), limit=4, out=out, progress=False, cache=False, report=True)
+    rendered = render((out / "report.md").read_text())
+    assert "<b>" not in rendered  # text, never markup
+    text = html_mod.unescape(re.sub(r"<[^>]+>", "", rendered))
+    assert text.count(name) >= 3  # the title, the summary and the verdict, as written
+
+
 # -- the HTML in real headless Chromium -----------------------------------------------------
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
@@ -464,6 +489,53 @@ def test_report_renders_in_chromium_without_running_the_payload(browser, symboli
     assert "&lt;script&gt;window.__xss=1" in html and not re.search(r"(src|href)=\"?(https?:)?//", html)
     browser.screenshot(ARTIFACTS / "report.png")
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+SUMMARY_FIT = """JSON.stringify((() => {
+  const t = document.querySelector('#summary table'), shown = el => el.checkVisibility();
+  const groups = Array.from(t.querySelectorAll('thead tr:first-child th')).filter(shown);
+  const heads = Array.from(t.querySelectorAll('thead tr:last-child th')).filter(shown);
+  return {page: document.documentElement.scrollWidth, right: t.getBoundingClientRect().right,
+          box: t.parentElement.getBoundingClientRect().right, heads: heads.map(h => h.textContent),
+          groups: groups.map(h => h.textContent), spans: groups.reduce((n, h) => n + h.colSpan, 0),
+          cells: Array.from(t.querySelectorAll('tbody tr')).map(r => Array.from(r.cells).filter(shown).length)};
+})())"""
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory) -> Path:
+    """Every kind of summary column at once: JSON scores, sampling, hourly $, the probe and the latency model."""
+    out = tmp_path_factory.mktemp("wide") / "run"
+    harness.run(["coin_flip", "person_json"], ["zero_shot", "few_shot:k=2,seed=1,order=shuffled", "cot", "self_consistency:k=3",
+                                               "zero_shot:guided=true"],
+                backend=ScriptedBackend(lambda r: ["The answer is yes."] * r.sampling.n, model_name="SmolLM2-135M-Instruct"),
+                limit=12, out=out, progress=False, cache=False, report=True, latency_probe=1, latency_calibration=4,
+                hourly_usd=1.0)
+    return out
+
+
+def test_summary_table_fits_a_1400_px_window_with_the_rest_one_toggle_away(browser, wide_run, compare_dir):
+    """The summary's columns are grouped (accuracy, cost, latency); those not shown open with a checkbox
+    (CSS only: the page has no script), and the table never widens the page (it scrolls in its own box)."""
+    browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
+    try:
+        for html in (wide_run / "report.html", compare_dir / "report.html"):
+            browser.open(html)
+            closed = json.loads(browser.evaluate(SUMMARY_FIT))
+            assert closed["page"] <= 1400 and closed["right"] <= 1400, closed
+            assert closed["groups"] == ["", "accuracy", "cost", "latency"], closed["groups"]
+            assert closed["spans"] == len(closed["heads"]) and set(closed["cells"]) == {len(closed["heads"])}
+            if html.parent == wide_run:
+                browser.screenshot(ARTIFACTS / "summary-1400.png")
+            browser.evaluate("document.getElementById('summary-all-columns').click(), 1")
+            opened = json.loads(browser.evaluate(SUMMARY_FIT))
+            assert len(opened["heads"]) > len(closed["heads"]) and set(closed["heads"]) < set(opened["heads"])
+            assert opened["spans"] == len(opened["heads"]) and set(opened["cells"]) == {len(opened["heads"])}
+            assert opened["page"] <= 1400 and opened["box"] <= 1400, opened  # wider tables scroll inside their box
+            if html.parent == wide_run:  # 20-odd columns in all: the table the issue saw scroll sideways
+                assert len(opened["heads"]) >= 20 and "$ total" in opened["heads"], opened["heads"]
+    finally:
+        browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=2000, deviceScaleFactor=1, mobile=False)
 
 
 TEXT_BOXES = """JSON.stringify((() => {

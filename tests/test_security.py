@@ -140,7 +140,7 @@ def test_serving_everywhere_without_a_key_warns(tmp_path, capsys):
 
 
 def test_engine_sockets_are_kept_local_unless_told_otherwise():
-    from harness.backends.vllm import keep_engine_sockets_local
+    from harness.system.sockets import keep_engine_sockets_local
 
     env: dict[str, str] = {}
     keep_engine_sockets_local(env)

@@ -164,7 +164,8 @@ def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, m
         env.pop("VLLM_CPU_KVCACHE_SPACE", None)
         extra = ["--kv-cache-memory-bytes", str(int(float(kv_cache_gib) * 2**30)), *extra]
     from .preload import preload_env
-    from .vllm import CPU_BLOCK_SIZE, _cuda_available, keep_engine_sockets_local
+    from ..system.sockets import keep_engine_sockets_local
+    from .vllm import CPU_BLOCK_SIZE, _cuda_available
 
     keep_engine_sockets_local(env, ray=_executor(extra) == "ray")
 

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from .engine_versions import check_vllm
 from ..errors import EngineStartError, missing_extra
+from ..system.sockets import keep_engine_sockets_local
 from .guided import structured_outputs
 from .models import resolve_model
 from ..records import Completion, OutputType, Request, Sampling
@@ -37,6 +38,7 @@ from .timing import _timing, apportion
 from .loglik import PromptLogprobScoring
 from .base import BackendBase
 from .preload import preloaded
+from .engine_log import filtered_stderr, install_filters, own_session
 from .chat import cut_at_stop, to_chat_messages
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
@@ -103,6 +105,7 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
         self.vllm_check: dict | None = None  # what check_vllm found at start (run.json: engine.vllm_check)
         self.max_model_len = max_model_len
         self.use_tqdm = use_tqdm
+        self._stderr_copier: Any = None  # the thread that copies the engine processes' stderr (engine_log.py)
         self._settings: dict[str, Any] = {
             "model": self.model_path, "dtype": dtype, "max_model_len": max_model_len, "seed": seed,
             "enforce_eager": enforce_eager, "enable_prefix_caching": enable_prefix_caching,
@@ -162,6 +165,10 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
         if self._llm is None:
             self.vllm_check = check_vllm(self.allow_untested_vllm)  # before the expensive part
             os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the caller's
+            quiet = not self.use_tqdm  # quiet(): no bar, no INFO log, none of the warnings docs/engine.md explains
+            if quiet:
+                os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read as vllm is imported (and by its processes)
+                install_filters()
             # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
             os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
             keep_engine_sockets_local(os.environ, ray=self._settings.get("distributed_executor_backend") == "ray")
@@ -170,10 +177,13 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             except ImportError as exc:
                 raise missing_extra("vllm", "cpu") from exc
             try:
-                with preloaded() as added:  # tcmalloc for the spawned engine processes (preload.py)
-                    self._llm = LLM(**self._llm_kwargs())
+                # tcmalloc for the spawned engine processes (preload.py); their stderr without the NOISE lines
+                # (quiet), in a session of their own so that a terminal's Ctrl-C is the harness's (engine_log.py)
+                with preloaded() as added, filtered_stderr(quiet) as self._stderr_copier, own_session():
+                    self._llm = LLM(**self._llm_kwargs(), use_tqdm_on_load=not quiet)
                 self.preloaded = added
             except Exception as exc:  # vLLM raises many types here; report one line
+                self._join_stderr(5.0)  # what the engine said as it failed comes before the one line
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
                 raise EngineStartError(f"the vLLM engine failed to start: {type(exc).__name__}: {first}",
                                        where=self.model_path,
@@ -200,10 +210,18 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             except TypeError:  # a vLLM whose shutdown takes no timeout
                 core.shutdown()
         self._llm = None
+        self._join_stderr()  # the engine's last lines come before anything printed after close()
         gc.collect()
 
     def quiet(self) -> None:
+        """No progress bars, no INFO logs, none of the warnings about the harness's own defaults (call before
+        start(); --verbose does not call it). See harness/backends/engine_log.py and docs/engine.md."""
         self.use_tqdm = False
+
+    def _join_stderr(self, timeout: float = 10.0) -> None:
+        copier, self._stderr_copier = self._stderr_copier, None
+        if copier is not None:
+            copier.join(timeout)
 
     def reset_prefix_cache(self) -> bool:
         """Empty the prefix cache (the latency probe does, so each probe request pays its whole prompt)."""
@@ -367,22 +385,3 @@ def _cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
-
-
-GLOO_IFNAME_VAR = "GLOO_SOCKET_IFNAME"
-
-
-def keep_engine_sockets_local(env: Any, *, ray: bool = False) -> None:
-    """Put the engine's process-group sockets on the loopback interface (docs/security.md).
-
-    vLLM's workers open a torch gloo group even alone, and gloo listens (a dozen TCP ports, no
-    authentication) on the address the machine's hostname resolves to, which on many machines is its
-    network address. GLOO_SOCKET_IFNAME names the interface instead: set here to the loopback one in
-    `env` (os.environ, or a child's environment), unless the caller set it, or the engine runs on Ray
-    (its workers may be on other machines), or the machine has no interface called "lo"."""
-    import socket
-
-    if ray or env.get(GLOO_IFNAME_VAR):
-        return
-    if "lo" in {name for _, name in socket.if_nameindex()}:
-        env[GLOO_IFNAME_VAR] = "lo"

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .paired import _ok_rows
-from .report_format import _col, _num, fp, fusd, pct, shown_latency, with_totals
+from .report_format import _col, _num, fp, fusd, md_table, md_text, pct, shown_latency, with_totals
 
 ALPHA = 0.05
 MAX_CELL_EXAMPLES = 200  # per cell in report.html: every failure first, then correct ones, up to this
@@ -223,17 +223,6 @@ def _messages(prompt) -> list[dict]:
         return [{"role": "?", "content": _clip(prompt)}] if _clip(prompt) else []
 
 
-def _md(x) -> str:
-    import html
-
-    return html.escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows])
-
-
 def _cell_examples(g: pd.DataFrame) -> list[dict]:
     rows = []
     for r in g.to_dict("records"):
@@ -293,7 +282,7 @@ def matrix_markdown(mx: dict | None) -> list[str]:
     if not mx:
         return []
     parts = ["## Matrix: templates × strategies × models", "", mx["note"], ""]
-    parts += [f"- {_md(v['text'])}" for v in mx["verdicts"]] + [""]
+    parts += [f"- {md_text(v['text'])}" for v in mx["verdicts"]] + [""]
     for t in mx["tasks"]:
         head = ["template", "strategy"] + list(t["models"])
         rows = []
@@ -306,5 +295,5 @@ def matrix_markdown(mx: dict | None) -> list[str]:
                 mark = (" ▼row" if c["worse_row"] else "") + (" ▼col" if c["worse_col"] else "")
                 cells.append(f"{c['acc']} [{c['ci']}] · {c['cost']} · {c['latency']}{mark}")
             rows.append([f"{r['template']} ({r['hash']})", r["strategy"]] + cells)
-        parts += [f"### {t['task']}", "", _md_table(head, rows), ""]
+        parts += [f"### {t['task']}", "", md_table(head, rows), ""]
     return parts

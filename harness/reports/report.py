@@ -11,7 +11,6 @@ inline data: image. Number formatting is in report_format.py.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,15 +19,15 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from .paired import pairs_table
-from .report_format import MEASURES_NOTE, _col, _fit_error, _missing, _num, _relabel, fnum, fp, fusd, pct
+from .report_format import MEASURES_NOTE, _col, _missing, _num, _relabel, fnum, fp, md_table, md_text, pct
 from ..runs.results import (PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_id, write_frame_atomic,
                             write_json_atomic, write_text_atomic)
 from ..stats.decisions import DEFAULT_MARGIN
 from .decisions import constant_cells, resolve_margin
-from ..scoring.scorers import all_aggregates
 from .judging import judge_sections
 from .race_report import race_sections
 from .verdicts import HOLM_TEXT, family_verdicts, verdicts
+from .summary_table import summary_layout, summary_table, wbr
 from .stats import summarize
 
 ALPHA = 0.05
@@ -68,49 +67,7 @@ class Section:
 SECTIONS: list[Section] = []  # extra sections in every report (write_report's `sections=` overrides it)
 
 
-def summary_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows; optional columns appear only when some value is known."""
-    cols: list[tuple[str, str | None, Any]] = [
-        ("task", "task", str), ("model", "model", str), ("strategy", "strategy", str), ("format", "format", str),
-        ("n", "n", str),
-        ("accuracy (95 % CI)", None, lambda r: "–" if math.isnan(_num(r.get("accuracy"))) else
-         f"{pct(r.get('accuracy'))} [{pct(r.get('ci_low'), 0)}–{pct(r.get('ci_high'), 0)}]"),
-        *((a.header, a.column, pct if a.kind == "rate" else (lambda v: fnum(v, 3))) for a in all_aggregates()),
-        ("constant answer", "constant_answer", lambda v: f"'{v}'"),
-        ("clusters", "n_clusters", lambda v: fnum(v, 0)), ("clustered / naive SE", "se_ratio", lambda v: fnum(v, 2)),
-        ("parse fail", "parse_fail_rate", pct), ("errors", "errors", lambda v: fnum(v, 0)),
-        ("prompt tok", "mean_prompt_tokens", fnum), ("completion tok", "mean_completion_tokens", fnum),
-        ("cached rows", "cached_rows", lambda v: fnum(v, 0) if _num(v) > 0 else "–"),
-        ("probe latency p50 (s)", "probe_latency_p50_s", lambda v: fnum(v, 3)),
-        ("probe latency p95 (s)", "probe_latency_p95_s", lambda v: fnum(v, 3)),
-        ("probe TTFT p50 (s)", "probe_ttft_p50_s", lambda v: fnum(v, 3)),
-        ("probe TTFT p95 (s)", "probe_ttft_p95_s", lambda v: fnum(v, 3)),
-        ("est. latency p50 (s)", "est_latency_p50_s", lambda v: fnum(v, 3)),
-        ("est. latency p95 (s)", "est_latency_p95_s", lambda v: fnum(v, 3)),
-        ("est. TTFT p50 (s)", "est_ttft_p50_s", lambda v: fnum(v, 3)),
-        ("est. fit error", None, _fit_error), ("est. extrapolated", "est_extrapolated_share", pct),
-        ("est. calibration", "est_calibration", str), ("no latency because", "latency_note", str),
-        ("engine s / example", "engine_s_per_example", lambda v: fnum(v, 3)),
-        ("tok/s (batch)", "tokens_per_s", lambda v: fnum(v, 0)),
-        ("$ / 1k examples", "cost_per_example_usd", lambda v: fusd(1000 * _num(v))), ("$ total", "total_cost_usd", fusd),
-        ("time in batch p50 (s)", "batch_latency_p50_s", lambda v: fnum(v, 3)),
-        ("time in batch p95 (s)", "batch_latency_p95_s", lambda v: fnum(v, 3)),
-    ]
-    core = {"task", "model", "strategy", "n", None, "parse_fail_rate", "errors"}
-    # clusters and their SE ratio only where some cell's rows share items (n_clusters < n)
-    shared = "n_clusters" in summary and (_col(summary, "n_clusters") < _col(summary, "n")).any()
-    if not _col(summary, "est_fit_mape").notna().any():
-        cols = [c for c in cols if c[0] != "est. fit error"]
-    keep = [c for c in cols if c[1] in core or (c[1] in summary and summary[c[1]].notna().any()
-                                                 and (c[1] != "cached_rows" or _col(summary, c[1]).gt(0).any())
-                                                 and (c[1] not in ("n_clusters", "se_ratio") or shared))]
-    rows = []
-    for r in summary.to_dict("records"):
-        rows.append([fmt(r) if src is None else ("–" if _missing(r.get(src)) else fmt(r.get(src)))
-                     for _, src, fmt in keep])
-    return [h for h, _, _ in keep], rows
-
-
+# -- summary table: harness/reports/summary_table.py -----------------------------------------
 def pairs_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     head = ["task", "model", "strategy A", "strategy B", "n", "acc A", "acc B", "A − B [interval]", "level",
             "p (score test)", "p Holm", "significance"]
@@ -229,11 +186,14 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
     pairs = pairs_table(b.preds, family=b.family)
     decisions = decision_table(b.summary, pairs, margin=b.margin)
     head, rows = summary_table(b.summary)
+    layout = summary_layout(b.summary)
     phead, prows = pairs_rows(pairs)
     dhead, drows = decisions_rows(decisions)
     rhead, rrows = runs_side_by_side(b.runs, b.preds)
     return {"runs_head": rhead, "runs_rows": rrows,"title": b.title, "generated": datetime.now().isoformat(timespec="seconds"),
-            "summary_head": head, "summary_rows": rows, "pairs_head": phead, "pairs_rows": prows,
+            "summary_head": head, "summary_rows": rows,
+            "summary_groups": layout["groups"], "summary_extra": layout["extra"],
+            "summary_names": layout["names"], "pairs_head": phead, "pairs_rows": prows,
             "decisions_head": dhead, "decisions_rows": drows, "decisions": decisions, "margin": b.margin,
             "verdicts": verdicts(b.summary, pairs, decisions) + family_verdicts(pairs),
             "plots": forest_plot(decisions) + all_plots(b.summary, b.preds, b.majk, b.probes), "measures_note": MEASURES_NOTE,
@@ -260,45 +220,33 @@ def _builtin_sections(b: Bundle) -> list[Section]:
         Section(*x) for x in judge_sections(b)]  # judged tasks (docs/judge.md)
 
 
-def _md_cell(x: Any) -> str:
-    import html
-
-    return html.escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def render_md(ctx: dict) -> str:
-    parts = [f"# {_md_cell(ctx['title'])}", "", f"Generated {ctx['generated']}. Plots and examples are in "
+    parts = [f"# {md_text(ctx['title'])}", "", f"Generated {ctx['generated']}. Plots and examples are in "
              "report.html.", "", "## Verdict", ""]
-    parts += [f"- {_md_cell(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
+    parts += [f"- {md_text(v['text'])}" for v in ctx["verdicts"]] or ["No accuracy to compare."]
     if ctx.get("decisions_rows"):
         parts += ["", f"Decisions (decisions.csv): each cell against the best cell of its task and model, margin "
                   f"{pct(ctx['margin'], 0)}; the interval is at the stated level (Bonferroni over the task's pairs, "
                   f"cut at 0 where Holm rejects). docs/statistics.md defines every column.", "",
-                  _md_table(ctx["decisions_head"], ctx["decisions_rows"])]
-    parts += ["", "## Summary", "", _md_cell(ctx["measures_note"]), "",
-              _md_table(ctx["summary_head"], ctx["summary_rows"]), "",
+                  md_table(ctx["decisions_head"], ctx["decisions_rows"])]
+    parts += ["", "## Summary", "", md_text(ctx["measures_note"]), "",
+              md_table(ctx["summary_head"], ctx["summary_rows"]), "",
               "## Paired significance", "", f"Score test (McNemar without continuity correction) on items both "
               f"strategies answered without an error, and Tango's score interval at the stated level (Bonferroni "
               f"over the family, cut at 0 where Holm rejects, so it excludes 0 exactly when p Holm < {ctx['alpha']}). "
               f"{ctx['holm_text']} Significant at p < {ctx['alpha']}.", ""]
-    parts += [_md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else ctx["no_pairs_text"], ""]
+    parts += [md_table(ctx["pairs_head"], ctx["pairs_rows"]) if ctx["pairs_rows"] else ctx["no_pairs_text"], ""]
     from .matrix import matrix_markdown
     parts += matrix_markdown(ctx.get("matrix"))
     for sec in ctx.get("sections", ()):
-        parts += [f"## {_md_cell(sec['title'])}", "", *([_md_cell(sec["note"]), ""] if sec["note"] else []),
-                  _md_table(sec["head"], sec["rows"]), ""]
-    parts += ["## Runs side by side", "", _md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
+        parts += [f"## {md_text(sec['title'])}", "", *([md_text(sec["note"]), ""] if sec["note"] else []),
+                  md_table(sec["head"], sec["rows"]), ""]
+    parts += ["## Runs side by side", "", md_table(ctx["runs_head"], ctx["runs_rows"]), ""]
     for r in ctx["runs"]:
-        parts += [f"## Model and engine: {_md_cell(r['run_id'])}", ""]
+        parts += [f"## Model and engine: {md_text(r['run_id'])}", ""]
         for name in ("general", "model", "engine", "engine_stats"):
             if r[name]:
-                parts += [f"**{name.replace('_', ' ')}**", "", _md_table(["key", "value"], [list(x) for x in r[name]]), ""]
+                parts += [f"**{name.replace('_', ' ')}**", "", md_table(["key", "value"], [list(x) for x in r[name]]), ""]
     return "\n".join(parts) + "\n"
 
 
@@ -307,7 +255,9 @@ def render_html(ctx: dict) -> str:
     from jinja2 import Environment, FileSystemLoader
 
     env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["wbr"] = wbr
     return env.get_template(HTML_TEMPLATE).render(**ctx)
+
 
 
 def _write(b: Bundle, out: Path, sections: Sequence[Section] | None = None) -> list[Path]:
@@ -358,7 +308,8 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     """Join several run folders into one report (default folder results/compare-<timestamp>).
 
     Significance tests and Holm's correction cover the comparisons asked for: by default the same
-    strategy across runs (cot@a vs cot@b), per task; with all_pairs, every pair of strategies and runs."""
+    strategy across runs (cot@a vs cot@b), per task; with all_pairs, every pair of strategies and runs.
+    The folder also gets the joined summary.csv (harness compare prints its verdicts from it and pairs.csv)."""
     datas = [load_run(d) for d in run_dirs]
     ids = [str(x["run"].get("run_id") or Path(x["dir"]).name) for x in datas]
     ids = [rid if ids.count(rid) == 1 else f"{rid}#{i}" for i, rid in enumerate(ids)]
@@ -374,5 +325,8 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     title = f"Comparison of {len(datas)} runs: {', '.join(ids)}" + (f" (on the items every run has: {shared})"
                                                                     if shared else "")
     family, key = ("all", "all_runs") if all_pairs else ("same_strategy", "same_strategy")
-    return _write(Bundle(title, preds, summarize(preds, probes), majk, [x["run"] for x in datas], probes,
-                         family=family, holm_key=key, margin=resolve_margin(margin, {})), Path(out), sections)
+    summary = summarize(preds, probes)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_frame_atomic(summary, Path(out) / "summary.csv")  # before pairs.csv: reports/summary.py folder_verdicts
+    return _write(Bundle(title, preds, summary, majk, [x["run"] for x in datas], probes, family=family,
+                         holm_key=key, margin=resolve_margin(margin, {})), Path(out), sections)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,35 @@ def fp(p: Any) -> str:
 def fusd(x: Any) -> str:
     v = _num(x)
     return "–" if math.isnan(v) else f"${v:.4g}"
+
+
+# What Markdown (CommonMark / GFM) would read as markup in a line of text; everything else is written as is,
+# so "p < 0.001" stays "p < 0.001" (html.escape wrote "&lt;"). Model output and dataset text stay inert:
+# a "<" that would open raw HTML or an autolink and an "&" that would start an entity are escaped.
+_MD_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~])")  # a backslash would escape the punctuation after it
+_MD_ENTITY = re.compile(r"&(?=#[0-9]{1,7};|#[xX][0-9a-fA-F]{1,6};|[A-Za-z][A-Za-z0-9]{0,31};)")
+_MD_TAG = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def md_text(x: Any) -> str:
+    """`x` as one line of Markdown (a table cell, a list item): nothing escaped that Markdown shows as is;
+    a `<` that would open HTML, an `&` that would start an entity, a backslash before punctuation and `|`
+    are escaped, so the text renders as written and never as markup (a code span or emphasis still can).
+
+    >>> print(md_text("p < 0.001 & a|b"))
+    p < 0.001 & a\\|b
+    >>> md_text("<script>x</script> &amp;")
+    '&lt;script>x&lt;/script> &amp;amp;'
+    """
+    t = _MD_BACKSLASH.sub(r"\\\\", str(x))
+    t = _MD_TAG.sub("&lt;", _MD_ENTITY.sub("&amp;", t))
+    return t.replace("|", "\\|").replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table; every cell through md_text."""
+    lines = ["| " + " | ".join(md_text(h) for h in head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows])
 
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:

@@ -16,6 +16,25 @@ from ..runs.latency_model import estimate_summary, latency_source, no_latency_re
 from ..scoring.scorers import all_aggregates
 
 GROUP = ["task", "strategy", "model"]
+# summary.csv's columns, in order, in every run: a measure a run does not have is an empty column, never a
+# missing one (scripts and notebooks that read the file need not test for it). The scorer table's aggregates
+# (harness/scoring/scorers.py) go between the cost and the last two; see summary_columns().
+SUMMARY_HEAD = [*GROUP, "n", "accuracy", "ci_low", "ci_high", "parse_fail_rate", "errors", "mean_prompt_tokens",
+                "mean_completion_tokens", "total_tokens",
+                "engine_s_total", "engine_s_per_example", "tokens_per_s", "completion_tokens_per_s",  # throughput()
+                "probe_n", "probe_concurrency", "probe_latency_p50_s", "probe_latency_p95_s",  # probe_summary()
+                "probe_ttft_p50_s", "probe_ttft_p95_s", "probe_tpot_p50_s",
+                "est_n", "est_latency_p50_s", "est_latency_p95_s", "est_ttft_p50_s",  # latency_model.estimate_summary
+                "est_ttft_p95_s", "est_extrapolated_share", "est_fit_mape", "latency_source",
+                "batch_latency_mean_s", "batch_latency_p50_s", "batch_latency_p95_s", "batch_ttft_p50_s",
+                "batch_ttft_p95_s", "total_cost_usd", "cost_per_example_usd", "total_flops"]
+SUMMARY_TAIL = ["format", "cached_rows"]
+
+
+def summary_columns() -> list[str]:
+    """Every column of summary.csv, in order (SUMMARY_HEAD, the scorer table's aggregates, SUMMARY_TAIL)."""
+    aggs = [a.column for a in all_aggregates()]
+    return SUMMARY_HEAD + [c for c in dict.fromkeys(aggs) if c not in SUMMARY_HEAD] + SUMMARY_TAIL
 
 
 def wilson_ci(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -75,7 +94,7 @@ def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.Dat
     the in-batch request times are described in docs/measures.md; cached rows are in none of them."""
     rows = []
     if preds.empty:
-        return pd.DataFrame(columns=GROUP + ["n", "accuracy", "ci_low", "ci_high"])
+        return pd.DataFrame(columns=summary_columns())
     from ..runs.results import RENAMED_PREDICTION_COLUMNS, upgrade_columns
 
     preds = upgrade_columns(preds, RENAMED_PREDICTION_COLUMNS)
@@ -140,8 +159,10 @@ def summarize(preds: pd.DataFrame, probes: pd.DataFrame | None = None) -> pd.Dat
         rows.append(row)
     from .decisions import constant_cells  # constant_answer / constant_share (harness/reports/decisions.py)
 
+    cols = summary_columns()
     out = pd.DataFrame(rows)
-    return out.merge(constant_cells(preds), on=GROUP, how="left") if len(out) else out
+    out = out.merge(constant_cells(preds), on=GROUP, how="left") if len(out) else out
+    return out.reindex(columns=cols + [c for c in out.columns if c not in cols])  # a column no list names: kept, last
 
 
 # -- maj@k ----------------------------------------------------------------------------------

@@ -39,6 +39,30 @@ def print_summary(run_dir: Path) -> None:
         from .variance import format_variance
 
         print(format_variance(pd.read_csv(variance)))
+    for text in folder_verdicts(Path(run_dir)):  # after the table(s), before the run folder's path (cli.py)
+        print(text)
+
+
+def folder_verdicts(folder: Path) -> list[str]:
+    """The verdict sentences of the report.md of a run folder (or of a `harness compare` folder): from its
+    summary.csv and its pairs.csv when that is newer (the report was written after the run), else the paired
+    tests computed here from its predictions."""
+    path = folder / "summary.csv"
+    if not path.exists():
+        return []
+    summary = pd.read_csv(path)
+    if summary.empty:
+        return []
+    from .paired import PAIR_COLUMNS, pairs_table
+    from .verdicts import family_verdicts, verdicts
+
+    pairs_csv = folder / "pairs.csv"
+    if pairs_csv.exists() and pairs_csv.stat().st_mtime >= path.stat().st_mtime:
+        pairs = pd.read_csv(pairs_csv)
+    else:
+        preds = folder / "predictions.parquet"
+        pairs = pairs_table(pd.read_parquet(preds)) if preds.exists() else pd.DataFrame(columns=PAIR_COLUMNS)
+    return [v["text"] for v in verdicts(summary, pairs) + family_verdicts(pairs)]
 
 
 def print_matrix_verdicts(run_dir: Path, summary: pd.DataFrame) -> None:

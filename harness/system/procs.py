@@ -112,7 +112,11 @@ def _exit_now(signum: int, err: str, out: str) -> None:
             os.waitpid(pid, 0)
         except OSError:
             pass
-    os.write(2, f"\ninterrupted ({signal.Signals(signum).name}) while the engine started: {err}\n".encode())
+    try:  # sys.stderr, not fd 2: while the engine starts, fd 2 is the engine's filtered pipe (engine_log.py)
+        err_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        err_fd = 2
+    os.write(err_fd, f"\ninterrupted ({signal.Signals(signum).name}) while the engine started: {err}\n".encode())
     if out:
         os.write(1, f"{out}\n".encode())
     os._exit(128 + signum)
