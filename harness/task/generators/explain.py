@@ -99,9 +99,10 @@ def explain_why(n: int = 24, seed: int = 0) -> list[dict]:
     return rows
 
 
-def explain_why_labels(seed: int = 0, prefixes: int = 1) -> list[dict]:
+def explain_why_labels(seed: int = 0, prefixes: int = 1, n: int | None = None) -> list[dict]:
     """A labelled calibration set for a judge of `explain_why`: every question with its right explanation
-    (label true) and its wrong one (label false); `prefixes` > 1 adds rephrased copies ("I think ...")."""
+    (label true) and its wrong one (label false); `prefixes` > 1 adds rephrased copies ("I think ...");
+    `n` keeps the first n rows (every generator takes n and seed)."""
     pre = ["", "I think ", "Well, ", "As far as I know, "][:max(1, prefixes)]
     rows = []
     for k, (q, fact, good, bad) in enumerate(WHY):
@@ -110,4 +111,4 @@ def explain_why_labels(seed: int = 0, prefixes: int = 1) -> list[dict]:
                 out = p + text[0].lower() + text[1:] if p else text
                 rows.append({"id": f"why-label-{seed}-{len(rows):05d}", "question": q, "answer": fact, "output": out,
                              "label": label})
-    return rows
+    return rows if n is None else rows[:n]
