@@ -32,6 +32,7 @@ class Counting(ScriptedBackend):
 
 def go(out, backend=None, **kw):
     kw.setdefault("limit", 4)
+    kw.setdefault("latency_probe", 0)  # no latency measures: these tests count the run's own requests
     return harness.run(kw.pop("tasks", ["coin_flip"]), kw.pop("strategies", ["zero_shot"]),
                        backend=backend or Counting(), out=out, progress=False, write_report=False, cache=False, **kw)
 

@@ -110,7 +110,7 @@ def _task_file(tmp_path, **over):
 def test_a_task_chooses_contains_in_yaml_and_gets_a_meaningful_parse_failure_rate(tmp_path):
     path = _task_file(tmp_path, scorer="contains")
     replies = iter(["The capital city of France is Paris.", "", "Kyoto was the old capital, not Tokyo? Tokyo."])
-    df = harness.run([str(path)], ["zero_shot"], backend=ScriptedBackend(lambda r: next(replies)),
+    df = harness.run([str(path)], ["zero_shot"], backend=ScriptedBackend(lambda r: next(replies)), latency_probe=0,
                      data_dir=tmp_path / "data", out=tmp_path / "r", progress=False, write_report=False)
     df = df.sort_values("example_id")
     assert df["correct"].tolist() == [True, False, True]
@@ -157,7 +157,7 @@ def test_extraction_both_reports_strict_and_flexible(tmp_path):
     path = _task_file(tmp_path, answer_type="number", extraction="both")
     (tmp_path / "data" / "capitals.jsonl").write_text('{"q": "1", "a": 18}\n{"q": "2", "a": 7}\n')
     replies = iter(["The answer is 18.", "So 3 + 4 = 7"])
-    df = harness.run([str(path)], ["zero_shot"], backend=ScriptedBackend(lambda r: next(replies)),
+    df = harness.run([str(path)], ["zero_shot"], backend=ScriptedBackend(lambda r: next(replies)), latency_probe=0,
                      data_dir=tmp_path / "data", out=tmp_path / "r", progress=False, write_report=False)
     df = df.sort_values("example_id")
     assert df["correct"].tolist() == [True, True] and df["correct_strict"].tolist() == [True, False]
