@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from test_structure import _cycles  # the SCC finder the structure test already checks
 
 ROOT = Path(__file__).resolve().parent.parent / "harness"
 
@@ -42,11 +43,10 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+def imports_of(path: Path, root: Path, known: set[str]) -> list[tuple[int, str]]:
     """(line, imported harness module) for every import statement in the file, at any depth."""
     mod = module_name(path, root)
     package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
-    known = {module_name(p, root) for p in root.rglob("*.py")}
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -67,7 +67,9 @@ def imports_of(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
 
 
 def graph(root: Path = ROOT) -> dict[str, list[tuple[int, str]]]:
-    return {module_name(p, root): imports_of(p, root) for p in sorted(root.rglob("*.py"))}
+    files = sorted(root.rglob("*.py"))
+    known = {module_name(p, root) for p in files}
+    return {module_name(p, root): imports_of(p, root, known) for p in files}
 
 
 def climbing(root: Path = ROOT) -> list[str]:
@@ -82,39 +84,9 @@ def climbing(root: Path = ROOT) -> list[str]:
 
 
 def cycles(root: Path = ROOT) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan), over every import."""
-    g = {m: sorted({t for _, t in imps if t in graph_keys(root) and t != m}) for m, imps in graph(root).items()}
-    index, low, stack, on, out = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on.add(v)
-        for w in g[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in g:
-        if v not in index:
-            visit(v)
-    return out
-
-
-def graph_keys(root: Path) -> set[str]:
-    return {module_name(p, root) for p in root.rglob("*.py")}
+    """Strongly connected components of more than one module, over every import (test_structure's Tarjan)."""
+    g = graph(root)
+    return _cycles({m: {t for _, t in imps if t in g and t != m} for m, imps in g.items()})
 
 
 def test_no_import_climbs_the_layers():
