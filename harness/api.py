@@ -31,9 +31,6 @@ from .runs.multimodel import run_spec as _run_models
 from .runs.runner import RunInterrupted
 from .runs.spec import RunSpec
 
-# library keywords that are not RunSpec fields (presentation) or that name the same field differently
-NOT_SPEC = ("progress", "verbose", "report", "write_report", "model_name")
-
 
 def run(tasks: Sequence[Any] = (), strategies: Sequence[Any] = (), *, backend: Backend | str | None = None,
         model: str | None = None, models: Sequence[str] | None = None, engine_options: dict | None = None,
