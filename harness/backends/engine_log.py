@@ -1,7 +1,7 @@
 """What the vLLM engine prints, and what of it reaches the terminal (docs/engine.md, "What the engine prints").
 
-The engine warns about the harness's own defaults (chunked prefill off, eager mode, bf16 weights on a CPU
-without bf16 matrix kernels, tcmalloc preloaded and Intel OpenMP not, the CPU build without Triton) in
+The engine warns about the harness's own defaults (chunked prefill off, eager mode,
+tcmalloc preloaded and Intel OpenMP not, the CPU build without Triton) in
 21 lines before the first result; none of them is something a user can act on. docs/engine.md explains
 each once, and NOISE drops exactly those lines: a pattern per message, never a level or a logger. Every
 other line, every error and traceback included, reaches the terminal as before. A backend that is not
@@ -48,9 +48,6 @@ NOISE: tuple[Noise, ...] = (
           "the CPU build runs without Triton"),
     Noise("vllm.v1.worker.cpu_worker", r"^lib(tcmalloc|iomp) is not found in LD_PRELOAD\. For best performance",
           "tcmalloc is preloaded where installed, Intel OpenMP never (measured: no gain)"),
-    Noise("vllm.model_executor.layers.utils", r"^Failed to create oneDNN linear, fallback to torch linear\. "
-          r"Exception: could not create a primitive descriptor for the matmul primitive",
-          "bf16 weights on a CPU without bf16 matrix kernels"),
     Noise("", r"utils\.cpp:\d+\] Warning: NUMA binding: Using MEMBIND policy for memory allocation",
           "vLLM's default CPU thread binding (kept: other bindings were 2-20x slower)"),
     Noise("", r"FutureWarning: `torch\.distributed\.reduce_op` is deprecated", "PyTorch, read by vLLM at import"),

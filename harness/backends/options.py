@@ -83,7 +83,7 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
     Option("tensor_parallel_size", "tensor parallel size (GPUs)", positive_int),
     Option("pipeline_parallel_size", "pipeline parallel size", positive_int),
     Option("distributed_executor_backend", "executor for TP/PP", choices=("mp", "ray", "uni")),
-    Option("dtype", "model dtype (default bfloat16; float32 is batch-invariant on CPU, docs/engine.md)",
+    Option("dtype", "model dtype (default: bfloat16 on a GPU or a CPU with bf16 instructions, else float32; docs/engine.md)",
            choices=("bfloat16", "float16", "float32", "auto")),
     Option("allow_untested_vllm", "start a vLLM release the harness is not tested with (see docs/engine.md)", None),
 )

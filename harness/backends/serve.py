@@ -84,11 +84,11 @@ class ServerHandle:
 
 
 def server_command(model_path: str, *, served_name: str, host: str, port: int, max_model_len: int,
-                   extra_args: Sequence[str] = ()) -> list[str]:
+                   extra_args: Sequence[str] = (), dtype: str = "bfloat16") -> list[str]:
     """The argv that starts the server (pure, for tests and for printing)."""
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
             "--served-model-name", served_name, "--host", host, "--port", str(port),
-            "--dtype", "bfloat16", "--max-model-len", str(max_model_len), "--enforce-eager", "--seed", "0",
+            "--dtype", dtype, "--max-model-len", str(max_model_len), "--enforce-eager", "--seed", "0",
             "--generation-config", "vllm", "--enable-prompt-tokens-details", *extra_args]
 
 
@@ -165,16 +165,17 @@ def serve(model: str | None = None, *, host: str = "127.0.0.1", port: int = 0, m
         extra = ["--kv-cache-memory-bytes", str(int(float(kv_cache_gib) * 2**30)), *extra]
     from .preload import preload_env
     from ..system.sockets import keep_engine_sockets_local
-    from .vllm import CPU_BLOCK_SIZE, _cuda_available
+    from .vllm import CPU_BLOCK_SIZE, STEP_TIMEOUT_S, _cuda_available, default_dtype
 
     keep_engine_sockets_local(env, ray=_executor(extra) == "ray")
+    env.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", str(STEP_TIMEOUT_S))
 
     if not _cuda_available():  # the offline engine's CPU defaults (docs/engine.md "Engine defaults")
         preload_env(env)
         if not any(a.startswith("--block-size") for a in extra):
             extra = ["--block-size", str(CPU_BLOCK_SIZE), *extra]
     cmd = server_command(path, served_name=name, host=host, port=port, max_model_len=max_model_len,
-                         extra_args=extra)
+                         extra_args=extra, dtype=default_dtype())
     from ..system.procs import GUARD_VAR, guard
 
     guard()  # the server ends with this process, however it ends (docs/faults.md)

@@ -43,6 +43,7 @@ from .chat import cut_at_stop, to_chat_messages
 
 DEFAULT_CPU_KV_CACHE_BYTES = 512 * 2**20
 CPU_BLOCK_SIZE = 32  # the CPU build's smallest KV block; chosen by bench/defaults.py (docs/engine.md)
+STEP_TIMEOUT_S = 3600  # seconds one engine step may take before vLLM declares the engine dead (its default: 300)
 SHUTDOWN_GRACE_S = 20  # seconds a closing engine waits for its worker before killing it
 
 
@@ -98,7 +99,7 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
                  block_size: int | None = None, kv_cache_dtype: str = "auto", seed: int = 0,
                  structured_outputs_backend: str = "auto", speculative_ngram: int | None = None,
                  tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
-                 distributed_executor_backend: str | None = None, dtype: str = "bfloat16",
+                 distributed_executor_backend: str | None = None, dtype: str | None = None,
                  log_stats: bool = True, use_tqdm: bool = True, allow_untested_vllm: bool | None = None) -> None:
         self.model_path, self.model_name = resolve_model(model)
         self.allow_untested_vllm = allow_untested_vllm  # None: HARNESS_ALLOW_UNTESTED_VLLM decides
@@ -107,7 +108,7 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
         self.use_tqdm = use_tqdm
         self._stderr_copier: Any = None  # the thread that copies the engine processes' stderr (engine_log.py)
         self._settings: dict[str, Any] = {
-            "model": self.model_path, "dtype": dtype, "max_model_len": max_model_len, "seed": seed,
+            "model": self.model_path, "dtype": dtype or default_dtype(), "max_model_len": max_model_len, "seed": seed,
             "enforce_eager": enforce_eager, "enable_prefix_caching": enable_prefix_caching,
             "kv_cache_dtype": kv_cache_dtype,
             "structured_outputs_config": {"backend": structured_outputs_backend},
@@ -171,6 +172,8 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
                 install_filters()
             # A busy CPU can take over vLLM's 5 s to stop a worker; its forced kill then warns on a normal exit.
             os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_GRACE_S))
+            # vLLM kills the engine when one model step takes over 300 s, which a long batch on a small CPU can
+            os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", str(STEP_TIMEOUT_S))
             keep_engine_sockets_local(os.environ, ray=self._settings.get("distributed_executor_backend") == "ray")
             try:
                 from vllm import LLM
@@ -377,6 +380,18 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
                 results[i] = Completion(texts=(text,), prompt_tokens=n_prompt,
                                         completion_tokens=(n_new,), finish_reasons=(finish,),
                                         cumulative_logprobs=(float(cum),), latency_s=share)
+
+
+def default_dtype() -> str:
+    """The model dtype when none is named: bfloat16 on a GPU or on a CPU with bf16 matrix instructions
+    (AVX512-BF16, AMX-BF16); float32 on any other CPU. There oneDNN has no bf16 kernel and PyTorch's
+    fallback ran 40x slower than float32 (AMD EPYC, AVX2: 1.7 vs 66 GFLOPS; 16 prompts x 64 tokens
+    took 80 s). float32 is also batch-invariant on CPU (docs/engine.md). run.json records the choice."""
+    if _cuda_available():
+        return "bfloat16"
+    from ..system.cpu import has_bf16_matmul
+
+    return "bfloat16" if has_bf16_matmul() else "float32"
 
 
 def _cuda_available() -> bool:
