@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from .engine_versions import check_vllm
 from ..errors import EngineStartError, missing_extra
+from ..system.cpu import has_bf16_matmul
 from ..system.sockets import keep_engine_sockets_local
 from .guided import structured_outputs
 from .models import resolve_model
@@ -383,15 +384,9 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
 
 
 def default_dtype() -> str:
-    """The model dtype when none is named: bfloat16 on a GPU or on a CPU with bf16 matrix instructions
-    (AVX512-BF16, AMX-BF16); float32 on any other CPU. There oneDNN has no bf16 kernel and PyTorch's
-    fallback ran 40x slower than float32 (AMD EPYC, AVX2: 1.7 vs 66 GFLOPS; 16 prompts x 64 tokens
-    took 80 s). float32 is also batch-invariant on CPU (docs/engine.md). run.json records the choice."""
-    if _cuda_available():
-        return "bfloat16"
-    from ..system.cpu import has_bf16_matmul
-
-    return "bfloat16" if has_bf16_matmul() else "float32"
+    """bfloat16 on a GPU or a CPU with bf16 matrix instructions, else float32: without them bf16 ran 40x
+    slower (docs/engine.md, "The model dtype"). run.json records the choice."""
+    return "bfloat16" if _cuda_available() or has_bf16_matmul() else "float32"
 
 
 def _cuda_available() -> bool:
