@@ -29,8 +29,8 @@ def test_cpu_flags_read_this_machines_cpuinfo():
     """Against /proc/cpuinfo read here without the harness's parser."""
     try:
         text = open("/proc/cpuinfo").read()
-    except OSError:
-        pytest.skip("no /proc/cpuinfo")
+    except OSError:  # no cpuinfo: no flags, and so float32
+        text = ""
     lines = [ln for ln in text.splitlines() if ln.startswith("flags")]
     want = set(lines[0].partition(":")[2].split()) if lines else set()
     assert cpu.cpu_flags() == want

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from .engine_versions import check_vllm
 from ..errors import EngineStartError, missing_extra
 from ..system.cpu import has_bf16_matmul
+from ..system.procs import guard
 from ..system.sockets import keep_engine_sockets_local
 from .guided import structured_outputs
 from .models import resolve_model
@@ -176,6 +177,7 @@ class VLLMBackend(PromptLogprobScoring, BackendBase):
             # vLLM kills the engine when one model step takes over 300 s, which a long batch on a small CPU can
             os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", str(STEP_TIMEOUT_S))
             keep_engine_sockets_local(os.environ, ray=self._settings.get("distributed_executor_backend") == "ray")
+            guard()  # the engine ends with this process however it ends, library callers included (docs/faults.md)
             try:
                 from vllm import LLM
             except ImportError as exc:
