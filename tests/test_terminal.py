@@ -78,20 +78,42 @@ def test_every_noise_line_matches_and_only_those():
         assert not is_noise(line), line
 
 
-def test_this_process_drops_the_same_records_by_logger_and_message(caplog):
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_this_process_drops_the_same_records_by_logger_and_message():
     """The harness's own process: a filter on the vLLM logger that says it, by message; the same logger's
-    other records and errors pass (the filter sits on the logger, so it holds whatever vLLM's handlers are)."""
+    other records and errors pass (the filter sits on the logger, so it holds whatever vLLM's handlers are).
+    The records are collected by a handler on each logger itself: vLLM's logging config sets propagate=False
+    on "vllm" and disables loggers made before it, so what reaches the root logger (and caplog) depends on
+    which tests ran first."""
     install_filters()
     log = logging.getLogger("vllm.engine.arg_utils")
-    with caplog.at_level(logging.INFO, logger="vllm.engine.arg_utils"):
+    other = logging.getLogger("vllm.harness_test.other")  # a logger that does not say this message
+    seen = _Collect()
+    saved = [(lg, lg.level, lg.disabled) for lg in (log, other)]
+    for lg in (log, other):
+        lg.addHandler(seen)
+        lg.setLevel(logging.INFO)
+        lg.disabled = False
+    try:
         log.warning("This model does not officially support disabling chunked prefill. Disabling this manually "
                     "may cause the engine to crash or produce incorrect outputs.")
         log.warning("max_num_batched_tokens (8192) is smaller than max_model_len")
         log.error("the engine could not start")
-        # the message from a logger that does not say it passes (a fresh name: vLLM's logging config may have
-        # disabled loggers such as vllm.platforms.cpu that existed before it ran, earlier in the session)
-        logging.getLogger("vllm.harness_test.other").warning("Enforce eager set, disabling torch.compile")
-    texts = [r.getMessage() for r in caplog.records]
+        other.warning("Enforce eager set, disabling torch.compile")
+    finally:
+        for lg, level, disabled in saved:
+            lg.removeHandler(seen)
+            lg.setLevel(level)
+            lg.disabled = disabled
+    texts = [r.getMessage() for r in seen.records]
     assert texts == ["max_num_batched_tokens (8192) is smaller than max_model_len", "the engine could not start",
                      "Enforce eager set, disabling torch.compile"]
 
