@@ -121,8 +121,8 @@ def optimize(task: str | None = None, search: Sequence[str] = (), *, templates: 
     docs/optimize.md). `run`: RunSpec fields of the runs (data_dir, cache, cache_dir, prices, engine, ...).
     `resume`: an optimise folder, continued with its own settings. Returns optimize.csv's table; attrs:
     run_dir (the optimise folder), result (the figures and `sentence`)."""
-    from .runs.optimize import (DEFAULT_PRESET, OptimizeSpec, open_folder, optimize_folder, plan_search, read_state,
-                                select_winner, test_spec)
+    from .runs.optimize import (DEFAULT_PRESET, OptimizeSpec, open_folder, open_test_split, optimize_folder,
+                                plan_search, read_state, select_winner)
 
     if resume is not None:
         state = read_state(Path(resume))
@@ -156,7 +156,7 @@ def optimize(task: str | None = None, search: Sequence[str] = (), *, templates: 
     try:
         val_preds = run_spec(plan.val_spec, backend=engine, progress=progress, verbose=verbose)
         select_winner(folder, plan, val_preds)
-        test_preds = run_spec(test_spec(folder), backend=engine, progress=progress, verbose=verbose)
+        test_preds = run_spec(open_test_split(folder), backend=engine, progress=progress, verbose=verbose)
     finally:
         if owned:
             engine.close()
@@ -178,7 +178,7 @@ def _optimize_report(folder: Path, plan, test_preds: pd.DataFrame) -> pd.DataFra
 
     state = read_state(folder)
     winner = state["selection"]["winner"]
-    val_task = split_task(load_task(plan.task_name, data_dir=plan.val_spec.data_dir), plan.split)
+    val_task = split_task(load_task(plan.spec.task, data_dir=plan.val_spec.data_dir), plan.split)
     pinned, ids, note = pinned_spec(val_task, winner, run_seed=plan.spec.seed)
     tpl = template_file(val_task, winner, folder)
     usable = with_variant(pinned, "optimized")
@@ -187,10 +187,10 @@ def _optimize_report(folder: Path, plan, test_preds: pd.DataFrame) -> pd.DataFra
     write_text_atomic(folder / "winner.yaml", "\n".join([
         f"# harness optimize: the winner of {plan.task_name} ({note})",
         f"# add to the task file:   templates: {{optimized: {tpl.name}}}   (copy {tpl.name} next to it)",
-        f"task: {json.dumps(plan.task_name)}", f"strategy: {json.dumps(usable)}",
+        f"task: {json.dumps(plan.spec.task)}", f"strategy: {json.dumps(usable)}",
         f"strategy_with_template_file: {json.dumps(by_file)}",
         f"measured_as: {json.dumps(winner)}", f"exemplar_ids: {json.dumps(ids)}",
-        "experiment:", f"  tasks: [{json.dumps(plan.task_name)}]", f"  strategies: [{json.dumps(by_file)}]",
+        "experiment:", f"  tasks: [{json.dumps(plan.spec.task)}]", f"  strategies: [{json.dumps(by_file)}]",
         ""]))
     extra = {"pinned_spec": pinned, "pinned_note": note, "exemplar_ids": ids, "template_file": str(tpl),
              "langchain": _export_langchain(val_task, winner, folder)}

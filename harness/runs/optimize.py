@@ -14,7 +14,7 @@ harness.api.optimize joins with the runner and the report stage:
     folder = open_folder(spec, plan)         # optimize.json; a folder of other settings is refused
     ... run plan.val_spec ...
     selection = select_winner(folder, plan, val_predictions)   # fixes the winner, written to optimize.json
-    ... run test_spec(folder) ...            # refused (TestSealed) before select_winner has run
+    ... run open_test_split(folder) ...            # refused (SplitSealed) before select_winner has run
 
 Selection reads the full val split of every candidate (the race, harness/runs/race.py, is not used: the
 inflation figures of docs/optimize.md are for a full-split selection).
@@ -48,7 +48,7 @@ FLAGS = {"task": "--task", "search": "--search", "templates": "--template", "bas
          "split_seed": "--split-seed", "seed": "--seed", "margin": "--margin", "run": "run options"}
 
 
-class TestSealed(HarnessError):
+class SplitSealed(HarnessError):
     """The test split was asked for before the winner was fixed on val."""
 
 
@@ -189,17 +189,24 @@ def plan_search(spec: OptimizeSpec, *, out: Path | None = None) -> Plan:
     parts = split_ids([e.id for e in task.examples], seed=split.seed, val=split.val, test=split.test)
     _check_parts(parts, task, split)
     val_task = split_task(task, split)
-    costs: dict[str, int] = {}
-    for c in cands:
-        strat = parse_strategy(c)
-        units = build_units([val_task], [strat], limit=None, seed=spec.seed)
-        costs[c] = sum(len(u.requests) for u in units)
+    costs = {c: _val_requests(val_task, c, spec) for c in cands}
     chosen = _apply_budget(spec, cands, costs)
     sizes = {"train": len(val_task.pool), "val": len(val_task.examples), "test": len(parts["test"]),
              "val_part": len(parts["val"]), "items": len(task.examples)}
     folder = Path(out) if out else None
     val_spec = _run_spec(spec, strategies=chosen, split=split, out=str(folder / "val") if folder else None)
     return Plan(spec, task.name, split, sizes, tuple(cands), tuple(chosen), {c: costs[c] for c in chosen}, val_spec)
+
+
+def _val_requests(val_task, candidate: str, spec: OptimizeSpec) -> int:
+    """The requests of one candidate on the val items, from its rendered units (a bad template fails here)."""
+    try:
+        units = build_units([val_task], [parse_strategy(candidate)], limit=None, seed=spec.seed)
+    except ConfigError as exc:
+        if exc.field == "template":
+            exc.field = "--template"
+        raise
+    return sum(len(u.requests) for u in units)
 
 
 def _check_parts(parts: dict, task, split: SplitSpec) -> None:
@@ -308,7 +315,7 @@ def candidate_table(plan: Plan, val_preds: pd.DataFrame) -> pd.DataFrame:
 
 def select_winner(folder: Path, plan: Plan, val_preds: pd.DataFrame) -> dict:
     """Fix the winner: the best val accuracy (ties: fewer requests, then search order). Written to
-    optimize.json; from then on, and only then, test_spec() opens the test split."""
+    optimize.json; from then on, and only then, open_test_split() opens the test split."""
     table = candidate_table(plan, val_preds)
     best = table.iloc[0]
     selection = {"winner": best["candidate"], "val_correct": int(best["val_correct"]), "val_n": int(best["val_n"]),
@@ -321,13 +328,13 @@ def select_winner(folder: Path, plan: Plan, val_preds: pd.DataFrame) -> dict:
     return selection
 
 
-def test_spec(folder: Path) -> RunSpec:
-    """The run of the winner and the baseline on the test split. Raises TestSealed until select_winner has
+def open_test_split(folder: Path) -> RunSpec:
+    """The run of the winner and the baseline on the test split. Raises SplitSealed until select_winner has
     fixed the winner in this folder's optimize.json."""
     state = read_state(folder)
     sel = state.get("selection")
     if not sel or not sel.get("winner"):
-        raise TestSealed("the test split is read only after the winner is fixed on val", where=str(folder),
+        raise SplitSealed("the test split is read only after the winner is fixed on val", where=str(folder),
                          field="test", fix="select on val first (harness optimize does: val run, selection, test)")
     spec = OptimizeSpec(**state["settings"])
     strategies = tuple(dict.fromkeys([sel["winner"], spec.baseline]))
