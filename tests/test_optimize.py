@@ -227,3 +227,13 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     _run(tmp_path / "opt")
     with pytest.raises(ConfigError, match=r"other settings \(seed\)"):
         _run(tmp_path / "opt", seed=1)
+
+
+def test_the_bench_null_simulation_passes_its_checks():
+    from bench.optimize import report, simulate
+
+    r = simulate(runs=1000, m=16, n_val=100, n_test=100, p=0.5, seed=0)
+    assert 100 * r["inflation_mean"] == pytest.approx(8.8, abs=1.0)
+    assert all(ok for *_, ok in report(r)), report(r)
+    biased = simulate(runs=1000, m=16, n_val=100, n_test=100, p=0.5, seed=0) | {"test_bias": 0.02}
+    assert not all(ok for *_, ok in report(biased))      # the check can fail
