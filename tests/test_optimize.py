@@ -237,3 +237,14 @@ def test_the_bench_null_simulation_passes_its_checks():
     assert all(ok for *_, ok in report(r)), report(r)
     biased = simulate(runs=1000, m=16, n_val=100, n_test=100, p=0.5, seed=0) | {"test_bias": 0.02}
     assert not all(ok for *_, ok in report(biased))      # the check can fail
+
+
+def test_pinned_exemplars_are_shown_in_the_given_order_and_checked():
+    task = load_task("larger_number")
+    ids = [task.pool[7].id, task.pool[2].id]
+    shots = parse_strategy(f"few_shot:k=2,exemplars={ids[0]}|{ids[1]}").exemplars(task, task.examples[0], run_seed=0)
+    assert [s.id for s in shots] == ids
+    with pytest.raises(ConfigError, match="not in the task's few-shot pool"):
+        parse_strategy("few_shot:k=1,exemplars=nope").exemplars(task, task.examples[0], run_seed=0)
+    with pytest.raises(ConfigError, match="k=3 but 2 exemplar ids"):
+        parse_strategy(f"few_shot:k=3,exemplars={ids[0]}|{ids[1]}").exemplars(task, task.examples[0], run_seed=0)
