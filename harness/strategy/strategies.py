@@ -102,7 +102,8 @@ DECODING_KEYS = {
 }
 # keys of the strategies that show exemplars: which ones (selection, seed) and in what order
 SELECTIONS = ("first", "random", "random_set", "balanced")
-ORDER_KEYS = {"order": _choice("given", "shuffled"), "order_seed": int}
+ORDER_KEYS = {"order": _choice("given", "shuffled"), "order_seed": int,
+              "exemplars": lambda v: tuple(s for s in v.split("|") if s)}  # pinned ids, in order
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,8 @@ class FewShot(Strategy):
 
     def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
         shots = select_exemplars(task, example, k=self.shots(task), selection=selection(self.params),
-                                 seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+                                 seed=self.params.get("seed", run_seed), need_rationale=self.cot,
+                                 ids=self.params.get("exemplars", ()))
         return order_exemplars(shots, self.params)
 
 
@@ -275,7 +277,8 @@ class SelfConsistency(Strategy):
         if not shots:
             return []
         chosen = select_exemplars(task, example, k=shots, selection=selection(self.params),
-                                  seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+                                  seed=self.params.get("seed", run_seed), need_rationale=self.cot,
+                                  ids=self.params.get("exemplars", ()))
         return order_exemplars(chosen, self.params)
 
     def sampling(self, task, *, run_seed: int) -> Sampling:
