@@ -9,6 +9,7 @@ from pathlib import Path
 from .backends import BACKENDS
 from .backends.options import BACKEND_OPTIONS, ENGINE_OPTIONS, positive_int
 from .backends.engine_log import configure as configure_engine_log
+from .cli_engine import add_engine_parser, cmd_engine
 from .errors import ConfigError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--margin", type=float, default=None, metavar="POINTS", help="non-inferiority margin in accuracy points (default 5; recorded in run.json)")
     cmp_.add_argument("--all-pairs", action="store_true",
                       help="test (and Holm-correct) every pair of strategies and runs, not only each strategy across runs")
+    add_engine_parser(sub, ENGINE_OPTIONS)  # harness engine start|status|stop (cli_engine.py)
     vw = sub.add_parser("view", help="browse run folders in a local read-only web page (127.0.0.1)")
     vw.add_argument("results_dir", nargs="?", default=None, help="folder holding run folders (default results/)")
     vw.add_argument("--host", default="127.0.0.1")
@@ -340,7 +342,7 @@ def cmd_compare(a) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare,
-            "view": cmd_view}
+            "view": cmd_view, "engine": cmd_engine}
 
 
 def main(argv: list[str] | None = None) -> int:

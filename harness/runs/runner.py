@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..backends.base import Backend, check_backend, stats_delta
 from ..backends.cache import CachedBackend, RequestCache, request_key
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from ..system.procs import check_main_guard, deferred, exit_on_signal, guard, start_note
 from .identity import check_distinct, model_identity, plan_units
 from .provenance import templates_used, versions
@@ -122,6 +122,7 @@ class _Context:
         self.backend = CachedBackend(engine, RequestCache(spec.cache_dir)) if spec.cache else engine
         self.written: list[dict] = []  # this call's journal entries, so finalize need not read them back
         self.interrupted = False
+        self.failure: BackendError | None = None  # an engine lost mid-run (the warm engine's death)
 
     def execute(self, progress: bool) -> pd.DataFrame:
         pending = self.plan.pending
@@ -141,6 +142,9 @@ class _Context:
             meta["engine_stats"] = stats_delta(stats_before, self.engine.stats())
             preds = finalize(self.run_dir, meta, complete=not self.interrupted,
                              entries=None if self.interrupted else self.previous + self.written)
+        if self.failure is not None:  # what is journaled is kept; the same one line, with the resume command
+            raise BackendError(f"{self.failure.message}; the run stopped and what was done is kept",
+                               where=self.failure.where, fix=f"harness run --resume {self.run_dir}")
         if self.interrupted:
             raise RunInterrupted(self.run_dir)
         preds.attrs["run_dir"] = str(self.run_dir)
@@ -203,6 +207,8 @@ class _Context:
                 bar.update(len(chunk), sum(len(u.requests) for u in chunk))
         except KeyboardInterrupt:
             self.interrupted = True
+        except BackendError as exc:  # the engine is gone: stop like an interrupt, then report it (execute)
+            self.interrupted, self.failure = True, exc
         finally:
             gc.unfreeze()
             bar.close()

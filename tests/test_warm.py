@@ -1,0 +1,209 @@
+"""The warm engine's protocol, files and client, with an in-memory backend held by the daemon's own
+`serve` loop in a thread (the real engine: tests/test_warm_engine.py). Checked: the socket and token are
+private (0600 in a 0700 folder), a connection without the token is refused before anything is unpickled,
+the records cross the socket unchanged, a second run waits for the first, a mismatched engine is never
+used, the CLI's bad input is one line with exit 2, and an engine lost mid-run stops the run with its
+resume command and nothing lost."""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import stat
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+import harness
+from harness.backends import warm_wire as wire
+from harness.backends.scripted import ScriptedBackend
+from harness.backends.warm import WarmBackend, attach, mismatch
+from harness.backends.warm_daemon import listen, serve
+from harness.cli import main
+from harness.errors import BackendError
+from harness.records import Completion, Message, OutputType, Request, Sampling
+
+
+class Boom(BaseException):
+    """Ends the daemon's serving thread as a SIGKILL ends the daemon: the connection just closes."""
+
+
+def _answer(r: Request):
+    return "heads" if r.sampling.n == 1 else ["heads"] * r.sampling.n
+
+
+@pytest.fixture
+def rt(tmp_path, monkeypatch):
+    folder = tmp_path / "rt"
+    monkeypatch.setenv("HARNESS_RUNTIME_DIR", str(folder))
+    from harness.system.paths import runtime_dir
+    return runtime_dir()
+
+
+def _daemon(folder, backend, *, idle_s=30.0):
+    """serve() in a thread with a ready state file, as run_daemon writes it."""
+    p = wire.paths(folder)
+    token = wire.new_token(p["token"])
+    srv = listen(p["socket"])
+    me = os.getpid()
+    state = {"pid": me, "pid_start": wire.start_time(me), "status": "ready", "dir": str(folder),
+             "model_name": backend.model_name, "model_path": backend.model_path,
+             "settings": backend.engine_settings(), "socket": str(p["socket"]), "idle_s": idle_s}
+    wire.write_state(state, folder)
+    out: dict = {}
+
+    def target():
+        try:
+            out["why"] = serve(backend, srv, token, idle_s=idle_s, log=lambda m: out.setdefault("log", []).append(m))
+        except Boom:
+            out["why"] = "boom"
+        finally:
+            srv.close()
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return state, t, out
+
+
+def test_files_are_private_and_a_connection_without_the_token_is_refused(rt):
+    backend = ScriptedBackend(_answer)
+    state, t, out = _daemon(rt, backend, idle_s=3)
+    p = wire.paths(rt)
+    assert stat.S_IMODE(rt.stat().st_mode) == 0o700
+    for key in ("socket", "token", "state"):
+        assert stat.S_IMODE(p[key].stat().st_mode) == 0o600, key
+    assert stat.S_ISSOCK(p["socket"].stat().st_mode)
+    # a wrong token: the daemon closes the connection and never unpickles what follows
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(p["socket"]))
+    wire.send_frame(s, b"0" * 64)
+    wire.send_frame(s, pickle.dumps(("generate", ([],))))
+    try:
+        assert wire.recv_frame(s) is None  # closed (reset, when the unread frame was still queued)
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert backend.calls == []
+    assert any("without the engine's token" in m for m in out["log"])
+    t.join(10)
+    assert out["why"] == "idle for 3 s"  # the idle timeout stops it
+
+
+def test_records_cross_the_socket_unchanged(rt):
+    def fn(r):
+        return Completion(texts=(r.key,) * r.sampling.n, prompt_tokens=7, completion_tokens=(1,) * r.sampling.n,
+                          finish_reasons=("stop",) * r.sampling.n, cumulative_logprobs=(-0.5,) * r.sampling.n,
+                          latency_s=0.25, ttft_s=0.125, cached_prompt_tokens=3)
+
+    backend = ScriptedBackend(fn)
+    state, t, _ = _daemon(rt, backend)
+    reqs = [Request("a", (Message("user", "hi"),), Sampling(n=3, temperature=0.7, seed=1)),
+            Request("b", (), output_type=OutputType("json", '{"type": "object"}'), prompt="x"),
+            Request("c", (Message("user", "q"),), continuations=(" yes", " no"))]
+    warm = WarmBackend(state)
+    try:
+        assert warm.generate(reqs) == backend.generate(reqs)  # frozen records compare by value
+        assert backend.calls == [3, 3]  # one batch, as sent
+        assert warm.identity() == backend.identity()  # the request cache and journal see the same engine
+        assert warm.engine_settings()["warm_engine"]["pid"] == os.getpid()
+    finally:
+        warm.close()
+
+
+def test_a_second_run_waits_for_the_first(rt, capsys):
+    backend = ScriptedBackend(_answer)
+    state, t, _ = _daemon(rt, backend)
+    first, second = WarmBackend(state), WarmBackend(state)
+    first.start()
+    done = []
+    th = threading.Thread(target=lambda: done.append(second.generate([Request("k", (Message("user", "x"),))])))
+    th.start()
+    time.sleep(2.0)
+    assert not done  # held in the backlog while the first run is connected
+    first.close()
+    th.join(10)
+    second.close()
+    assert done and done[0][0].texts == ("heads",)
+    assert "busy with another run: waiting" in capsys.readouterr().err
+
+
+def test_a_mismatched_engine_is_never_used(rt, capsys):
+    backend = ScriptedBackend(_answer)
+    backend.name = "vllm"  # attach() considers only offline-engine backends
+    _daemon(rt, backend)
+
+    class Other(ScriptedBackend):
+        name = "vllm"
+
+        def engine_settings(self):
+            return {**super().engine_settings(), "dtype": "bfloat16"}
+
+    other = Other(_answer)
+    assert "dtype" in mismatch(wire.read_state(rt), other)
+    assert attach(other) is other
+    assert "not using the warm engine" in capsys.readouterr().err
+    same = ScriptedBackend(backend.fn)
+    same.name = "vllm"
+    assert mismatch(wire.read_state(rt), same) is None
+    got = attach(same)
+    assert isinstance(got, WarmBackend)
+    assert "using the warm engine (pid" in capsys.readouterr().err
+    os.environ["HARNESS_WARM"] = "0"
+    try:
+        assert attach(same) is same
+    finally:
+        del os.environ["HARNESS_WARM"]
+
+
+def test_an_engine_lost_mid_run_stops_the_run_with_its_resume_command(rt, tmp_path):
+    calls = []
+
+    def fn(r):
+        calls.append(r.key)
+        if len(calls) > 2:
+            raise Boom()  # the daemon's thread ends: its connection closes as a killed daemon's does
+        return "heads"
+
+    state, t, out = _daemon(rt, ScriptedBackend(fn))
+    run_dir = tmp_path / "run"
+    with pytest.raises(BackendError) as e:
+        harness.run(["coin_flip"], ["zero_shot"], backend=WarmBackend(state), limit=6, chunk_size=2,
+                    out=str(run_dir), cache=False, latency_calibration=0)
+    line = e.value.one_line()
+    assert "is gone" in line and f"harness run --resume {run_dir}" in line, line
+    preds = pd.read_parquet(run_dir / "predictions.parquet")
+    assert len(preds) == 2  # the first chunk is kept
+    import json
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    # the resume on a fresh engine completes exactly the rest
+    rest = ScriptedBackend(_answer)
+    df = harness.run(["coin_flip"], ["zero_shot"], backend=rest, limit=6, chunk_size=2, out=str(run_dir),
+                     cache=False, latency_calibration=0)
+    assert len(df) == 6 and sum(rest.calls) == 4
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(rt, capsys):
+    assert main(["engine", "stop"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no warm engine is running" in err and "harness engine start" in err
+    # a stale state (its process is gone): named, removed, exit 2
+    wire.write_state({"pid": 999999, "pid_start": 1, "status": "ready", "dir": str(rt)}, rt)
+    wire.paths(rt)["socket"].touch()
+    assert main(["engine", "stop"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pid 999999" in err and "stale" in err and err.count("\n") == 0
+    assert not wire.paths(rt)["state"].exists() and not wire.paths(rt)["socket"].exists()
+    assert main(["engine", "status"]) == 1
+    assert "no warm engine" in capsys.readouterr().out
+    assert main(["engine", "start", "--idle", "0"]) == 2
+    assert "--idle" in capsys.readouterr().err
+
+
+def test_a_runtime_folder_others_can_enter_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "open"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    monkeypatch.setenv("HARNESS_RUNTIME_DIR", str(folder))
+    assert main(["engine", "status"]) == 2
