@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="into an --out that holds results of another configuration: run the changed units "
                         "next to the old ones, their strategy labelled SPEC@CONFIG")
+    r.add_argument("--watch", action="store_true", help="after the run, re-run when a task, template, experiment or data "
+                   "file it reads changes; print the change next to the previous verdict (docs/iterate.md)")
     r.add_argument("--verbose", action="store_true", help="show the engine's own output on stderr: its INFO logs, "
                    "progress bars and the warnings docs/engine.md explains")
     r.add_argument("--margin", type=float, default=None, metavar="M",
@@ -226,6 +228,9 @@ def cmd_run(a) -> int:
         return _dry_run(spec, determinism=a.check_determinism)
     if a.check_determinism:
         return _check_determinism(spec)
+    if a.watch:  # harness/cli_watch.py (docs/iterate.md)
+        from .cli_watch import watch
+        return watch(a, build_spec)
     from .runs.race import race_flags
     try:
         if race := race_flags(a):  # harness/runs/race.py: one look at a time (docs/race.md)

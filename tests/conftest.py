@@ -20,6 +20,9 @@ os.environ["VLLM_RPC_BASE_PATH"] = os.path.join(_VLLM_TMP, "rpc")
 os.makedirs(os.environ["VLLM_RPC_BASE_PATH"], exist_ok=True)
 # The request cache of the tests' runs lives and dies with the session (the converted model does not).
 os.environ["HARNESS_REQUEST_CACHE_DIR"] = os.path.join(_VLLM_TMP, "request-cache")
+# A warm engine the user started (`harness engine start`) is never used by the tests' runs; tests that
+# start one set their own folder.
+os.environ["HARNESS_RUNTIME_DIR"] = os.path.join(_VLLM_TMP, "runtime")
 
 from harness.system.procs import guard  # noqa: E402
 

@@ -148,6 +148,9 @@ class _Context:
         if self.interrupted:
             raise RunInterrupted(self.run_dir)
         preds.attrs["run_dir"] = str(self.run_dir)
+        # this spec's units (the folder may hold older ones) and those that ran now: what --watch compares
+        preds.attrs["unit_ids"] = [self.plan.identity[id(u)]["id"] for u in self.units]
+        preds.attrs["ran_ids"] = [self.plan.identity[id(u)]["id"] for u in self.plan.pending]
         return preds
 
     def start(self, pending: list[Unit]) -> bool:
