@@ -42,5 +42,28 @@ def engine():
     backend.close()
 
 
+WARM_ENGINE_FLAGS = ("--dtype", "float32")
+
+
+@pytest.fixture(scope="session")
+def warm_engine(tmp_path_factory):
+    """ONE warm engine (`harness engine start --dtype float32`) for the session, in its own runtime folder:
+    (folder, its state). tests/test_listeners.py reads its sockets; tests/test_warm_engine.py runs against it
+    and finally stops it (`harness engine stop` is one of its tests). Stopped here if still running."""
+    import json
+    import subprocess
+    import sys
+
+    rt = tmp_path_factory.mktemp("warm-rt")
+    env = {**os.environ, "HARNESS_RUNTIME_DIR": str(rt)}
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "engine", "start", *WARM_ENGINE_FLAGS, "--idle", "120"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    yield rt, json.loads((rt / "engine.json").read_text())
+    if (rt / "engine.json").exists():
+        subprocess.run([sys.executable, "-m", "harness.cli", "engine", "stop"], env=env, timeout=120,
+                       capture_output=True)
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_VLLM_TMP, ignore_errors=True)

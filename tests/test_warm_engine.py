@@ -1,5 +1,6 @@
 """The warm engine on the real engine (issue 27), as a user runs it: `harness engine start`, `harness run`
-as whole commands, `harness engine stop`. One daemon for the module (float32, 4-6 items per cell).
+as whole commands, `harness engine stop`. One daemon for the session (tests/conftest.py `warm_engine`, float32), stopped here by the stop test, and
+one more for the SIGKILL test; 4-6 items per cell.
 
 - warm and cold give identical non-timing columns for generation, self-consistency (n = k), guided JSON
   and log-likelihood, whose prefix reuse still reads the cache (cached prompt tokens > 0);
@@ -60,13 +61,13 @@ def _daemon_tree(state: dict) -> dict[int, int]:
     return tree(int(state["pid"]))
 
 
-@pytest.fixture(scope="module")
-def warm(tmp_path_factory):
-    rt = tmp_path_factory.mktemp("rt")
-    state = _start(rt)
-    yield rt, state
-    if (rt / "engine.json").exists():
-        _harness("engine", "stop", env=_env(rt), timeout=120)
+@pytest.fixture
+def warm(warm_engine):
+    """The session's warm engine (tests/conftest.py); test_engine_stop_leaves_no_process stops it."""
+    rt, state = warm_engine
+    if not (rt / "engine.json").exists():
+        pytest.fail("the session's warm engine was stopped by an earlier test")
+    return rt, state
 
 
 def _run(rt: Path, out: Path, *extra: str, warm_env: str = "1", exp: Path | None = None):
