@@ -250,3 +250,54 @@ def test_watch_reruns_only_the_edited_templates_units(tmp_path, monkeypatch):
     assert f"accuracy {gold_yes / 8:.0%} -> {(8 - gold_yes) / 8:.0%}" in line, line
     assert f"paired on 8 items: {gold_yes} right only before, {8 - gold_yes} only now" in line, line
     assert "mine.j2" in text.split("still watching")[0].splitlines()[-1]  # the broken template is named
+
+
+FAKE_DAEMON = """
+import sys
+from harness.backends import vllm
+from harness.backends.scripted import ScriptedBackend
+
+class Fake(ScriptedBackend):
+    name = "vllm"
+    def __init__(self, model=None, **kw):
+        super().__init__(lambda r: "heads", model_name="fake")
+        self.kw = kw
+    def engine_settings(self):
+        return {"dtype": self.kw.get("dtype"), "max_model_len": 2048}
+    def close(self):
+        print("closed", flush=True)
+
+vllm.VLLMBackend = Fake
+from harness.backends.warm_daemon import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_daemon_serves_until_stopped_and_removes_its_files(rt, tmp_path):
+    """run_daemon's lifecycle with a stand-in for the engine: state `ready`, a run through the socket,
+    `harness engine status`, then `harness engine stop` (SIGTERM): the engine closed, the files gone."""
+    import subprocess
+    import sys
+
+    log = open(tmp_path / "daemon.log", "w")
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_DAEMON, "--dir", str(rt), "--engine", '{"dtype": "float32"}',
+                             "--idle", "60"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while (wire.read_state(rt) or {}).get("status") != "ready":
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+            time.sleep(0.1)
+        state = wire.read_state(rt)
+        assert state["pid"] == proc.pid and state["settings"]["dtype"] == "float32"
+        warm = WarmBackend(state)
+        assert warm.generate([Request("k", (Message("user", "x"),))])[0].texts == ("heads",)
+        warm.close()
+        assert main(["engine", "status"]) == 0
+        assert main(["engine", "start"]) == 2  # one is running already
+        assert main(["engine", "stop"]) == 0
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "closed" in (tmp_path / "daemon.log").read_text()
+    assert not any(wire.paths(rt)[k].exists() for k in ("socket", "token", "state"))
