@@ -153,6 +153,12 @@ def test_a_mismatched_engine_is_never_used(rt, capsys):
     os.environ["HARNESS_WARM"] = "0"
     try:
         assert attach(same) is same
+        os.environ["HARNESS_WARM"] = "require"  # asked for explicitly: a mismatch is an error, not a fallback
+        from harness.errors import ConfigError
+        with pytest.raises(ConfigError, match="dtype") as e:
+            attach(other)
+        assert "harness engine start" in e.value.one_line()
+        assert isinstance(attach(same), WarmBackend)
     finally:
         del os.environ["HARNESS_WARM"]
 
@@ -199,6 +205,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(rt, capsys):
     assert "no warm engine" in capsys.readouterr().out
     assert main(["engine", "start", "--idle", "0"]) == 2
     assert "--idle" in capsys.readouterr().err
+    # a run that asks for the warm engine explicitly (HARNESS_WARM=require) and finds none: exit 2, before any engine
+    os.environ["HARNESS_WARM"] = "require"
+    try:
+        assert main(["run", "--task", "coin_flip", "--limit", "1", "--out", str(rt.parent / "run")]) == 2
+    finally:
+        del os.environ["HARNESS_WARM"]
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "none is running" in err and "harness engine start" in err, err
+    assert not (rt.parent / "run").exists()
 
 
 def test_a_runtime_folder_others_can_enter_is_refused(tmp_path, monkeypatch):

@@ -137,13 +137,20 @@ def mismatch(state: dict, backend: Any) -> str | None:
 
 def attach(backend: Any, *, announce: bool = True) -> Any:
     """A WarmBackend when a ready warm engine matches `backend` exactly (one line on stderr says so), else
-    `backend`; a warm engine that does not match is named in one line and not used."""
-    if os.environ.get("HARNESS_WARM", "1") == "0" or getattr(backend, "name", None) != "vllm":
+    `backend`; a warm engine that does not match is named in one line and not used. HARNESS_WARM=0: never;
+    HARNESS_WARM=require: a missing or mismatched warm engine is a ConfigError instead (exit 2)."""
+    mode = os.environ.get("HARNESS_WARM", "1")
+    if mode == "0" or getattr(backend, "name", None) != "vllm":
         return backend
     state = ready_engine()
+    why = "none is running" if state is None else mismatch(state, backend)
+    if why is not None and mode == "require":
+        from ..errors import ConfigError
+        raise ConfigError(f"HARNESS_WARM=require, but the warm engine cannot serve this run: {why}",
+                          field="HARNESS_WARM", fix="start a matching one (`harness engine stop`, then `harness engine "
+                          "start` with this run's --model and engine options), or unset HARNESS_WARM")
     if state is None:
         return backend
-    why = mismatch(state, backend)
     if why is not None:
         if announce:
             print(f"not using the warm engine (pid {state['pid']}): {why}; starting an engine of its own",
