@@ -50,6 +50,14 @@ class _Backends:
             self.backend, self.key = spec_backends(spec)(name, url)[0], key
         return self.backend
 
+    def release(self) -> None:
+        """Between iterations: a warm engine's connection is closed, so other runs (and its idle timeout)
+        are not held by a watch that waits for an edit; the next iteration connects again."""
+        from .backends.warm import WarmBackend
+
+        if isinstance(self.backend, WarmBackend):
+            self.backend.close()
+
     def close(self) -> None:
         if self.backend is not None:
             self.backend.close()
@@ -73,6 +81,7 @@ def watch(a, build_spec: Callable, *, backend: Any = None, poll_s: float = 0.5,
     run_dir = None
     try:
         preds = run_spec(spec, backend=backends.get(spec), progress=not a.quiet, verbose=a.verbose, display_names=names)
+        backends.release()
         run_dir = Path(preds.attrs["run_dir"])
         print_summary(run_dir)
         current = _rows(preds)
@@ -92,6 +101,7 @@ def watch(a, build_spec: Callable, *, backend: Any = None, poll_s: float = 0.5,
                 spec, _, _ = build_spec(a)
                 spec = RunSpec.build("watch", **{**spec.record(), "out": str(run_dir), "force": True})
                 preds = run_spec(spec, backend=backends.get(spec), progress=not a.quiet, verbose=a.verbose)
+                backends.release()
                 files = watched_files(spec, experiment=a.experiment)
                 snap = snapshot(files, snap)
             except HarnessError as exc:  # a half-done edit: say it, keep watching
