@@ -43,6 +43,7 @@ class WarmBackend(BackendBase):
         self.model_name = state["model_name"]
         self.model_path = state["model_path"]
         self._sock: socket.socket | None = None
+        self.remote: dict | None = None  # what the daemon says about its engine when a run connects
 
     # ---- lifecycle
     def start(self) -> None:
@@ -106,7 +107,7 @@ class WarmBackend(BackendBase):
         return bool(self._call("reset_prefix_cache"))
 
     def engine_settings(self) -> dict[str, Any]:
-        settings = dict(getattr(self, "remote", None) and self.remote["settings"] or self.state["settings"])
+        settings = dict((self.remote or self.state)["settings"])
         settings["warm_engine"] = {"pid": self.state["pid"], "socket": str(wire.paths(self.folder)["socket"]),
                                    "started_at": self.state.get("started_at"), "ready_at": self.state.get("ready_at")}
         return settings

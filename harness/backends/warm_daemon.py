@@ -50,6 +50,10 @@ def listen(sock_path: Path) -> socket.socket:
     return srv
 
 
+class EngineDead(Exception):
+    """The engine behind the daemon died (vLLM's EngineDeadError): the daemon stops after telling the run."""
+
+
 def serve(backend: Any, srv: socket.socket, token: str, *, idle_s: float, log=print) -> str:
     """Answer connections one at a time until `idle_s` seconds pass with no connection; returns why it
     stopped. A KeyboardInterrupt (a signal) propagates to the caller, which closes the engine."""
@@ -87,7 +91,10 @@ def handle(backend: Any, conn: socket.socket, token: str, *, idle_s: float, log=
             break
         op, args = msg
         calls += 1
-        wire.send_obj(conn, dispatch(backend, op, args))
+        reply = dispatch(backend, op, args)
+        wire.send_obj(conn, reply)
+        if reply[0] == "error" and "EngineDead" in reply[1]:
+            raise EngineDead(reply[1])
     log(f"run finished: {calls} calls in {time.monotonic() - started:.1f} s")
 
 
@@ -146,6 +153,8 @@ def run_daemon(folder: Path, *, model: str | None, engine: dict, idle_s: float) 
         print(f"stopping: {why}", flush=True)
     except KeyboardInterrupt:
         print("stopping: a signal", flush=True)
+    except EngineDead as exc:
+        print(f"stopping: the engine died ({exc})", flush=True)
     except HarnessError as exc:
         print(f"error: {exc.one_line()}", flush=True)
         wire.remove_files(folder)
