@@ -205,6 +205,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(rt, capsys):
     assert "no warm engine" in capsys.readouterr().out
     assert main(["engine", "start", "--idle", "0"]) == 2
     assert "--idle" in capsys.readouterr().err
+    assert main(["engine", "start", "--model", str(rt.parent / "no-such-model")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err and not wire.paths(rt)["log"].exists(), err
     # a run that asks for the warm engine explicitly (HARNESS_WARM=require) and finds none: exit 2, before any engine
     os.environ["HARNESS_WARM"] = "require"
     try:

@@ -54,6 +54,9 @@ def start_engine(*, model: str | None = None, engine: dict[str, Any] | None = No
     if state is not None and wire.alive(state):
         raise ConfigError(f"a warm engine is already running (pid {state['pid']}, {state.get('model_name') or 'starting'})",
                           where=str(folder), fix="use it, or stop it first with `harness engine stop`")
+    from .models import resolve_model
+
+    resolve_model(model)  # a bad --model is one line here, not a daemon that dies
     stale = state is not None or wire.paths(folder)["socket"].exists()
     wire.remove_files(folder)
     if stale:

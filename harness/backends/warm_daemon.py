@@ -138,9 +138,10 @@ def run_daemon(folder: Path, *, model: str | None, engine: dict, idle_s: float) 
              "engine_options": engine, "idle_s": idle_s, "started_at": _now(), "dir": str(folder),
              "socket": str(wire.paths(folder)["socket"])}
     wire.write_state(state, folder)
-    backend = VLLMBackend(model, **engine_call(engine))
-    backend.quiet()
+    backend = None
     try:
+        backend = VLLMBackend(model, **engine_call(engine))
+        backend.quiet()
         with exit_on_signal("the warm engine was stopped while it started"):
             backend.start()
         token = wire.new_token(wire.paths(folder)["token"])
@@ -162,7 +163,8 @@ def run_daemon(folder: Path, *, model: str | None, engine: dict, idle_s: float) 
     finally:
         if (wire.read_state(folder) or {}).get("pid") == me:
             wire.remove_files(folder)
-        backend.close()
+        if backend is not None:
+            backend.close()
     return 0
 
 
