@@ -7,6 +7,7 @@
 |-------------------------------|-----------------------------------------------------------|
 | harness run [flags]           | harness.run(**kwargs) (keyword = flag: cache=False is --no-cache; docs/experiments.md) |
 | harness run experiment.yaml   | harness.run_spec(harness.load_experiment(path)[0])       |
+| harness optimize [flags]      | harness.optimize(task, search, ...) -> DataFrame (optimize.csv) |
 | harness report RUN_DIR        | harness.report(run_dir) -> [paths]                        |
 | harness compare A B           | harness.compare([a, b]) -> [paths]                        |
 | harness tasks                 | harness.tasks() -> DataFrame                              |
@@ -107,6 +108,113 @@ def race_spec(spec: RunSpec, race: dict, *, backend: Backend | None = None, prog
     if report:
         write_report_safely(Path(preds.attrs["run_dir"]))
     return preds
+
+
+def optimize(task: str | None = None, search: Sequence[str] = (), *, templates: Sequence[str] = (),
+             baseline: str = "zero_shot", preset: str | None = None, budget: int | None = None,
+             val: float | None = None, test: float | None = None, val_items: int | None = None, split_seed: int = 0,
+             seed: int = 0, margin: float = 0.05, out: str | Path | None = None, resume: str | Path | None = None,
+             backend: Backend | str | None = None, model: str | None = None, progress: bool = True,
+             verbose: bool = False, **run: Any) -> pd.DataFrame:
+    """`harness optimize`: search `search` (strategy specs and grids) x `templates` on a val split of the task's
+    items, fix the winner, then read the test split once for the winner and `baseline` (harness/runs/optimize.py,
+    docs/optimize.md). `run`: RunSpec fields of the runs (data_dir, cache, cache_dir, prices, engine, ...).
+    `resume`: an optimise folder, continued with its own settings. Returns optimize.csv's table; attrs:
+    run_dir (the optimise folder), result (the figures and `sentence`)."""
+    from .runs.optimize import (DEFAULT_PRESET, OptimizeSpec, open_folder, open_test_split, optimize_folder,
+                                plan_search, read_state, select_winner)
+
+    if resume is not None:
+        state = read_state(Path(resume))
+        if not state:
+            raise ConfigError("no optimize.json in the folder", where=str(resume), field="--resume",
+                              fix="give a folder that `harness optimize` wrote")
+        spec, folder = OptimizeSpec(**state["settings"]), Path(resume)
+    else:
+        if isinstance(backend, str):
+            run["backend"] = backend
+        elif backend is not None:
+            from .backends import BACKENDS
+
+            kind = getattr(backend, "name", None)
+            run.update(backend_from_caller=True, backend=kind if kind in BACKENDS else "vllm")
+        if model:
+            run["models"] = (model,)
+        spec = OptimizeSpec.build(task=task, search=tuple(search), templates=tuple(templates), baseline=baseline,
+                                  preset=preset or DEFAULT_PRESET, budget=budget, val=val, test=test,
+                                  val_items=val_items, split_seed=split_seed, seed=seed, margin=margin, run=run)
+        folder = optimize_folder(out)
+    plan = plan_search(spec, out=folder)
+    state = open_folder(folder, spec, plan)
+    obj = backend if backend is not None and not isinstance(backend, str) else None
+    models = list(plan.val_spec.models) or [None]
+    if len(models) > 1:
+        raise ConfigError("an optimisation takes one model", field="--model", fix="give one --model")
+    from .runs.multimodel import split_model_spec
+
+    engine, owned = spec_backends(plan.val_spec, obj)(*split_model_spec(models[0]))
+    try:
+        val_preds = run_spec(plan.val_spec, backend=engine, progress=progress, verbose=verbose)
+        select_winner(folder, plan, val_preds)
+        test_preds = run_spec(open_test_split(folder), backend=engine, progress=progress, verbose=verbose)
+    finally:
+        if owned:
+            engine.close()
+    return _optimize_report(folder, plan, test_preds)
+
+
+def _optimize_report(folder: Path, plan, test_preds: pd.DataFrame) -> pd.DataFrame:
+    """The report stage of an optimisation, and the winner written to be used again (a pinned spec, its
+    template as a named variant file, winner.yaml; the LangChain prompt when langchain_core is installed)."""
+    import json
+    import os
+
+    from .reports.optimize import optimize_table, write_optimize
+    from .runs.optimize import read_state
+    from .runs.optimize_winner import pinned_spec, template_file, with_variant
+    from .runs.results import write_text_atomic
+    from .task.splits import split_task
+    from .task.tasks import load_task
+
+    state = read_state(folder)
+    winner = state["selection"]["winner"]
+    val_task = split_task(load_task(plan.spec.task, data_dir=plan.val_spec.data_dir), plan.split)
+    pinned, ids, note = pinned_spec(val_task, winner, run_seed=plan.spec.seed)
+    tpl = template_file(val_task, winner, folder)
+    usable = with_variant(pinned, "optimized")
+    rel = os.path.relpath(tpl)  # a template= path is read relative to the current folder; absolute is refused
+    by_file = with_variant(pinned, rel) if not rel.startswith("..") else usable
+    write_text_atomic(folder / "winner.yaml", "\n".join([
+        f"# harness optimize: the winner of {plan.task_name} ({note})",
+        f"# add to the task file:   templates: {{optimized: {tpl.name}}}   (copy {tpl.name} next to it)",
+        f"task: {json.dumps(plan.spec.task)}", f"strategy: {json.dumps(usable)}",
+        f"strategy_with_template_file: {json.dumps(by_file)}",
+        f"measured_as: {json.dumps(winner)}", f"exemplar_ids: {json.dumps(ids)}",
+        "experiment:", f"  tasks: [{json.dumps(plan.spec.task)}]", f"  strategies: [{json.dumps(by_file)}]",
+        ""]))
+    extra = {"pinned_spec": pinned, "pinned_note": note, "exemplar_ids": ids, "template_file": str(tpl),
+             "langchain": _export_langchain(val_task, winner, folder)}
+    result = write_optimize(folder, state, test_preds, extra=extra)
+    table = optimize_table(state | {"result": result}, test_preds)
+    table.attrs.update(run_dir=str(folder), result=result)
+    return table
+
+
+def _export_langchain(val_task, winner: str, folder: Path) -> str | None:
+    """The winner as a LangChain ChatPromptTemplate (exemplars inline), saved as JSON; None without langchain_core."""
+    import json
+
+    from .lc_export import to_chat_prompt_template
+    from .runs.results import write_text_atomic
+
+    try:
+        tpl = to_chat_prompt_template(val_task, winner)
+    except ImportError:
+        return None
+    path = folder / "winner_langchain.json"
+    msgs = [{"type": m.__class__.__name__, "template": m.prompt.template} for m in tpl.messages]
+    write_text_atomic(path, json.dumps({"template_format": "jinja2", "messages": msgs}, indent=2))
+    return str(path)
 
 
 def spec_backends(spec: RunSpec, given: Backend | None = None):

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     vw.add_argument("--host", default="127.0.0.1")
     vw.add_argument("--port", type=int, default=0, help="0 picks a free port")
     vw.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (the page has no login)")
+    from .cli_optimize import add_parser as add_optimize
+
+    add_optimize(sub)  # harness optimize (harness/cli_optimize.py)
     return p
 
 
@@ -346,7 +349,13 @@ def cmd_compare(a) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare,
+def cmd_optimize(a) -> int:
+    from .cli_optimize import cmd_optimize as run_optimize
+
+    return run_optimize(a)
+
+
+COMMANDS = {"optimize": cmd_optimize, "serve": cmd_serve, "run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare,
             "view": cmd_view, "engine": cmd_engine}
 
 
@@ -361,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return EXIT_BAD_INPUT
         configure_engine_log(verbose=getattr(a, "verbose", False), quiet=getattr(a, "quiet", False))
-        if a.cmd in ("run", "serve"):
+        if a.cmd in ("run", "serve", "optimize"):
             from .system.procs import guard, handle_signals
             # SIGTERM / SIGHUP act like Ctrl-C, also in a background job that inherited SIGINT ignored
             handle_signals()

@@ -32,9 +32,10 @@ def compare(a: Path, b: Path) -> list[str]:
     if missing:
         diffs.append(f"columns in only one run: {missing}")
     for c in cols:
-        xs, ys = x[c].astype(str), y[c].astype(str)
-        for k in xs.index[xs != ys]:
-            diffs.append(f"{k} {c}: {xs[k][:80]!r} vs {ys[k][:80]!r}")
+        xs, ys = x[c].map(str), y[c].map(str)  # map, not astype: a pandas string column keeps <NA> under astype
+        for k, a_, b_ in zip(xs.index, xs.tolist(), ys.tolist()):
+            if a_ != b_:
+                diffs.append(f"{k} {c}: {a_[:80]!r} vs {b_[:80]!r}")
     print(f"{len(x)} rows, {len(cols)} non-timing columns compared: {', '.join(cols)}")
     return diffs
 

@@ -159,3 +159,19 @@ def test_an_old_journal_without_unit_ids_still_resumes(tmp_path):
     backend = Counting()
     df = go(out, backend)
     assert backend.calls == [2] and len(df) == 4 and not df.duplicated(KEY).any()
+
+
+# Task hashes of the default suite's tasks in run folders written at a5affea (2026-12-04, before the RunSpec
+# and the judge key): read from that commit's journal.jsonl. A task key added later must leave the hash of a
+# task that does not use it unchanged (harness/runs/identity.py, _LATER_TASK_KEYS), or every older run folder
+# is refused on resume as a changed config. The judge key (issue 25) broke this once; this pin caught it.
+OLD_TASK_HASHES = {"country_capital": "64b4d89429010821", "larger_number": "64114f10c033bc60",
+                   "sentiment": "614cf175e4b97cc1", "contact_json": "30f84e4750ef3981"}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_TASK_HASHES))
+def test_task_hashes_of_older_run_folders_are_kept(name):
+    from harness.runs.identity import task_hash
+    from harness.task.tasks import load_task
+
+    assert task_hash(load_task(name)) == OLD_TASK_HASHES[name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import harness
 import harness.backends
 
-PUBLIC = ["run", "run_spec", "RunSpec", "load_experiment", "report", "compare", "tasks", "models", "load_task", "load_run", "parse_strategy", "HarnessError", "ConfigError", "BackendError",
+PUBLIC = ["run", "run_spec", "optimize", "RunSpec", "load_experiment", "report", "compare", "tasks", "models", "load_task", "load_run", "parse_strategy", "HarnessError", "ConfigError", "BackendError",
           "Example", "Request", "Completion", "Prediction", "Message", "Sampling", "OutputType"]
 BACKENDS_PUBLIC = ["BACKENDS", "Backend", "BackendBase", "backend_class", "stats_delta"]
 

@@ -7,7 +7,11 @@ sized to finish in about five minutes on 2 CPU cores (see README)."""
 DEFAULT_SUITE: dict[str, tuple[str, ...]] = {
     "country_capital": ("zero_shot", "few_shot:k=3", "cot"),
     "larger_number": ("zero_shot", "few_shot:k=3", "cot", "self_consistency:k=5"),
-    "sentiment": ("zero_shot", "zero_shot:answer_mode=loglikelihood"),
+    # the labels' log-likelihood three ways (generation, and chat log-likelihood uncalibrated, say "positive"
+    # to every review: constant answers, issue 22; docs/default-suite.md, "Sentiment reworked")
+    "sentiment": ("zero_shot:answer_mode=loglikelihood,format=completion",
+                  "few_shot:k=4,answer_mode=loglikelihood,format=completion",
+                  "zero_shot:answer_mode=loglikelihood,calibrate=true"),
     "contact_json": ("zero_shot", "zero_shot:guided=true"),
 }
 DEFAULT_TASKS = tuple(DEFAULT_SUITE)  # crossed with --strategy when only strategies are given

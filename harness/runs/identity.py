@@ -107,7 +107,7 @@ def item_hash(example) -> str:
 
 
 # task keys added after runs existed: left out of the hash while at their default, so those runs resume
-_LATER_TASK_KEYS = {"format": None, "num_fewshot": 0}
+_LATER_TASK_KEYS = {"format": None, "num_fewshot": 0, "judge": None}
 _LATER_SOURCE_KEYS = {"sample": None, "seed": 0}
 
 

@@ -21,6 +21,7 @@ from ..backends.base import Backend, check_backend, stats_delta
 from ..backends.cache import CachedBackend, RequestCache, request_key
 from ..errors import BackendError, ConfigError
 from ..system.procs import check_main_guard, deferred, exit_on_signal, guard, start_note
+from ..task.splits import split_task
 from .identity import check_distinct, model_identity, plan_units
 from .provenance import templates_used, versions
 from .results import (RESULTS_DIR, Journal, check_run_folder, entry_id, frames_from_journal, run_folder,
@@ -58,6 +59,8 @@ def plan_run(spec: RunSpec, fmt: str, select=None) -> tuple[list, list, list[Uni
     fails here, before any engine starts or any file is touched). `select(task, strategy, example_id)`
     keeps only some units, before they are rendered (a race's look: harness/runs/race.py)."""
     suite_plan = resolve_plan(spec.tasks, spec.strategies, spec.suite, data_dir=spec.data_dir)
+    if spec.split is not None:  # one part of each task's items (harness/task/splits.py)
+        suite_plan = [(split_task(t, spec.split), s) for t, s in suite_plan]
     suite_plan = [(t.with_default_format(fmt), s) for t, s in suite_plan]
     for _, strats in suite_plan:
         check_distinct(strats)

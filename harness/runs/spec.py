@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, f
 
 from ..backends.options import check_options
 from ..errors import ConfigError, suggest
+from ..task.splits import SplitSpec
 
 SPEC_FILE_KEY = "spec"  # run.json's key
 
@@ -51,6 +52,7 @@ class RunSpec(BaseModel):
     retry_errors: bool = True
     force: bool = False
     split_groups: bool = True
+    split: SplitSpec | None = None  # ask only one part of each task's items (harness/task/splits.py; optimize)
     out: str | None = None
     run_id: str | None = None
 
@@ -129,6 +131,11 @@ class RunSpec(BaseModel):
             parse_price_table(self.prices, where="prices")
         if self.suite is not None and (self.tasks or self.strategies):
             raise ValueError("give either a suite or tasks and strategies, not both")
+        if self.split is not None and self.split.part == "test":
+            named = [x if isinstance(x, str) else x.spec for x in self.strategies]
+            if self.suite is not None or not set(named) <= set(self.split.selected):
+                raise ValueError("the test split is read only for the strategies selected on val "
+                                 f"({', '.join(self.split.selected)})")
         return self
 
     # ---- reading and writing

@@ -1,6 +1,7 @@
 """Strategy grids: a spec whose values are lists expands into one strategy per combination.
 
     few_shot:k={0,1,3,5},seed={0,1,2}   -> 12 specs: few_shot:k=0,seed=0  few_shot:k=0,seed=1  ...
+    few_shot:k=3,seed={0..7}            -> 8 specs (an integer range, both ends included)
     cot:temperature={0,0.7}             -> cot:temperature=0  cot:temperature=0.7
 
 The expansion is plain text, done before the strategy parser (which then validates every expanded
@@ -63,7 +64,7 @@ def expand_grid(spec: str) -> list[str]:
                               fix=f"write {key.strip('{}')}={{a,b}}")
         value = value.strip()
         if eq and value.startswith("{") and value.endswith("}"):
-            values = [v.strip() for v in value[1:-1].split(",")]
+            values = _range(value, spec, key) or [v.strip() for v in value[1:-1].split(",")]
             if not any(values) or "" in values:
                 raise ConfigError(f"empty value in the list '{value}'", where=spec, field=key,
                                   fix=f"give at least one value, e.g. {key}={{1,3}}")
@@ -89,6 +90,22 @@ def expand_grid(spec: str) -> list[str]:
         parts = [k if v is None else f"{k}={v}" for k, v in zip(keys, combo)]
         out.append(f"{name}:{','.join(parts)}" if parts else name)
     return out
+
+
+def _range(value: str, spec: str, key: str) -> list[str] | None:
+    """'{0..7}' -> ['0', ..., '7'] (integers, both ends included); None when the list is not a range."""
+    lo, dots, hi = value[1:-1].partition("..")
+    if not dots:
+        return None
+    try:
+        a, b = int(lo), int(hi)
+    except ValueError:
+        raise ConfigError(f"a range must join two integers ('{value}')", where=spec, field=key,
+                          fix=f"write {key}={{0..7}}") from None
+    if b < a or b - a >= MAX_GRID:
+        raise ConfigError(f"the range '{value}' is empty or longer than {MAX_GRID}", where=spec, field=key,
+                          fix=f"write {key}={{LOW..HIGH}} with LOW <= HIGH")
+    return [str(i) for i in range(a, b + 1)]
 
 
 def expand_all(specs: Sequence[str]) -> list[str]:

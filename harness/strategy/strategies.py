@@ -10,7 +10,8 @@ Specs on the command line look like `name:key=value,...`:
     self_consistency:k=8,temperature=0.7,top_k=40,base=cot,shots=0
 
 Every strategy also takes decoding keys (temperature, top_p, top_k, seed, max_tokens, stop, beam_width),
-`guided=true|false`, `answer_mode=generate|choice|loglikelihood`, `format=chat|completion` and
+`guided=true|false`, `answer_mode=generate|choice|loglikelihood`, `calibrate=true` (contextual calibration of
+label log-likelihoods: harness/strategy/calibration.py), `format=chat|completion` and
 `template=NAME_OR_PATH` (a template variant). `stop` takes several strings separated by '|'. `seed` sets both the exemplar draw and the
 sampling seed; `sampling_seed` sets the sampling seed alone. Value lists (`k={1,3}`) expand into a grid
 before parsing (harness/strategy/grid.py). Every key, its default and an example: docs/strategies.md.
@@ -33,6 +34,7 @@ from typing import Any, Sequence
 
 from ..errors import ConfigError, suggest
 from ..task.exemplars import order_exemplars, select_exemplars, selection
+from .calibration import SUFFIX as CF_SUFFIX, check_calibrate, content_free, reduce_calibrated
 from ..scoring.extract import Extraction, extract_with_rule
 from .prompt_layout import TARGET_DELIMITER, build_completion_prompt, build_messages
 from ..records import Completion, Example, OutputType, Prediction, Request, Sample, Sampling
@@ -96,11 +98,12 @@ DECODING_KEYS = {
     "temperature": _temperature, "top_p": _top_p, "top_k": _nonneg_int, "seed": int,
     "max_tokens": _pos_int, "stop": lambda v: tuple(s for s in v.split("|") if s), "beam_width": _nonneg_int,
     "guided": _bool, "answer_mode": _choice(*ANSWER_MODES), "greedy": _bool, "sampling_seed": int,
-    "template": _template_value, "format": _choice(*FORMATS),
+    "template": _template_value, "format": _choice(*FORMATS), "calibrate": _bool,
 }
 # keys of the strategies that show exemplars: which ones (selection, seed) and in what order
 SELECTIONS = ("first", "random", "random_set", "balanced")
-ORDER_KEYS = {"order": _choice("given", "shuffled"), "order_seed": int}
+ORDER_KEYS = {"order": _choice("given", "shuffled"), "order_seed": int,
+              "exemplars": lambda v: tuple(s for s in v.split("|") if s)}  # pinned ids, in order
 
 
 @dataclass(frozen=True)
@@ -156,12 +159,23 @@ class Strategy:
         else:
             messages = build_messages(task, example, shots, cot=cot, as_chat=bool(self.params.get("as_chat", False)))
             prompt = None
+        if self.params.get("calibrate"):
+            check_calibrate(task, self.spec, mode)
         if mode == "loglikelihood":
             conts = tuple(example.choices or example.labels)
             if prompt is not None:  # the standard protocol: the choice after the target delimiter
                 conts = tuple(TARGET_DELIMITER + c for c in conts)
-            return [Request(key=key, messages=messages, sampling=replace(sampling, max_tokens=1), continuations=conts,
+            reqs = [Request(key=key, messages=messages, sampling=replace(sampling, max_tokens=1), continuations=conts,
                             prompt=prompt)]
+            if self.params.get("calibrate"):  # the same prompt, content-free (harness/strategy/calibration.py)
+                free = content_free(example)
+                if prompt is not None:
+                    fm, fp = (), build_completion_prompt(task, free, shots, cot=False)
+                else:
+                    fm, fp = build_messages(task, free, shots, cot=False,
+                                            as_chat=bool(self.params.get("as_chat", False))), None
+                reqs.append(replace(reqs[0], key=key + CF_SUFFIX, messages=fm, prompt=fp))
+            return reqs
         output_type = None
         if mode == "choice":
             output_type = OutputType("choice", json.dumps(list(example.labels)))
@@ -178,6 +192,9 @@ class Strategy:
         if c.error:
             return failed_prediction(c)
         if c.continuation_logprobs:
+            if len(completions) > 1:  # calibrate=true: the second is the content-free prompt
+                free = completions[1]
+                return failed_prediction(free) if free.error else reduce_calibrated(example, c, free)
             return reduce_loglikelihood(task, example, c)
         text = c.texts[0] if c.texts else ""
         got = extract_answer(task, example, text)
@@ -229,7 +246,8 @@ class FewShot(Strategy):
 
     def exemplars(self, task, example: Example, *, run_seed: int) -> list[Example]:
         shots = select_exemplars(task, example, k=self.shots(task), selection=selection(self.params),
-                                 seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+                                 seed=self.params.get("seed", run_seed), need_rationale=self.cot,
+                                 ids=self.params.get("exemplars", ()))
         return order_exemplars(shots, self.params)
 
 
@@ -259,7 +277,8 @@ class SelfConsistency(Strategy):
         if not shots:
             return []
         chosen = select_exemplars(task, example, k=shots, selection=selection(self.params),
-                                  seed=self.params.get("seed", run_seed), need_rationale=self.cot)
+                                  seed=self.params.get("seed", run_seed), need_rationale=self.cot,
+                                  ids=self.params.get("exemplars", ()))
         return order_exemplars(chosen, self.params)
 
     def sampling(self, task, *, run_seed: int) -> Sampling:

@@ -11,8 +11,10 @@ from ..records import Example
 
 
 def selection(params: dict) -> str:
-    """The exemplar selection: as given; else one random set per seed when `seed` is given (several
-    draws are what a user who varies `seed` asks for); else the first k of the pool."""
+    """The exemplar selection: `ids` when `exemplars=` names them; as given; else one random set per seed when
+    `seed` is given (several draws are what a user who varies `seed` asks for); else the first k of the pool."""
+    if "exemplars" in params:
+        return "ids"
     return params.get("selection", "random_set" if "seed" in params else "first")
 
 
@@ -27,11 +29,14 @@ def order_exemplars(shots: list[Example], params: dict) -> list[Example]:
 
 
 def select_exemplars(task, example: Example, *, k: int, selection: str, seed: int,
-                     need_rationale: bool = False) -> list[Example]:
+                     need_rationale: bool = False, ids: tuple[str, ...] = ()) -> list[Example]:
     """k exemplars from the task's pool, never the item itself (by id or identical input).
     first: the first k; random / balanced: drawn per item from (seed, item id); random_set: one set
-    drawn from `seed` for every item (k + 1 are drawn, and the item is skipped if it is among them)."""
+    drawn from `seed` for every item (k + 1 are drawn, and the item is skipped if it is among them);
+    ids: the pool's items with these ids, in this order (a pinned set: harness optimize's winner)."""
     full = task.pool
+    if selection == "ids":
+        return _pinned(task, example, k, ids)
     if need_rationale:
         with_r = [e for e in full if e.rationale]
         if not with_r and k:
@@ -63,3 +68,16 @@ def select_exemplars(task, example: Example, *, k: int, selection: str, seed: in
                 out.append(g.pop())
     rng.shuffle(out)
     return out
+
+
+def _pinned(task, example: Example, k: int, ids: tuple[str, ...]) -> list[Example]:
+    by_id = {e.id: e for e in task.pool}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ConfigError(f"exemplar id '{missing[0]}' is not in the task's few-shot pool", where=str(task.file),
+                          field="exemplars", fix="name ids of the pool's items (the task's fewshot source, "
+                                                  "else its own items)")
+    if k != len(ids):
+        raise ConfigError(f"k={k} but {len(ids)} exemplar ids are named", where=str(task.file), field="k",
+                          fix=f"give k={len(ids)} with these exemplars")
+    return [by_id[i] for i in ids if i != example.id and dict(by_id[i].fields) != dict(example.fields)]
