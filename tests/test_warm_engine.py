@@ -71,7 +71,8 @@ def warm(warm_engine):
 
 
 def _run(rt: Path, out: Path, *extra: str, warm_env: str = "1", exp: Path | None = None):
-    args = ["run", *( [str(exp)] if exp else []), *ENGINE_FLAGS, "--no-cache", "--no-report", "--quiet",
+    args = ["run", *([str(exp)] if exp else []), *ENGINE_FLAGS, "--no-cache", "--no-report", "--quiet",
+            "--latency-calibration", "0",
             "--out", str(out), *extra]
     return _harness(*args, env=_env(rt, HARNESS_WARM=warm_env))
 
@@ -103,7 +104,8 @@ def test_warm_and_cold_give_identical_answers(warm, tmp_path):
         assert isinstance(json.loads(text), dict)  # guided output parses, and against the task's schema:
     assert guided["schema_valid"].all()
     ll = b[b["answer_mode"] == "loglikelihood"]
-    assert len(ll) == 4 and (ll["cached_prompt_tokens"] > 0).all()  # prefix reuse still reads the cache
+    # prefix reuse still reads the cache: every item after the first finds the shared prefix there
+    assert len(ll) == 4 and (ll["cached_prompt_tokens"] > 0).sum() >= 3, ll["cached_prompt_tokens"]
     sa, sb = (pd.read_parquet(tmp_path / d / "samples.parquet") for d in ("cold", "warm"))
     assert len(sb[sb["strategy"].str.startswith("self_consistency")]) == 4 * 3  # n = k samples came back
     key = ["task", "strategy", "example_id", "sample_idx"]
@@ -142,6 +144,7 @@ def _wait_journal(out: Path, proc: subprocess.Popen, timeout: float = 300) -> No
 def _popen_run(rt: Path, out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "harness.cli", "run", "--task", "coin_flip", "--strategy", "zero_shot",
            "--strategy", "cot", "--limit", "6", "--chunk-size", "2", *ENGINE_FLAGS, "--no-cache", "--no-report",
+           "--latency-calibration", "0",
            "--quiet", "--out", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(rt))
 
