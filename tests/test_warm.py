@@ -319,3 +319,73 @@ def test_the_daemon_serves_until_stopped_and_removes_its_files(rt, tmp_path):
             proc.kill()
     assert "closed" in (tmp_path / "daemon.log").read_text()
     assert not any(wire.paths(rt)[k].exists() for k in ("socket", "token", "state"))
+
+
+def test_watch_sees_the_task_file_its_template_the_data_and_the_experiment(tmp_path):
+    """watched_files names every file a run reads; a save with the same bytes is no change, an edit is."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from harness.runs.spec import RunSpec
+    from harness.runs.watch import changed, snapshot, watched_files
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "prompts" / "coin_flip.j2", tmp_path / "mine.j2")
+    shutil.copy(root / "prompts" / "coin_flip_terse.j2", tmp_path / "short.j2")
+    rows = [{"id": f"q{i}", "question": f"Is the coin heads up ({i})?", "answer": "yes" if i % 2 else "no"}
+            for i in range(6)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "coins.yaml").write_text(
+        "name: coins\nsource: {path: data.jsonl}\nfields: {question: question}\ngold_field: answer\n"
+        "template: mine.j2\nanswer_type: label\nlabels: [\"yes\", \"no\"]\ntemplates: {short: short.j2}\n")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"tasks: [{tmp_path / 'coins.yaml'}]\nstrategies: [zero_shot, \"zero_shot:template=short\"]\n")
+    spec = RunSpec.build("test", tasks=(str(tmp_path / "coins.yaml"),), strategies=("zero_shot", "zero_shot:template=short"))
+    files = watched_files(spec, experiment=exp)
+    assert {p.name for p in files} == {"exp.yaml", "coins.yaml", "mine.j2", "short.j2", "data.jsonl"}
+    before = snapshot(files)
+    (tmp_path / "data.jsonl").write_text((tmp_path / "data.jsonl").read_text())  # same bytes, new mtime
+    assert changed(before, snapshot(files, before)) == []
+    with open(tmp_path / "data.jsonl", "a") as f:
+        f.write(json.dumps({"id": "q9", "question": "Still heads?", "answer": "yes"}) + "\n")
+    (tmp_path / "short.j2").write_text((tmp_path / "short.j2").read_text() + "\n")
+    assert [p.name for p in changed(before, snapshot(files, before))] == ["data.jsonl", "short.j2"]
+
+
+def test_a_run_killed_mid_call_leaves_the_daemon_serving(rt, tmp_path):
+    """SIGKILL of a client while the daemon works on its batch: the daemon finishes, finds the connection
+    gone, and the next run is answered (the real engine: tests/test_warm_engine.py)."""
+    import signal
+    import subprocess
+    import sys
+
+    slow = FAKE_DAEMON.replace('lambda r: "heads"', 'lambda r: (__import__("time").sleep(1.5), "heads")[1]')
+    log = open(tmp_path / "daemon.log", "w")
+    daemon = subprocess.Popen([sys.executable, "-c", slow, "--dir", str(rt), "--idle", "60"], stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    client = None
+    try:
+        deadline = time.monotonic() + 60
+        while (wire.read_state(rt) or {}).get("status") != "ready":
+            assert daemon.poll() is None and time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+            time.sleep(0.1)
+        code = ("import sys; from harness.backends.warm import WarmBackend; from harness.backends import warm_wire as w;"
+                "from harness.records import Request, Message; b = WarmBackend(w.read_state(w.paths()['dir']));"
+                "print('sent', flush=True); b.generate([Request('k', (Message('user', 'x'),))])")
+        client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "HARNESS_RUNTIME_DIR": str(rt)})
+        assert client.stdout.readline().strip() == "sent"
+        time.sleep(0.7)  # inside the daemon's 1.5 s call
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+        warm = WarmBackend(wire.read_state(rt))
+        assert warm.generate([Request("k2", (Message("user", "y"),))])[0].texts == ("heads",)
+        warm.close()
+        assert daemon.poll() is None
+    finally:
+        for p in (client, daemon):
+            if p is not None and p.poll() is None:
+                p.kill()
+        daemon.wait()
+    assert "connection ended" in (tmp_path / "daemon.log").read_text()
