@@ -219,13 +219,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(rt, capsys):
     assert not (rt.parent / "run").exists()
 
 
-def test_a_runtime_folder_others_can_enter_is_refused(tmp_path, monkeypatch):
+def test_a_runtime_folder_others_can_enter_is_refused(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "open"
     folder.mkdir(mode=0o755)
     os.chmod(folder, 0o755)
     monkeypatch.setenv("HARNESS_RUNTIME_DIR", str(folder))
-    assert main(["engine", "status"]) == 2
-
+    assert main(["engine", "status"]) == 2  # runtime-dir-not-private
+    err = capsys.readouterr().err.strip()
+    assert "is not private to this user" in err and err.count("\n") == 0, err
 
 def test_watch_reruns_only_the_edited_templates_units(tmp_path, monkeypatch):
     """`harness run --watch`: an edit of one template variant re-runs that variant's units alone; the
@@ -389,3 +390,13 @@ def test_a_run_killed_mid_call_leaves_the_daemon_serving(rt, tmp_path):
                 p.kill()
         daemon.wait()
     assert "connection ended" in (tmp_path / "daemon.log").read_text()
+
+
+def test_docs_bad_input_lists_the_engine_cases():
+    """docs/bad-input.md names each bad-input case of this file (the tests above check each one)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text()
+    cases = ["engine-stop-none", "engine-stop-stale", "engine-start-running", "engine-start-bad-model",
+             "engine-start-bad-idle", "warm-require-none", "warm-require-mismatch", "runtime-dir-not-private"]
+    assert [c for c in cases if f"`{c}`" not in doc] == []
