@@ -182,7 +182,10 @@ def test_an_engine_lost_mid_run_stops_the_run_with_its_resume_command(rt, tmp_pa
     preds = pd.read_parquet(run_dir / "predictions.parquet")
     assert len(preds) == 2  # the first chunk is kept
     import json
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "interrupted"
+    assert meta["config"]["model_spec"] == "bundled"  # the offline engine's default, as in a cold run (judges use it)
+    assert meta["engine"]["warm_engine"]["pid"] == os.getpid() and meta["backend"] == "scripted"
     # the resume on a fresh engine completes exactly the rest
     rest = ScriptedBackend(_answer)
     df = harness.run(["coin_flip"], ["zero_shot"], backend=rest, limit=6, chunk_size=2, out=str(run_dir),

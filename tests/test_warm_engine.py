@@ -94,7 +94,10 @@ def test_warm_and_cold_give_identical_answers(warm, tmp_path):
     assert f"using the warm engine (pid {state['pid']}" in hot.stderr
     meta = json.loads((tmp_path / "warm" / "run.json").read_text())
     assert meta["engine"]["warm_engine"]["pid"] == state["pid"] and meta["backend"] == "vllm"
-    assert "warm_engine" not in json.loads((tmp_path / "cold" / "run.json").read_text())["engine"]
+    cold_meta = json.loads((tmp_path / "cold" / "run.json").read_text())
+    assert "warm_engine" not in cold_meta["engine"]
+    assert cold_meta["config"] == meta["config"]  # model, model_spec ('bundled'), path, tasks, ... as a cold run
+    assert cold_meta["engine"] == {k: v for k, v in meta["engine"].items() if k != "warm_engine"}
     a, b = (pd.read_parquet(tmp_path / d / "predictions.parquet") for d in ("cold", "warm"))
     assert len(a) == len(b) == 16
     pd.testing.assert_frame_equal(_stable(a), _stable(b))

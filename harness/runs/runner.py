@@ -264,7 +264,8 @@ def _model_spec(model: str | None, engine: Any) -> str | None:
     """The --model value a resume passes again: 'bundled' for the offline engine's default, a local
     folder made absolute, else what was given (None for a server: it names its model)."""
     if model is None:
-        return "bundled" if engine.spawns_processes else None
+        # the offline engine, started here or held by the warm engine (whose client spawns nothing)
+        return "bundled" if engine.spawns_processes or engine.name == "vllm" else None
     return engine.model_path if os.path.isdir(model) else model
 
 
