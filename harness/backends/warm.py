@@ -101,7 +101,13 @@ class WarmBackend(BackendBase):
         return self._call("generate", list(requests))
 
     def stats(self) -> dict[str, float]:
-        return self._call("stats") if self._sock is not None else {}
+        """The engine's counters ({} when not connected, or when the engine is gone: a nicety, as in VLLMBackend)."""
+        if self._sock is None:
+            return {}
+        try:
+            return self._call("stats")
+        except BackendError:
+            return {}
 
     def reset_prefix_cache(self) -> bool:
         return bool(self._call("reset_prefix_cache"))

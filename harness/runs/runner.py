@@ -258,6 +258,8 @@ class _Context:
                                                 cache_folder=self.backend.cache.folder if self.spec.cache else None)
         except KeyboardInterrupt:
             self.interrupted = True
+        except BackendError as exc:  # the engine lost during the latency measures: as in generate()
+            self.interrupted, self.failure = True, exc
 
 
 def _model_spec(model: str | None, engine: Any) -> str | None:
