@@ -228,24 +228,57 @@ def test_cell_pairs_match_an_independent_score_test_and_holm(two_models):
     np.testing.assert_allclose(pairs["p_holm"], adj)
 
 
-def test_matrix_verdict_best_not_worse_and_cheapest(two_models):
+def test_matrix_verdict_decides_every_cell_against_the_best(two_models):
+    """Issue 22 over a matrix: each cell against the best at the margin, from the cell pairs' intervals (decided
+    here again by the rule written out: non_inferior above -margin, inferior below 0); only best or
+    non_inferior cells are recommended; "not significantly worse" never reads as "as good"."""
     preds = pd.read_parquet(two_models / "predictions.parquet")
     preds = preds[preds["model"].isin(["strong", "weak"])]
-    cells = cell_table(preds, pd.read_csv(two_models / "summary.csv").query("model in ['strong', 'weak']"))
+    summary = pd.read_csv(two_models / "summary.csv").query("model in ['strong', 'weak']")
+    cells = cell_table(preds, summary)
     pairs = cell_pairs(preds)
-    (v,) = matrix_verdicts(cells, pairs)
-    top = cells[cells["accuracy"] == cells["accuracy"].max()]
-    tops = [(r["template"], r["strategy"], r["model"]) for r in top.to_dict("records")]
-    assert (v["best"] is None and sorted(v["tie"]) == sorted(tops)) if len(tops) > 1 else [v["best"]] == tops
-    assert all(m == "strong" for _, _, m in tops + v["not_worse"])  # every weak cell is significantly worse here
-    keep = tops + v["not_worse"]
-    costs = {(r["template"], r["strategy"], r["model"]): r["cost"] for r in cells.to_dict("records")}
-    assert v["cheapest"] == min(keep, key=lambda c: costs[c])
+    (v,) = matrix_verdicts(summary, pairs)
+    top = cells.sort_values(["accuracy", "cost", "strategy"], ascending=[False, True, True]).iloc[0]
+    assert v["best"] == (top["strategy"], top["model"]) and top["model"] == "strong"
+    for (strat, model), dec in v["decisions"].items():
+        if (strat, model) == v["best"]:
+            assert dec == "best"
+            continue
+        pr = pairs[((pairs["strategy_a"] == strat) & (pairs["model_a"] == model) & (pairs["strategy_b"] == v["best"][0])
+                    & (pairs["model_b"] == v["best"][1])) | ((pairs["strategy_b"] == strat) & (pairs["model_b"] == model)
+                    & (pairs["strategy_a"] == v["best"][0]) & (pairs["model_a"] == v["best"][1]))].iloc[0]
+        lo, hi = (pr["ci_low"], pr["ci_high"]) if pr["strategy_a"] == strat and pr["model_a"] == model \
+            else (-pr["ci_high"], -pr["ci_low"])
+        want = "non_inferior" if lo > -0.05 else "inferior" if hi < 0 else "inconclusive"
+        assert dec == want, (strat, model, lo, hi)
+        if model == "weak":
+            assert dec == "inferior"  # 35 % vs 95 % on 40 items: every weak cell is shown worse
+    assert v["decisions"][v["cheapest"]] in ("best", "non_inferior")
+    assert "is best at" in v["text"] and "over its 6 cells (2 models" in v["text"] and "strategy" not in \
+        v["text"].replace("zero_shot", "").replace("few_shot", "")
     marked = mark_cells(cells, pairs)
     assert marked[marked["model"] == "weak"]["worse_than_row"].all()
     assert not marked[marked["model"] == "strong"]["worse_than_row"].any()
     md = (two_models / "report.md").read_text()
     assert "## Matrix: templates × strategies × models" in md and "▼row" in md and "coin_flip_terse.j2 (" in md
+
+
+def test_matrix_verdict_never_names_a_constant_cell():
+    """A cell that answers one label on every item is called what it is, not best or tied (issue 22)."""
+    rows = []
+    for model, answers in (("a", ["yes"] * 20), ("b", ["yes", "no"] * 10)):
+        for i, ans in enumerate(answers):
+            gold = "yes" if i % 2 == 0 else "no"
+            rows.append({"task": "t", "strategy": "zero_shot", "model": model, "example_id": str(i), "answer": ans,
+                         "gold": gold, "correct": ans == gold, "error": None, "parse_ok": True, "prompt_tokens": 10,
+                         "completion_tokens": 2})
+    preds = pd.DataFrame(rows)
+    from harness.reports.stats import summarize
+
+    summary = summarize(preds)
+    (v,) = matrix_verdicts(summary, cell_pairs(preds))
+    assert v["decisions"][("zero_shot", "a")] == "constant_answer" and v["best"] == ("zero_shot", "b")
+    assert "zero_shot on a answers 'yes' on 20 of 20 items" in v["text"]
 
 
 CELL_FACTS = """JSON.stringify({

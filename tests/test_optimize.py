@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skilled_answers import skilled_answer
 import harness.api as api
 from harness.backends.scripted import ScriptedBackend
 from harness.errors import ConfigError
@@ -25,16 +26,7 @@ from harness.strategy.strategies import parse_strategy
 from harness.task.splits import SplitSpec, part_of, split_task
 from harness.task.tasks import load_task
 
-SKILL = {0: 0.3, 1: 0.5, 2: 0.9, 3: 0.92}  # accuracy by the number of exemplars shown
-
-
-def _answer(request) -> str:
-    """Right with a probability set by the exemplar count, fixed per item (as tests/test_race_runner.py)."""
-    text = "\n".join(m.content for m in request.messages) + (request.prompt or "")
-    a, b = map(int, re.findall(r"Which number is larger: (\d+) or (\d+)\?", text)[-1])
-    k = text.count("A: The answer is")
-    h = int(hashlib.sha256(f"{k}-{a}-{b}".encode()).hexdigest(), 16) % 1000 / 1000
-    return f"The answer is {max(a, b) if h < SKILL.get(k, 0.9) else min(a, b)}."
+_answer = skilled_answer  # harness-free scripted answers (tests/skilled_answers.py)
 
 
 class Recorder(ScriptedBackend):

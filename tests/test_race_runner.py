@@ -3,13 +3,12 @@ race asks for, writes race.csv / race.json, agrees with the pure race on the com
 interrupted race resumes to the same decisions. (The real-engine checks are in docs/race.md.)"""
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 
 import pandas as pd
 import pytest
 
+from skilled_answers import skilled_answer
 import harness
 from harness.api import race_spec
 from harness.backends.scripted import ScriptedBackend
@@ -17,16 +16,7 @@ from harness.runs.spec import RunSpec
 from harness.stats.race import race, race_order
 
 STRATEGIES = ["zero_shot", "few_shot:k=1", "few_shot:k=2", "few_shot:k=3"]
-SKILL = {0: 0.3, 1: 0.5, 2: 0.9, 3: 0.92}   # accuracy by number of exemplars
-
-
-def _answer(request) -> str:
-    """Right with a probability set by the strategy (its exemplar count), fixed per item."""
-    text = "\n".join(m.content for m in request.messages) + (request.prompt or "")
-    a, b = map(int, re.findall(r"Which number is larger: (\d+) or (\d+)\?", text)[-1])
-    k = text.count("A: The answer is")
-    h = int(hashlib.sha256(f"{k}-{a}-{b}".encode()).hexdigest(), 16) % 1000 / 1000
-    return f"The answer is {max(a, b) if h < SKILL[k] else min(a, b)}."
+_answer = skilled_answer  # harness-free scripted answers (tests/skilled_answers.py)
 
 
 class _Stop(ScriptedBackend):

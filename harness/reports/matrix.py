@@ -4,7 +4,7 @@ between the cells on the same items; and the verdict over all cells.
 
     cells = cell_table(preds, summary)        # one row per task x strategy x model
     pairs = cell_pairs(preds)                 # every pair of cells of a task, Holm over the task's pairs
-    matrix_verdicts(cells, pairs)             # best cell, cells not significantly worse, cheapest of those
+    matrix_verdicts(summary, pairs)           # decisions over all cells (harness/reports/matrix_verdicts.py)
 
 Statistics are harness/reports/paired.py's (score test, Tango interval at the Bonferroni level, Holm); the family corrected is
 every pair of cells of one task (models, templates and strategies together).
@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from itertools import combinations
 
-import numpy as np
 import pandas as pd
 
+from .matrix_verdicts import matrix_verdicts
 from .paired import _ok_rows
 from .report_format import _col, _num, fp, fusd, md_table, md_text, pct, shown_latency, with_totals
 
@@ -130,59 +130,6 @@ def _cost_text(v: float, unit: str) -> str:
     return "–" if math.isnan(_num(v)) else (f"{fusd(v)}/ex" if unit == "usd" else f"{_num(v):,.0f} tok/ex")
 
 
-def _lat_text(r) -> str:
-    """A cell's single-request latency for a verdict sentence: 'latency p50 1.20 s est.' or 'latency — (why)'."""
-    text = r.get("latency_text")
-    if not isinstance(text, str):
-        return "latency —"
-    return text if text.startswith("latency") else f"latency p50 {text}"
-
-
-def matrix_verdicts(cells: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
-    """Per task, over all (template, strategy, model) cells: the best cell, the cells not significantly
-    worse than it (Holm p >= ALPHA, or the same accuracy), and the cheapest of those."""
-    out = []
-    if cells.empty:
-        return out
-    for task, g in cells.groupby("task", sort=True):
-        b = _best(g)
-        name = lambda r: f"{r['strategy']} on {r['model']}"  # noqa: E731
-        if _num(b["accuracy"]) == 0:
-            out.append({"task": task, "best": None, "not_worse": [], "cheapest": None,
-                        "text": f"On {task}, no cell of the {len(g)} answered any item correctly."})
-            continue
-        keep = [r for _, r in g.iterrows()
-                if (r["strategy"], r["model"]) == (b["strategy"], b["model"]) or r["accuracy"] >= b["accuracy"]
-                or not _p(pairs, task, (r["strategy"], r["model"]), (b["strategy"], b["model"])) < ALPHA]
-        ci = f"95 % CI {pct(b['ci_low'], 0)}–{pct(b['ci_high'], 0)}"
-        tied = [r for _, r in g.iterrows() if np.isclose(r["accuracy"], b["accuracy"], rtol=0, atol=1e-12)]
-        if len(tied) > 1:  # the top accuracy is shared: no single best (the cheapest of them is named first)
-            text = (f"On {task}, {len(tied)} of {len(g)} cells tie for the best accuracy, {pct(b['accuracy'])} "
-                    f"({ci}, n = {int(b['n'])}): " + "; ".join(name(r) for r in tied) + ".")
-        else:
-            text = (f"On {task}, the best of {len(g)} cells is {name(b)} (template {b['template']}) at "
-                    f"{pct(b['accuracy'])} ({ci}, n = {int(b['n'])}; {_lat_text(b)}).")
-        others = [r for r in keep if (r["strategy"], r["model"]) != (b["strategy"], b["model"])
-                  and not (len(tied) > 1 and any(r is t or (r["strategy"], r["model"]) == (t["strategy"], t["model"])
-                                                 for t in tied))]
-        if others:
-            text += (f" Not significantly worse (Holm over the task's {int((pairs['task'] == task).sum())} cell "
-                     f"pairs, p ≥ {ALPHA}): " + "; ".join(f"{name(r)} {pct(r['accuracy'])}" for r in others) + ".")
-        else:
-            text += " Every other cell is significantly worse (Holm)." if len(g) > 1 else ""
-        priced = [r for r in keep if not math.isnan(_num(r["cost"]))]
-        cheapest = min(priced, key=lambda r: (_num(r["cost"]), -_num(r["accuracy"]))) if priced else None
-        if cheapest is not None and len(g) > 1:
-            text += (f" The cheapest of these is {name(cheapest)} "
-                     f"({_cost_text(cheapest['cost'], cheapest['cost_unit'])}; {_lat_text(cheapest)}).")
-        out.append({"task": task, "best": None if len(tied) > 1 else (b["template"], b["strategy"], b["model"]),
-                    "tie": [(r["template"], r["strategy"], r["model"]) for r in tied] if len(tied) > 1 else [],
-                    "not_worse": [(r["template"], r["strategy"], r["model"]) for r in others],
-                    "cheapest": None if cheapest is None else (cheapest["template"], cheapest["strategy"],
-                                                               cheapest["model"]), "text": text})
-    return out
-
-
 def wanted(cells: pd.DataFrame) -> bool:
     """Show the matrix when some task has several models or several templates."""
     if cells.empty:
@@ -272,7 +219,7 @@ def matrix_context(preds: pd.DataFrame, summary: pd.DataFrame) -> dict | None:
                   pct(r["acc_a"]), pct(r["acc_b"]), pct(r["diff"]), f"{pct(r['ci_low'])} … {pct(r['ci_high'])}",
                   fp(r["p_mcnemar"]), fp(r["p_holm"]), "significant" if _num(r["p_holm"]) < ALPHA else ""]
                  for r in pairs.to_dict("records")]
-    return {"note": NOTE, "tasks": tasks, "verdicts": matrix_verdicts(cells, pairs), "cells": cells, "pairs": pairs,
+    return {"note": NOTE, "tasks": tasks, "verdicts": matrix_verdicts(summary, pairs), "cells": cells, "pairs": pairs,
             "pairs_head": ["task", "cell a", "cell b", "n", "acc a", "acc b", "diff", "95 % CI", "p McNemar",
                            "p Holm", ""], "pairs_rows": pair_rows}
 

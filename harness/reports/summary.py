@@ -66,10 +66,11 @@ def folder_verdicts(folder: Path) -> list[str]:
 
 
 def print_matrix_verdicts(run_dir: Path, summary: pd.DataFrame) -> None:
-    from .matrix import cell_pairs, cell_table, matrix_verdicts
+    from .matrix import cell_pairs
+    from .matrix_verdicts import matrix_verdicts
 
     p = run_dir / "predictions.parquet"
     if p.exists():
         preds = pd.read_parquet(p)
-        for v in matrix_verdicts(cell_table(preds, summary), cell_pairs(preds)):
+        for v in matrix_verdicts(summary, cell_pairs(preds)):
             print(v["text"])

@@ -35,7 +35,7 @@ from ..strategy.grid import expand_grid
 from ..strategy.strategies import parse_strategy
 from ..task.splits import SplitSpec, split_ids, split_task
 from .results import new_run_id, RESULTS_DIR, write_json_atomic
-from .spec import RunSpec
+from .spec import RunSpec, check_margin
 from .units import build_units
 
 # preset -> the most candidates searched and the most val items read (docs/optimize.md has the table)
@@ -98,9 +98,7 @@ class OptimizeSpec(BaseModel):
     @field_validator("margin")
     @classmethod
     def _margin(cls, v):
-        if not 0 <= v < 1:
-            raise ValueError("give the margin as a share of accuracy, 0 <= margin < 1 (0.05 = 5 points)")
-        return v
+        return check_margin(v)
 
     @classmethod
     def build(cls, **fields: Any) -> "OptimizeSpec":

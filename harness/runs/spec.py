@@ -19,6 +19,13 @@ from ..task.splits import SplitSpec
 
 SPEC_FILE_KEY = "spec"  # run.json's key
 
+
+def check_margin(v: float) -> float:
+    """The verdicts' margin, a share of accuracy (a pydantic validator of RunSpec and OptimizeSpec)."""
+    if not 0 <= v < 1:
+        raise ValueError("give the margin as a share of accuracy, 0 <= margin < 1 (0.05 = 5 points)")
+    return v
+
 # Fields that do not change what a run is: they may differ between a run and its resume.
 PRESENTATION = ("out", "run_id")
 
@@ -108,9 +115,7 @@ class RunSpec(BaseModel):
     @field_validator("margin")
     @classmethod
     def _margin(cls, v):
-        if not 0 <= v < 1:
-            raise ValueError("give the margin as a share of accuracy, 0 <= margin < 1 (0.05 = 5 points)")
-        return v
+        return check_margin(v)
 
     @field_validator("backend")
     @classmethod

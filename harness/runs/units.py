@@ -78,13 +78,14 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
     cached = all(x.cached for x in comps)
     # a unit of several requests (calibrate=true's content-free prompt) pays for all of their prompts
     ptoks = None if any(x.prompt_tokens is None for x in comps) else sum(x.prompt_tokens for x in comps)
+    cached_toks = _sum_cached(comps)
     ctoks = sum(c.completion_tokens) if c.completion_tokens else (0 if c.error is None else None)
     row: dict[str, Any] = {
         "run_id": run_id, "task": task.name, "strategy": spec, "model": model,
         "example_id": ex.id, "template": task.spec.template, "template_hash": task.template.hash,
         "backend": backend, "answer_mode": strat.answer_mode(task), "format": req.format,
         "guided": req.output_type is not None,
-        "prompt_tokens": ptoks, "completion_tokens": ctoks, "cached_prompt_tokens": _sum_cached(comps),
+        "prompt_tokens": ptoks, "completion_tokens": ctoks, "cached_prompt_tokens": cached_toks,
         "batch_latency_s": None if cached else c.latency_s, "batch_ttft_s": None if cached else c.ttft_s,
         "batch_itl_s": None if cached else c.itl_s, "engine_s_share": None if cached else engine_s,
         "finish_reason": c.finish_reasons[0] if c.finish_reasons else None,
@@ -101,7 +102,7 @@ def make_row(unit: Unit, comps: Sequence[Completion], *, run_id: str, model: str
     if hourly_usd is not None:
         row["cost_usd"] = None if engine_s is None or cached else engine_s * hourly_usd / 3600
     elif cost_fn is not None and ptoks is not None:
-        row["cost_usd"] = cost_fn(model, ptoks, _sum_cached(comps) or 0, ctoks or 0)
+        row["cost_usd"] = cost_fn(model, ptoks, cached_toks or 0, ctoks or 0)
     if flops_per_token and ptoks is not None:
         row["flops"] = flops_per_token * (ptoks + (ctoks or 0))
     samples = []

@@ -144,6 +144,12 @@ class Strategy:
         k = task.spec.num_fewshot
         return select_exemplars(task, example, k=k, selection="first", seed=run_seed) if k else []
 
+    def render(self, task, example: Example, shots: list[Example], *, cot: bool) -> tuple[tuple, str | None]:
+        """(messages, None) in the chat format, ((), prompt) in the completion format."""
+        if self.prompt_format(task) == "completion":
+            return (), build_completion_prompt(task, example, shots, cot=cot)
+        return build_messages(task, example, shots, cot=cot, as_chat=bool(self.params.get("as_chat", False))), None
+
     def expand(self, task, example: Example, *, run_seed: int = 0) -> list[Request]:
         mode = self.answer_mode(task)
         if mode != "generate" and task.spec.answer_type not in ("choice", "label"):
@@ -154,11 +160,7 @@ class Strategy:
         cot = self.cot and mode == "generate"
         sampling = self.sampling(task, run_seed=run_seed)
         key = f"{task.name}|{self.spec}|{example.id}"
-        if self.prompt_format(task) == "completion":
-            messages, prompt = (), build_completion_prompt(task, example, shots, cot=cot)
-        else:
-            messages = build_messages(task, example, shots, cot=cot, as_chat=bool(self.params.get("as_chat", False)))
-            prompt = None
+        messages, prompt = self.render(task, example, shots, cot=cot)
         if self.params.get("calibrate"):
             check_calibrate(task, self.spec, mode)
         if mode == "loglikelihood":
@@ -168,12 +170,7 @@ class Strategy:
             reqs = [Request(key=key, messages=messages, sampling=replace(sampling, max_tokens=1), continuations=conts,
                             prompt=prompt)]
             if self.params.get("calibrate"):  # the same prompt, content-free (harness/strategy/calibration.py)
-                free = content_free(example)
-                if prompt is not None:
-                    fm, fp = (), build_completion_prompt(task, free, shots, cot=False)
-                else:
-                    fm, fp = build_messages(task, free, shots, cot=False,
-                                            as_chat=bool(self.params.get("as_chat", False))), None
+                fm, fp = self.render(task, content_free(example), shots, cot=False)
                 reqs.append(replace(reqs[0], key=key + CF_SUFFIX, messages=fm, prompt=fp))
             return reqs
         output_type = None
