@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B128", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY", "DEFAULTS")
+GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B128", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY", "DEFAULTS", "WARM")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         if "DEFAULTS" in only:
             from . import defaults
             rows.extend(defaults.run(quick=a.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
+            save("running")
+        if "WARM" in only:  # issue 27: a whole run cold vs with the warm engine (bench/warm.py)
+            from . import warm
+            rows.extend(warm.run(quick=a.quick, folder=tmp, log=lambda m: print(m, file=sys.stderr, flush=True)))
             save("running")
         if "P7" in only:
             from . import server

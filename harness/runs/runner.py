@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..backends.base import Backend, check_backend, stats_delta
 from ..backends.cache import CachedBackend, RequestCache, request_key
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from ..system.procs import check_main_guard, deferred, exit_on_signal, guard, start_note
 from ..task.splits import split_task
 from .identity import check_distinct, model_identity, plan_units
@@ -125,6 +125,7 @@ class _Context:
         self.backend = CachedBackend(engine, RequestCache(spec.cache_dir)) if spec.cache else engine
         self.written: list[dict] = []  # this call's journal entries, so finalize need not read them back
         self.interrupted = False
+        self.failure: BackendError | None = None  # an engine lost mid-run (the warm engine's death)
 
     def execute(self, progress: bool) -> pd.DataFrame:
         pending = self.plan.pending
@@ -144,9 +145,15 @@ class _Context:
             meta["engine_stats"] = stats_delta(stats_before, self.engine.stats())
             preds = finalize(self.run_dir, meta, complete=not self.interrupted,
                              entries=None if self.interrupted else self.previous + self.written)
+        if self.failure is not None:  # what is journaled is kept; the same one line, with the resume command
+            raise BackendError(f"{self.failure.message}; the run stopped and what was done is kept",
+                               where=self.failure.where, fix=f"harness run --resume {self.run_dir}")
         if self.interrupted:
             raise RunInterrupted(self.run_dir)
         preds.attrs["run_dir"] = str(self.run_dir)
+        # this spec's units (the folder may hold older ones) and those that ran now: what --watch compares
+        preds.attrs["unit_ids"] = [self.plan.identity[id(u)]["id"] for u in self.units]
+        preds.attrs["ran_ids"] = [self.plan.identity[id(u)]["id"] for u in self.plan.pending]
         return preds
 
     def start(self, pending: list[Unit]) -> bool:
@@ -206,6 +213,8 @@ class _Context:
                 bar.update(len(chunk), sum(len(u.requests) for u in chunk))
         except KeyboardInterrupt:
             self.interrupted = True
+        except BackendError as exc:  # the engine is gone: stop like an interrupt, then report it (execute)
+            self.interrupted, self.failure = True, exc
         finally:
             gc.unfreeze()
             bar.close()
@@ -249,13 +258,16 @@ class _Context:
                                                 cache_folder=self.backend.cache.folder if self.spec.cache else None)
         except KeyboardInterrupt:
             self.interrupted = True
+        except BackendError as exc:  # the engine lost during the latency measures: as in generate()
+            self.interrupted, self.failure = True, exc
 
 
 def _model_spec(model: str | None, engine: Any) -> str | None:
     """The --model value a resume passes again: 'bundled' for the offline engine's default, a local
     folder made absolute, else what was given (None for a server: it names its model)."""
     if model is None:
-        return "bundled" if engine.spawns_processes else None
+        # the offline engine, started here or held by the warm engine (whose client spawns nothing)
+        return "bundled" if engine.spawns_processes or engine.name == "vllm" else None
     return engine.model_path if os.path.isdir(model) else model
 
 
