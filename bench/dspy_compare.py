@@ -24,11 +24,13 @@ import json
 import re
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 
 def _number_answer(text: str, gold: str) -> bool:
-    """The metric of both sides for a label / number task: the last number-or-word token equals the gold."""
+    """DSPy's metric (the harness scores its own side with the task's scorer): the last number-or-word token of
+    the answer equals the gold. Written here because the DSPy side runs without the harness installed."""
     found = re.findall(r"-?\d+(?:\.\d+)?|[A-Za-z]+", str(text or ""))
     return bool(found) and found[-1].strip().lower() == str(gold).strip().lower()
 
@@ -65,9 +67,10 @@ def export(opt: Path, out: Path) -> dict:
 def compare(opt: Path, dspy_out: Path) -> dict:
     import pandas as pd
 
+    from harness.runs.optimize import read_state
     from harness.stats.paired import score_interval, score_p_value, table_counts
 
-    state = json.loads((opt / "optimize.json").read_text())
+    state = read_state(opt)
     winner = state["selection"]["winner"]
     test = pd.read_parquet(opt / "test" / "predictions.parquet")
     ours = test[test["strategy"] == winner].set_index("example_id")["correct"].astype(float)
@@ -79,11 +82,10 @@ def compare(opt: Path, dspy_out: Path) -> dict:
     lo, hi = score_interval(only_a, only_b, n)
     iv = {"lower": round(lo, 4), "upper": round(hi, 4), "p": round(score_p_value(only_a, only_b), 4),
           "only_harness": only_a, "only_dspy": only_b}
-    res = {"n": int(len(common)), "harness_winner": winner, "harness_test": float(a.mean()),
+    return {"n": n, "harness_winner": winner, "harness_test": float(a.mean()),
            "dspy_test": float(b.mean()), "diff": float(a.mean() - b.mean()), "interval": iv,
            "dspy_lm_calls": d["lm_calls"], "dspy_wall_s": d["wall_s"], "dspy_choice": d.get("chosen"),
            "harness_val_requests": sum(state["val_requests"].values())}
-    return res
 
 
 # --------------------------------------------------------------------------- DSPy side (its own environment)
@@ -99,8 +101,6 @@ def run_dspy(split: Path, base_url: str, out: Path, *, max_tokens: int, threads:
     class Count(BaseCallback):
         def on_lm_start(self, call_id, instance, inputs):
             calls["n"] += 1
-
-    import urllib.request
 
     with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=30) as r:  # the served model's name
         served = json.loads(r.read())["data"][0]["id"]
