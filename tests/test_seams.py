@@ -240,6 +240,12 @@ def test_a_third_party_backend_written_from_the_contract_alone_runs_a_task(tmp_p
             return [Completion(texts=("The answer is yes.",), prompt_tokens=3, completion_tokens=(4,))
                     for _ in requests]
 
+        def generate_chunks(self, chunks):  # one at a time, as BackendBase does
+            from harness.backends.base import ChunkResult
+
+            for i, requests in enumerate(chunks):
+                yield ChunkResult(i, self.generate(requests), 0.0)
+
         def start(self):
             self.events.append(("start",))
 

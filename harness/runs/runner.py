@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..backends.base import Backend, check_backend, stats_delta
+from ..backends.base import Backend, ChunkResult, check_backend, stats_delta
 from ..backends.cache import CachedBackend, RequestCache, request_key
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from ..system.procs import check_main_guard, deferred, exit_on_signal, guard, start_note
 from ..task.splits import split_task
 from .identity import check_distinct, model_identity, plan_units
@@ -125,6 +125,7 @@ class _Context:
         self.backend = CachedBackend(engine, RequestCache(spec.cache_dir)) if spec.cache else engine
         self.written: list[dict] = []  # this call's journal entries, so finalize need not read them back
         self.interrupted = False
+        self.failure: BackendError | None = None  # the backend error that stopped the run (the engine is gone)
 
     def execute(self, progress: bool) -> pd.DataFrame:
         pending = self.plan.pending
@@ -144,6 +145,9 @@ class _Context:
             meta["engine_stats"] = stats_delta(stats_before, self.engine.stats())
             preds = finalize(self.run_dir, meta, complete=not self.interrupted,
                              entries=None if self.interrupted else self.previous + self.written)
+        if self.failure is not None:  # one line, exit 2, with the command that completes the run
+            raise BackendError(f"{self.failure.message}; what was done is kept", where=str(self.run_dir),
+                               fix=f"harness run --resume {self.run_dir}") from self.failure
         if self.interrupted:
             raise RunInterrupted(self.run_dir)
         preds.attrs["run_dir"] = str(self.run_dir)
@@ -200,21 +204,23 @@ class _Context:
         flops_per_token = 2 * info["active_params"] if info.get("active_params") else None
         bar = Progress(len(pending), sum(len(u.requests) for u in pending), enabled=progress)
         gc.freeze()  # the units live for the whole run: full collections need not walk them again
-        try:
-            for chunk in _chunks(pending, max(1, self.chunk_size), by_group=self.spec.split_groups):
-                self.journal_chunk(chunk, meta, cost_fn, flops_per_token)
+        chunks = list(_chunks(pending, max(1, self.chunk_size), by_group=self.spec.split_groups))
+        try:  # one engine call per chunk; a backend of several engines answers them as each is done
+            for res in self.backend.generate_chunks([r for u in chunk for r in u.requests] for chunk in chunks):
+                chunk = chunks[res.index]
+                self.journal_chunk(chunk, res, meta, cost_fn, flops_per_token)
                 bar.update(len(chunk), sum(len(u.requests) for u in chunk))
         except KeyboardInterrupt:
             self.interrupted = True
+        except BackendError as exc:  # the engine is gone (every replica of a cluster): keep what is journaled
+            self.interrupted = True
+            self.failure = exc
         finally:
             gc.unfreeze()
             bar.close()
 
-    def journal_chunk(self, chunk: list[Unit], meta: dict, cost_fn, flops_per_token) -> None:
-        reqs = [r for u in chunk for r in u.requests]
-        t_call = time.perf_counter()
-        comps = self.backend.generate(reqs)
-        call_s = time.perf_counter() - t_call
+    def journal_chunk(self, chunk: list[Unit], res: ChunkResult, meta: dict, cost_fn, flops_per_token) -> None:
+        comps, call_s = res.completions, res.seconds
         bounds = list(_bounds(chunk))
         fresh = sum(1 for a, b in bounds if not all(c.cached for c in comps[a:b]))
         # the chunk's engine time, split equally over its units (one group's units when split_groups)
@@ -226,6 +232,8 @@ class _Context:
                                     backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token,
                                     identity=ident, label=self.plan.labels.get(ident["id"]), engine_s=share,
                                     hourly_usd=self.hourly))
+            if res.where is not None:  # which replica / node answered, and the attempt (ray.py); not a row column
+                entries[-1]["w"] = res.where
         from .judging import judge_entries
         judge_entries(entries, chunk, self.judging)  # tasks with scorer: judge, before the journal
         self.journal.append(entries)
