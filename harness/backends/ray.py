@@ -102,7 +102,7 @@ class RayBackend(BackendBase):
 
     def __init__(self, model: str | None = None, *, replicas: int = 1, address: str = "local",
                  replica_cpus: float = 1, replica_gpus: float | None = None, make: Any = None,
-                 **engine_options: Any) -> None:
+                 routing: bool = True, **engine_options: Any) -> None:
         from .vllm import VLLMBackend
 
         if replicas < 1:
@@ -122,6 +122,7 @@ class RayBackend(BackendBase):
         self.pings: dict[Any, int] = {}  # a restarting replica's start() call: live again when its engine is
         self.retries: list[dict] = []
         self.use_tqdm = True
+        self.routing = routing  # False: every chunk to the least loaded replica (the bench's baseline)
         self.make = make  # what each replica builds: VLLMBackend; a picklable `(model, **options) -> backend` in tests
 
     @classmethod
@@ -234,7 +235,7 @@ class RayBackend(BackendBase):
                 if item is None:
                     break
                 n, reqs, attempt = item if len(item) == 3 else (*item, 1)
-                r = router.pick(chunk_key(reqs), len(reqs))
+                r = router.pick(chunk_key(reqs) if self.routing else None, len(reqs))
                 if r is None:
                     todo.insert(0, (n, reqs, attempt))
                     break
