@@ -96,7 +96,7 @@ def test_backend_table_names_every_cli_backend():
 
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     choices = next(a.choices for a in run._actions if a.dest == "backend")
-    assert list(choices) == list(BACKENDS) == ["vllm", "openai", "langchain"]
+    assert list(choices) == list(BACKENDS) == ["vllm", "openai", "langchain", "ray"]
     from harness.backends.vllm import VLLMBackend
 
     assert backend_class("vllm") is VLLMBackend
