@@ -25,3 +25,14 @@ def answer(request):
 
 def make(model, **options):
     return ScriptedBackend(answer, model_name="scripted-ray")
+
+
+def make_slow(model, **options):
+    """A replica that takes 0.3 s a request (a run that is still going when the signal comes)."""
+    import time
+
+    def slow(request):
+        time.sleep(0.3)
+        return answer(request)
+
+    return ScriptedBackend(slow, model_name="scripted-ray")
