@@ -19,7 +19,7 @@ def _chunks(reqs: list, size: int) -> list[list]:
     return [reqs[i:i + size] for i in range(0, len(reqs), size)]
 
 
-def _measure(make: Callable[[], Any], chunks: list[list], log) -> dict:
+def _measure(name: str, make: Callable[[], Any], chunks: list[list], log) -> dict:
     backend = make()
     try:
         backend.quiet()
@@ -30,7 +30,7 @@ def _measure(make: Callable[[], Any], chunks: list[list], log) -> dict:
         texts = {r.index: [c.texts for c in r.completions] for r in results}
     finally:
         backend.close()
-    log(f"[bench] RAY {getattr(backend, 'replicas', 0)} replica(s): {wall:.2f} s")
+    log(f"[bench] RAY {name}: {wall:.2f} s")
     return {"wall": wall, "computed": delta.get("prompt_tokens_computed"), "texts": texts}
 
 
@@ -38,14 +38,15 @@ def run(*, quick: bool, log=print) -> list[Row]:
     from harness.backends.ray import RayBackend
     from harness.backends.vllm import VLLMBackend
 
-    reqs = requests_of(list(TASKS), list(STRATS), limit=6 if quick else 12)
+    reqs = requests_of(list(TASKS), list(STRATS), limit=4 if quick else 8)
     chunks = _chunks(reqs, CHUNK)
     log(f"[bench] RAY: {len(reqs)} requests in {len(chunks)} chunks")
-    offline = _measure(lambda: VLLMBackend(), chunks, log)
-    one = _measure(lambda: RayBackend(replicas=1, replica_cpus=1), chunks, log)
-    one_wide = _measure(lambda: RayBackend(replicas=1, replica_cpus=2), chunks, log)
-    two = _measure(lambda: RayBackend(replicas=2, replica_cpus=1), chunks, log)
-    two_rr = _measure(lambda: RayBackend(replicas=2, replica_cpus=1, routing=False), chunks, log)
+    offline = _measure("offline engine", lambda: VLLMBackend(), chunks, log)
+    one = _measure("1 replica x 1 CPU", lambda: RayBackend(replicas=1, replica_cpus=1), chunks, log)
+    one_wide = _measure("1 replica x 2 CPUs", lambda: RayBackend(replicas=1, replica_cpus=2), chunks, log)
+    two = _measure("2 replicas x 1 CPU", lambda: RayBackend(replicas=2, replica_cpus=1), chunks, log)
+    two_rr = _measure("2 replicas x 1 CPU, no routing", lambda: RayBackend(replicas=2, replica_cpus=1, routing=False),
+                      chunks, log)
     same = sum(offline["texts"][i] == one["texts"][i] for i in offline["texts"])
     d = {"requests": len(reqs), "chunks": len(chunks), "offline_s": offline["wall"], "ray1x1_s": one["wall"],
          "ray1x2_s": one_wide["wall"], "ray2x1_s": two["wall"], "ray2x1_no_routing_s": two_rr["wall"]}
