@@ -18,7 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B128", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY", "DEFAULTS", "RAY")
+GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B128", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY", "DEFAULTS", "WARM",
+          "RAY")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -94,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             from . import defaults
             rows.extend(defaults.run(quick=a.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
             save("running")
-        if "RAY" in only:
+        if "WARM" in only:  # issue 27: a whole run cold vs with the warm engine (bench/warm.py)
+            from . import warm
+            rows.extend(warm.run(quick=a.quick, folder=tmp, log=lambda m: print(m, file=sys.stderr, flush=True)))
+            save("running")
+        if "RAY" in only:  # issue 26: --backend ray against the offline engine (bench/ray.py)
             from . import ray as ray_bench
             rows.extend(ray_bench.run(quick=a.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
             save("running")

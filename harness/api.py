@@ -235,8 +235,9 @@ def spec_backends(spec: RunSpec, given: Backend | None = None):
         if url:
             opts["base_url"] = [url]
         cls = backend_class(spec.backend)
-        return cls.from_cli(backend_namespace(opts, model=model), model=model,
-                            engine_options=engine_call(spec.engine)), True
+        made = cls.from_cli(backend_namespace(opts, model=model), model=model, engine_options=engine_call(spec.engine))
+        from .backends.warm import attach
+        return attach(made), True  # the warm engine when one matches exactly (docs/iterate.md)
     return make
 
 

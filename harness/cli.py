@@ -9,6 +9,7 @@ from pathlib import Path
 from .backends import BACKENDS
 from .backends.options import BACKEND_OPTIONS, ENGINE_OPTIONS, positive_int
 from .backends.engine_log import configure as configure_engine_log
+from .cli_engine import add_engine_parser, cmd_engine
 from .errors import ConfigError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="into an --out that holds results of another configuration: run the changed units "
                         "next to the old ones, their strategy labelled SPEC@CONFIG")
+    r.add_argument("--watch", action="store_true", help="after the run, re-run when a task, template, experiment or data "
+                   "file it reads changes; print the change next to the previous verdict (docs/iterate.md)")
     r.add_argument("--verbose", action="store_true", help="show the engine's own output on stderr: its INFO logs, "
                    "progress bars and the warnings docs/engine.md explains")
     r.add_argument("--margin", type=float, default=None, metavar="M",
@@ -113,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--margin", type=float, default=None, metavar="POINTS", help="non-inferiority margin in accuracy points (default 5; recorded in run.json)")
     cmp_.add_argument("--all-pairs", action="store_true",
                       help="test (and Holm-correct) every pair of strategies and runs, not only each strategy across runs")
+    add_engine_parser(sub, ENGINE_OPTIONS)  # harness engine start|status|stop (cli_engine.py)
     vw = sub.add_parser("view", help="browse run folders in a local read-only web page (127.0.0.1)")
     vw.add_argument("results_dir", nargs="?", default=None, help="folder holding run folders (default results/)")
     vw.add_argument("--host", default="127.0.0.1")
@@ -227,6 +231,9 @@ def cmd_run(a) -> int:
         return _dry_run(spec, determinism=a.check_determinism)
     if a.check_determinism:
         return _check_determinism(spec)
+    if a.watch:  # harness/cli_watch.py (docs/iterate.md)
+        from .cli_watch import watch
+        return watch(a, build_spec)
     from .runs.race import race_flags
     try:
         if race := race_flags(a):  # harness/runs/race.py: one look at a time (docs/race.md)
@@ -349,7 +356,7 @@ def cmd_optimize(a) -> int:
 
 
 COMMANDS = {"optimize": cmd_optimize, "serve": cmd_serve, "run": cmd_run, "tasks": cmd_tasks, "models": cmd_models, "report": cmd_report, "compare": cmd_compare,
-            "view": cmd_view}
+            "view": cmd_view, "engine": cmd_engine}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,9 @@ os.environ["VLLM_RPC_BASE_PATH"] = os.path.join(_VLLM_TMP, "rpc")
 os.makedirs(os.environ["VLLM_RPC_BASE_PATH"], exist_ok=True)
 # The request cache of the tests' runs lives and dies with the session (the converted model does not).
 os.environ["HARNESS_REQUEST_CACHE_DIR"] = os.path.join(_VLLM_TMP, "request-cache")
+# A warm engine the user started (`harness engine start`) is never used by the tests' runs; tests that
+# start one set their own folder.
+os.environ["HARNESS_RUNTIME_DIR"] = os.path.join(_VLLM_TMP, "runtime")
 
 from harness.system.procs import guard  # noqa: E402
 
@@ -37,6 +40,29 @@ def engine():
     backend.llm  # start now, so the first test does not carry the start-up time
     yield backend
     backend.close()
+
+
+WARM_ENGINE_FLAGS = ("--dtype", "float32")
+
+
+@pytest.fixture(scope="session")
+def warm_engine(tmp_path_factory):
+    """ONE warm engine (`harness engine start --dtype float32`) for the session, in its own runtime folder:
+    (folder, its state). tests/test_listeners.py reads its sockets; tests/test_warm_engine.py runs against it
+    and finally stops it (`harness engine stop` is one of its tests). Stopped here if still running."""
+    import json
+    import subprocess
+    import sys
+
+    rt = tmp_path_factory.mktemp("warm-rt")
+    env = {**os.environ, "HARNESS_RUNTIME_DIR": str(rt)}
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "engine", "start", *WARM_ENGINE_FLAGS, "--idle", "120"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    yield rt, json.loads((rt / "engine.json").read_text())
+    if (rt / "engine.json").exists():
+        subprocess.run([sys.executable, "-m", "harness.cli", "engine", "stop"], env=env, timeout=120,
+                       capture_output=True)
 
 
 def pytest_sessionfinish(session, exitstatus):

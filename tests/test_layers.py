@@ -21,7 +21,7 @@ LAYERS = [
     ("backends",),
     ("runs",),
     ("reports",),
-    ("api", "cli", "cli_optimize", "lc_export", "__init__", "__main__"),
+    ("api", "cli", "cli_optimize", "cli_engine", "cli_watch", "lc_export", "__init__", "__main__"),
 ]
 
 

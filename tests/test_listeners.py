@@ -189,6 +189,24 @@ def test_offline_engine_listens_on_loopback_only(engine):
     assert _nonlocal(found) == []
 
 
+@pytest.mark.engine
+def test_warm_engine_listens_on_a_private_unix_socket_only(warm_engine):
+    """`harness engine start`'s daemon and its engine: no TCP or UDP socket on a non-loopback address; its
+    own socket is a Unix socket of mode 0600 in a 0700 folder, and the token file is 0600 (docs/security.md)."""
+    import stat
+
+    rt, state = warm_engine
+    procs = tree(int(state["pid"]))
+    found = listeners(procs)
+    print("\nwarm engine listeners:", sorted({(l.proto, l.address, l.port) for l in found}))
+    assert _engine_workers(procs), procs  # the engine runs under the daemon
+    assert _nonlocal(found) == []
+    assert not [l for l in found if l.pid == int(state["pid"])]  # the daemon itself has no TCP/UDP socket
+    sock = rt / "engine.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(rt.stat().st_mode) == 0o700 and stat.S_IMODE((rt / "engine.token").stat().st_mode) == 0o600
+
+
 def test_view_listens_on_loopback_only(tmp_path):
     from harness.reports.view import start_in_thread
 

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 from .engine_versions import check_vllm
 from ..errors import EngineStartError, missing_extra
-from ..system.cpu import has_bf16_matmul
+from ..system.cpu import cuda_available as _cuda_available, has_bf16_matmul
 from ..system.procs import guard
 from ..system.sockets import keep_engine_sockets_local
 from .guided import structured_outputs
@@ -389,11 +389,3 @@ def default_dtype() -> str:
     """bfloat16 on a GPU or a CPU with bf16 matrix instructions, else float32: without them bf16 ran 40x
     slower (docs/engine.md, "The model dtype"). run.json records the choice."""
     return "bfloat16" if _cuda_available() or has_bf16_matmul() else "float32"
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())

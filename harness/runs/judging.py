@@ -26,6 +26,7 @@ from ..backends.chat import message_dicts
 from ..errors import ConfigError
 from ..records import Completion, Message, OutputType, Request, Sampling
 from ..scoring.judge import DEFAULT_SCHEMA, PAIRWISE_SCHEMA, judge_columns
+from ..scoring.verdict_form import verdict_form
 from ..task.tasks import Task
 from ..task.templates import load_template
 
@@ -64,8 +65,21 @@ class Rubric:
 
     @cached_property
     def output_type(self) -> OutputType | None:
-        # key order kept: the verdict's reasoning comes before its score when the schema says so
-        return OutputType("json", json.dumps(self.schema)) if self.task.spec.judge.guided else None
+        """The constraint: the verdict's regex form with fixed separators where the schema compiles
+        (scoring/verdict_form.py; then max_tokens must hold its longest form), else the JSON schema.
+        Key order is kept: the verdict's reasoning comes before its score when the schema says so."""
+        spec = self.task.spec.judge
+        if not spec.guided:
+            return None
+        form = verdict_form(self.schema)
+        if form is None:
+            return OutputType("json", json.dumps(self.schema))
+        if form[1] > spec.max_tokens:
+            raise ConfigError(f"judge.max_tokens {spec.max_tokens} is below the verdict's longest form ({form[1]} "
+                              "tokens), so a long verdict would be cut and not parse", where=str(self.task.file),
+                              field="judge.max_tokens", fix=f"set max_tokens to at least {form[1]}, or lower the "
+                              "schema's maxLength")
+        return OutputType("regex", form[0])
 
     def request(self, key: str, variables: Mapping[str, Any]) -> Request:
         spec = self.task.spec.judge

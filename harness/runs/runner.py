@@ -125,7 +125,7 @@ class _Context:
         self.backend = CachedBackend(engine, RequestCache(spec.cache_dir)) if spec.cache else engine
         self.written: list[dict] = []  # this call's journal entries, so finalize need not read them back
         self.interrupted = False
-        self.failure: BackendError | None = None  # the backend error that stopped the run (the engine is gone)
+        self.failure: BackendError | None = None  # an engine lost mid-run (the warm engine's death)
 
     def execute(self, progress: bool) -> pd.DataFrame:
         pending = self.plan.pending
@@ -145,12 +145,15 @@ class _Context:
             meta["engine_stats"] = stats_delta(stats_before, self.engine.stats())
             preds = finalize(self.run_dir, meta, complete=not self.interrupted,
                              entries=None if self.interrupted else self.previous + self.written)
-        if self.failure is not None:  # one line, exit 2, with the command that completes the run
-            raise BackendError(f"{self.failure.message}; what was done is kept", where=str(self.run_dir),
-                               fix=f"harness run --resume {self.run_dir}") from self.failure
+        if self.failure is not None:  # what is journaled is kept; the same one line, with the resume command
+            raise BackendError(f"{self.failure.message}; the run stopped and what was done is kept",
+                               where=self.failure.where, fix=f"harness run --resume {self.run_dir}")
         if self.interrupted:
             raise RunInterrupted(self.run_dir)
         preds.attrs["run_dir"] = str(self.run_dir)
+        # this spec's units (the folder may hold older ones) and those that ran now: what --watch compares
+        preds.attrs["unit_ids"] = [self.plan.identity[id(u)]["id"] for u in self.units]
+        preds.attrs["ran_ids"] = [self.plan.identity[id(u)]["id"] for u in self.plan.pending]
         return preds
 
     def start(self, pending: list[Unit]) -> bool:
@@ -212,9 +215,8 @@ class _Context:
                 bar.update(len(chunk), sum(len(u.requests) for u in chunk))
         except KeyboardInterrupt:
             self.interrupted = True
-        except BackendError as exc:  # the engine is gone (every replica of a cluster): keep what is journaled
-            self.interrupted = True
-            self.failure = exc
+        except BackendError as exc:  # the engine is gone: stop like an interrupt, then report it (execute)
+            self.interrupted, self.failure = True, exc
         finally:
             gc.unfreeze()
             bar.close()
@@ -257,13 +259,16 @@ class _Context:
                                                 cache_folder=self.backend.cache.folder if self.spec.cache else None)
         except KeyboardInterrupt:
             self.interrupted = True
+        except BackendError as exc:  # the engine lost during the latency measures: as in generate()
+            self.interrupted, self.failure = True, exc
 
 
 def _model_spec(model: str | None, engine: Any) -> str | None:
     """The --model value a resume passes again: 'bundled' for the offline engine's default, a local
     folder made absolute, else what was given (None for a server: it names its model)."""
     if model is None:
-        return "bundled" if engine.spawns_processes else None
+        # the offline engine, started here or held by the warm engine (whose client spawns nothing)
+        return "bundled" if engine.spawns_processes or engine.name in ("vllm", "ray") else None
     return engine.model_path if os.path.isdir(model) else model
 
 

@@ -6,7 +6,7 @@ votes a panel, and reads a pairwise comparison made in both orders.
 
 Default verdict schema (guided decoding makes the engine's output satisfy it):
 
-    {"reasoning": str (at most 400 characters), "score": int 1..5, "pass": bool}
+    {"reasoning": str (at most 200 characters), "score": int 1..5, "pass": bool}
 
 Choices where the issue was silent (docs/judge.md):
 - with a `threshold`, pass = score >= threshold and the judge's own `pass` field is kept as
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-REASONING_MAX = 400
+REASONING_MAX = 200  # with the fixed separators, a default verdict takes at most 244 tokens (verdict_form.py)
 
 DEFAULT_SCHEMA: dict = {
     "type": "object",

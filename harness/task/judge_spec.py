@@ -10,7 +10,7 @@ judge:
                                # (the model being evaluated); a list is a panel (majority vote)
   threshold: 4                 # optional: pass = score >= threshold (else the verdict's own `pass`)
   schema: null                 # optional: a JSON schema (inline or a file) for the verdict; default
-                               # {reasoning: str <= 400 chars, score: int 1..5, pass: bool}
+                               # {reasoning: str <= 200 chars, score: int 1..5, pass: bool}
   guided: true                 # decode the verdict with the schema as a constraint (every verdict parses)
   max_tokens: 256
   temperature: 0.0
