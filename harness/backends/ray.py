@@ -69,13 +69,19 @@ class _Replica:
                       "restarted": bool(ctx.was_current_actor_reconstructed)}
 
     def start(self) -> dict:
-        self.backend.start()
-        return {**self.where, "engine_pids": self.engine_pids()}
+        import threading
 
-    def engine_pids(self) -> list[int]:
+        self.backend.start()
+        engine = self.engine_pids()
+        if engine:  # vLLM 0.32's sync client waits forever once its engine core is gone: watch it here
+            threading.Thread(target=_exit_when_gone, args=(engine,), daemon=True).start()
+        return {**self.where, "engine_pids": sorted(engine)}
+
+    def engine_pids(self) -> dict[int, int]:
+        """{pid: start time} of this replica's engine processes (VLLM::EngineCore, VLLM::Worker)."""
         from ..system.procs import process_tree
 
-        return sorted(process_tree())
+        return {pid: t for pid, t in process_tree().items() if _cmdline(pid).startswith("VLLM")}
 
     def generate(self, requests: Sequence[Request]) -> tuple[list[Completion], float, dict]:
         t0 = time.perf_counter()
@@ -311,6 +317,26 @@ class RayBackend(BackendBase):
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _exit_when_gone(engine: dict[int, int]) -> None:
+    """In a replica: end the actor's process (Ray restarts it) as soon as one of its engine processes is gone.
+    A killed engine core leaves vLLM 0.32's LLM.generate waiting forever (its output thread stops without a
+    word), so the replica cannot learn it from the call it is in."""
+    from ..system.procs import process_tree
+
+    while True:
+        time.sleep(0.5)
+        now = process_tree()
+        if any(now.get(pid) != started for pid, started in engine.items()):
+            os._exit(1)
 
 def _import_ray() -> Any:
     try:
