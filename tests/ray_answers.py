@@ -36,3 +36,29 @@ def make_slow(model, **options):
         return answer(request)
 
     return ScriptedBackend(slow, model_name="scripted-ray")
+
+
+class _HangingEngine(ScriptedBackend):
+    """A stand-in for the vLLM engine of vLLM 0.32 on its one failure that matters here: it has an engine
+    process (`VLLM::FakeCore`), and once that process is killed, `generate` waits forever, as LLM.generate does."""
+
+    def start(self):
+        import subprocess
+
+        from harness.system.procs import guard
+
+        guard()  # as VLLMBackend does: the engine process ends with the replica
+        self.core = subprocess.Popen(["bash", "-c", "exec -a VLLM::FakeCore sleep 100000"])
+
+    def generate(self, requests):
+        import time
+
+        for _ in requests:
+            time.sleep(0.1)
+            while self.core.poll() is not None:  # the engine core is gone: wait forever
+                time.sleep(1)
+        return super().generate(requests)
+
+
+def make_hanging(model, **options):
+    return _HangingEngine(answer, model_name="scripted-ray")

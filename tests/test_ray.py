@@ -122,6 +122,37 @@ def test_a_replica_that_dies_mid_chunk_loses_only_that_chunk(cluster, tmp_path):
     assert len(meta["engine"]["ray"]["retries"]) >= 1
 
 
+def test_a_replica_whose_engine_process_is_killed_mid_chunk_is_restarted_and_its_chunk_resent(cluster, tmp_path):
+    """kill -9 of a replica's engine process while its generate waits on it (vLLM 0.32's LLM.generate then waits
+    forever): the replica's own watch ends the actor, the chunk goes to the other replica, nothing is lost."""
+    import threading
+
+    from ray_answers import make_hanging
+
+    out = tmp_path / "r"
+    killed: list[int] = []
+
+    def kill_one():
+        _wait(lambda: (out / "journal.jsonl").exists() and (out / "journal.jsonl").stat().st_size, 120, "a chunk")
+        core = _wait(lambda: [p for p in marked(cluster.mark) if _cmdline(p).startswith("VLLM::FakeCore")], 30, "core")
+        os.kill(core[0], signal.SIGKILL)
+        killed.append(core[0])
+
+    t = threading.Thread(target=kill_one, daemon=True)
+    t.start()
+    b = RayBackend(None, replicas=2, address=cluster.address, make=make_hanging)
+    try:
+        df = harness.run(["larger_number"], ["zero_shot", "few_shot:k=3"], backend=b, limit=20, out=out,
+                         progress=False, cache=False, chunk_size=2)
+    finally:
+        b.close()
+    t.join(5)
+    entries = _journal(out)
+    ids = [e["u"]["id"] for e in entries]
+    assert killed and len(df) == 40 and len(ids) == 40 and len(set(ids)) == 40
+    assert any(e["w"]["attempt"] == 2 for e in entries), "the lost chunk was not resent"
+
+
 def test_with_every_replica_gone_the_run_stops_with_the_resume_command(cluster, tmp_path):
     (Path(cluster.temp) / "crash" / "always").write_text("")
     b = _scripted(cluster)
