@@ -169,6 +169,53 @@ def test_with_every_replica_gone_the_run_stops_with_the_resume_command(cluster, 
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "interrupted"
 
 
+_SIGNALLED = """
+import sys
+import harness
+from harness.backends.ray import RayBackend
+from harness.runs.runner import RunInterrupted
+from harness.system.procs import exit_code, guard, handle_signals
+from ray_answers import make_slow
+
+if __name__ == "__main__":
+    handle_signals()  # as `harness run` does
+    guard()
+    backend = RayBackend(None, replicas=2, address="local", make=make_slow)
+    try:
+        harness.run(["larger_number"], ["zero_shot", "few_shot:k=3"], backend=backend, limit=40, out=sys.argv[1],
+                    progress=False, cache=False, chunk_size=4)
+    except RunInterrupted:
+        backend.close()
+        sys.exit(exit_code())
+    backend.close()
+"""
+
+
+def test_sigterm_on_a_local_cluster_leaves_no_process_with_scripted_replicas(tmp_path):
+    """The local cluster the backend starts (GCS, raylet, workers, both replicas) is gone 10 s after SIGTERM, and
+    ray.init's own SIGTERM handler did not replace the harness's (exit 143, the run folder says interrupted)."""
+    script, out = tmp_path / "run.py", tmp_path / "r"
+    script.write_text(_SIGNALLED)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent), "RAY_DISABLE_USAGE_STATS": "1"}
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_AUTH_MODE", None)
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: (out / "journal.jsonl").exists() and (out / "journal.jsonl").stat().st_size, 180, "a chunk")
+        recorded = proctree.tree(proc.pid)
+        assert any("raylet" in _cmdline(p) for p in recorded) and sum("_Replica" in _cmdline(p) for p in recorded) == 2
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    time.sleep(10)
+    assert not proctree.alive(recorded), [(p, _cmdline(p)) for p in proctree.alive(recorded)]
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert 0 < len(_journal(out)) < 80
+
+
 @pytest.mark.parametrize("flags, needle", [
     (["--backend", "ray", "--replicas", "0"], "--replicas"),
     (["--backend", "ray", "--ray-address", "127.0.0.1:9"], "--ray-address"),
