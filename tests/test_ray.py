@@ -216,12 +216,20 @@ def test_sigterm_on_a_local_cluster_leaves_no_process_with_scripted_replicas(tmp
     assert 0 < len(_journal(out)) < 80
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--backend", "ray", "--replicas", "0"], "--replicas"),
-    (["--backend", "ray", "--ray-address", "127.0.0.1:9"], "--ray-address"),
-    (["--backend", "ray", "--ray-address", "nohost"], "--ray-address"),
-    (["--replicas", "2"], "--replicas"),
-])
+BAD = {  # docs/bad-input.md, "--backend ray"
+    "ray-replicas-zero": (["--backend", "ray", "--replicas", "0"], "--replicas"),
+    "ray-address-closed": (["--backend", "ray", "--ray-address", "127.0.0.1:9"], "nothing answers at 127.0.0.1:9"),
+    "ray-address-malformed": (["--backend", "ray", "--ray-address", "nohost"], "--ray-address"),
+    "ray-flag-without-backend": (["--replicas", "2"], "--replicas needs --backend ray"),
+}
+
+
+def test_docs_bad_input_lists_the_ray_cases():
+    doc = (ROOT / "docs" / "bad-input.md").read_text()
+    assert [c for c in BAD if f"`{c}`" not in doc] == []
+
+
+@pytest.mark.parametrize("flags, needle", list(BAD.values()), ids=list(BAD))
 def test_bad_ray_flags_are_one_line_exit_2(tmp_path, flags, needle):
     res = subprocess.run([HARNESS, "run", "--task", "larger_number", "--strategy", "zero_shot", "--limit", "2",
                           "--no-cache", "--out", str(tmp_path / "r"), *flags], capture_output=True, text=True,
