@@ -24,9 +24,7 @@ if importlib.util.find_spec("ray") is None:  # not imported here: Ray reads its 
                 allow_module_level=True)
 
 import harness  # noqa: E402
-from harness.backends.ray import RayBackend
 from harness.backends.routing import Router, chunk_key, prefix_key  # noqa: E402
-from harness.errors import BackendError  # noqa: E402
 from harness.records import Message, Request  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,12 +39,9 @@ STRATS = ["zero_shot", "few_shot:k=3", "self_consistency:k=3"]
 
 @pytest.fixture(scope="module")
 def cluster():
+    """This process never joins the cluster (its token is in c.env only): every driver is a subprocess with c.env."""
     c = Cluster(nodes=2, cpus_per_node=1)
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    os.environ.update({k: c.env[k] for k in saved})  # this process joins it as a driver (scripted tests)
     yield c
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     left = c.stop()
     assert not left, f"processes of the test cluster outlived it: {left}"
 
@@ -55,10 +50,19 @@ def _journal(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "journal.jsonl").read_text().splitlines() if line.strip()]
 
 
-def _scripted(cluster, **kw) -> RayBackend:
-    from ray_answers import make
+def _drive(cluster, out: Path, tasks: list[str], strategies: list[str], *, limit: int, chunk_size: int,
+           make: str = "make", timeout: float = 300) -> subprocess.CompletedProcess:
+    """A scripted run on the cluster by tests/ray_driver.py, in a process with the cluster's token in its
+    environment before Ray is imported (in pytest an earlier test may have imported it via vLLM): exit 0 when
+    the run completes, 3 with the BackendError's line last on stderr."""
+    args = {"address": cluster.address, "tasks": tasks, "strategies": strategies, "limit": limit,
+            "chunk_size": chunk_size, "make": make, "out": str(out)}
+    return subprocess.run([sys.executable, str(Path(__file__).with_name("ray_driver.py")), json.dumps(args)],
+                          env=cluster.env, capture_output=True, text=True, timeout=timeout)
 
-    return RayBackend(None, replicas=2, address=cluster.address, make=make, **kw)
+
+def _rows(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "predictions.parquet")
 
 
 # --------------------------------------------------------------------------- routing (pure)
@@ -90,13 +94,10 @@ def test_router_keeps_a_prefix_on_its_replica_until_that_replica_falls_behind():
 # --------------------------------------------------------------------------- scripted replicas on the cluster
 
 def test_a_scripted_run_spreads_over_both_nodes_and_journals_where(cluster, tmp_path):
-    b = _scripted(cluster)
-    try:
-        df = harness.run(["larger_number"], ["zero_shot", "few_shot:k=2", "few_shot:k=3"], backend=b, limit=8,
-                         out=tmp_path / "r", progress=False, cache=False, chunk_size=4)
-    finally:
-        b.close()
-    entries = _journal(tmp_path / "r")
+    res = _drive(cluster, tmp_path / "r", ["larger_number"], ["zero_shot", "few_shot:k=2", "few_shot:k=3"], limit=8,
+                 chunk_size=4)
+    assert res.returncode == 0, res.stderr[-3000:]
+    df, entries = _rows(tmp_path / "r"), _journal(tmp_path / "r")
     assert len(df) == 24 and len(entries) == 24 and df["error"].isna().all()
     assert {e["w"]["replica"] for e in entries} == {0, 1}
     assert len({e["w"]["node"] for e in entries}) == 2  # one replica per 1-CPU node
@@ -107,13 +108,10 @@ def test_a_scripted_run_spreads_over_both_nodes_and_journals_where(cluster, tmp_
 
 def test_a_replica_that_dies_mid_chunk_loses_only_that_chunk(cluster, tmp_path):
     (Path(cluster.temp) / "crash" / "once").write_text("")
-    b = _scripted(cluster)
-    try:
-        df = harness.run(["larger_number"], ["zero_shot", "few_shot:k=3"], backend=b, limit=20,
-                         out=tmp_path / "r", progress=False, cache=False, chunk_size=4)
-    finally:
-        b.close()
-    entries = _journal(tmp_path / "r")
+    res = _drive(cluster, tmp_path / "r", ["larger_number"], ["zero_shot", "few_shot:k=3"], limit=20, chunk_size=4)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (Path(cluster.temp) / "crash" / "once").exists()  # a replica did die on the chunk holding 13
+    df, entries = _rows(tmp_path / "r"), _journal(tmp_path / "r")
     ids = [e["u"]["id"] for e in entries]
     assert len(df) == 40 and len(ids) == 40 and len(set(ids)) == 40  # every unit once
     retried = [e for e in entries if e["w"]["attempt"] == 2]
@@ -127,8 +125,6 @@ def test_a_replica_whose_engine_process_is_killed_mid_chunk_is_restarted_and_its
     forever): the replica's own watch ends the actor, the chunk goes to the other replica, nothing is lost."""
     import threading
 
-    from ray_answers import make_hanging
-
     out = tmp_path / "r"
     killed: list[int] = []
 
@@ -138,16 +134,13 @@ def test_a_replica_whose_engine_process_is_killed_mid_chunk_is_restarted_and_its
         os.kill(core[0], signal.SIGKILL)
         killed.append(core[0])
 
-    t = threading.Thread(target=kill_one, daemon=True)
+    t = threading.Thread(target=kill_one, daemon=True)  # here, in pytest: it only reads /proc and the journal
     t.start()
-    b = RayBackend(None, replicas=2, address=cluster.address, make=make_hanging)
-    try:
-        df = harness.run(["larger_number"], ["zero_shot", "few_shot:k=3"], backend=b, limit=20, out=out,
-                         progress=False, cache=False, chunk_size=2)
-    finally:
-        b.close()
+    res = _drive(cluster, out, ["larger_number"], ["zero_shot", "few_shot:k=3"], limit=20, chunk_size=2,
+                 make="make_hanging")
     t.join(5)
-    entries = _journal(out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    df, entries = _rows(out), _journal(out)
     ids = [e["u"]["id"] for e in entries]
     assert killed and len(df) == 40 and len(ids) == 40 and len(set(ids)) == 40
     assert any(e["w"]["attempt"] == 2 for e in entries), "the lost chunk was not resent"
@@ -155,15 +148,13 @@ def test_a_replica_whose_engine_process_is_killed_mid_chunk_is_restarted_and_its
 
 def test_with_every_replica_gone_the_run_stops_with_the_resume_command(cluster, tmp_path):
     (Path(cluster.temp) / "crash" / "always").write_text("")
-    b = _scripted(cluster)
     try:
-        with pytest.raises(BackendError) as err:
-            harness.run(["larger_number"], ["zero_shot"], backend=b, limit=20, out=tmp_path / "r", progress=False,
-                        cache=False, chunk_size=4)
+        res = _drive(cluster, tmp_path / "r", ["larger_number"], ["zero_shot"], limit=20, chunk_size=4)
     finally:
-        b.close()
         (Path(cluster.temp) / "crash" / "always").unlink()
-    assert f"harness run --resume {tmp_path / 'r'}" in err.value.one_line()
+    assert res.returncode == 3, res.stderr[-3000:]  # the driver's BackendError
+    line = [ln for ln in res.stderr.splitlines() if ln.strip()][-1]  # err.one_line()
+    assert f"harness run --resume {tmp_path / 'r'}" in line, res.stderr[-3000:]
     kept = _journal(tmp_path / "r")
     assert 0 < len(kept) < 20  # what was done is kept
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "interrupted"
