@@ -67,6 +67,7 @@ def make_here(directory: Path, names: list[str]) -> None:
     """Compute the matrices' run folders that are not complete yet, on ONE engine started once
     (the caller holds the shared engine lock). Each folder is an ordinary run folder: the same as
     `harness run <its arguments> --data-dir DATA --limit 400 --seed 0 --out FOLDER`."""
+    from bench.common import DATA
     from harness.api import run
     from harness.backends.vllm import VLLMBackend
 
@@ -80,7 +81,7 @@ def make_here(directory: Path, names: list[str]) -> None:
                     continue
                 tasks, strategies = _plan(args)
                 start = time.perf_counter()
-                run(tasks, strategies, backend=engine, out=out, limit=LIMIT, seed=0, data_dir=_data_dir(),
+                run(tasks, strategies, backend=engine, out=out, limit=LIMIT, seed=0, data_dir=DATA,
                     progress=False, latency_calibration=0, latency_probe=0)
                 print(f"{out}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     finally:

@@ -130,6 +130,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="the bundled model as a judge: parse failures, quality, flip rate")
     ap.add_argument("--n", type=int, default=int(os.environ.get("JUDGE_MEASURE_N", 1000)))
     ap.add_argument("--pairs", type=int, default=100)
+    ap.add_argument("--free-n", type=int, default=None,
+                    help="unguided phase on the first N of the same items (default: all); unguided verdicts run "
+                         "to max_tokens far more often, so all 1,000 take several times the guided phase")
     ap.add_argument("--skip", nargs="*", default=[], choices=["guided", "free", "pairwise"])
     ap.add_argument("--out")
     a = ap.parse_args(argv)
@@ -145,7 +148,8 @@ def main(argv=None) -> int:
         res["engine_start_s"] = round(time.perf_counter() - t0, 1)
         judges = Judges(run_backend=engine, run_model_spec="bundled")
         phases = [("guided", lambda: grade(items, tasks, judges)), ("pairwise", lambda: pairwise(a.pairs, judges)),
-                  ("free", lambda: grade(items, {k: unguided(t) for k, t in tasks.items()}, judges))]
+                  ("free", lambda: grade(items[:a.free_n or len(items)], {k: unguided(t) for k, t in tasks.items()},
+                                         judges))]
         for name, fn in phases:  # each phase's result is saved as soon as it exists
             if name in a.skip:
                 continue

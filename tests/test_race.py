@@ -180,3 +180,33 @@ def test_docstring_examples():
 
     for module in (harness.stats.race, harness.stats.sequences):
         assert doctest.testmod(module).failed == 0
+
+
+def test_bench_race_make_runs_every_folder_on_the_shared_data_with_one_engine(tmp_path, monkeypatch):
+    """`python -m bench.race --make` computes each matrix folder with the run's arguments on the shared data
+    (it once named a helper that a refactor had removed, and failed before its first run)."""
+    import harness.api
+    import harness.backends.vllm
+    from bench import race as bench_race
+    from bench.common import DATA
+
+    calls, engines = [], []
+
+    class Engine:
+        def __init__(self, model):
+            engines.append(self)
+            self.closed = False
+
+        def close(self):
+            self.closed = True
+
+    def fake_run(tasks, strategies, **kw):
+        calls.append((tasks, strategies, kw))
+
+    monkeypatch.setattr(harness.backends.vllm, "VLLMBackend", Engine)
+    monkeypatch.setattr(harness.api, "run", fake_run)
+    bench_race.make_here(tmp_path, ["piqa"])
+    assert len(engines) == 1 and engines[0].closed
+    [(tasks, strategies, kw)] = calls
+    assert tasks == ["piqa"] and "few_shot:k={1,3,5}" in strategies
+    assert kw["data_dir"] == DATA and kw["limit"] == bench_race.LIMIT and kw["out"] == tmp_path / "piqa"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..system.paths import runtime_dir
+from ..system.procs import proc_stat
 
 SOCKET, TOKEN, STATE, LOG = "engine.sock", "engine.token", "engine.json", "engine.log"
 MAX_FRAME = 1 << 31
@@ -122,13 +123,8 @@ def remove_files(folder: Path | None = None, *, keep_log: bool = True) -> None:
 def start_time(pid: int) -> int | None:
     """The process's start time (clock ticks after boot), None when it is gone or a zombie: with the pid it
     names one process, so a pid reused by another program is never taken for the engine."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    rest = text[text.rindex(")") + 2:].split()
-    return None if rest[0] in ("Z", "X") else int(rest[19])
+    st = proc_stat(pid)
+    return None if st is None or st[0] in ("Z", "X") else st[2]
 
 
 def alive(state: dict | None) -> bool:

@@ -60,6 +60,18 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def proc_stat(pid: int | str) -> tuple[str, int, int] | None:
+    """(state, ppid, start time in clock ticks after boot) of a process from /proc, None when it is gone.
+    With the pid, the start time names one process: a pid reused by another program differs in it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode(errors="replace")
+        rest = text[text.rindex(")") + 2:].split()
+        return rest[0], int(rest[1]), int(rest[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def process_tree(root: int | None = None) -> dict[int, int]:
     """{pid: start time} of every live (not zombie) process below `root` (default: this process), read
     from /proc; empty where there is no /proc. (The watchdog keeps its own copy: it imports nothing.)"""
@@ -69,14 +81,9 @@ def process_tree(root: int | None = None) -> dict[int, int]:
     except OSError:
         return {}
     for name in names:
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                text = f.read().decode(errors="replace")
-            rest = text[text.rindex(")") + 2:].split()
-        except (OSError, ValueError):
-            continue
-        if rest[0] != "Z":  # a zombie is dead (nobody reaped it yet)
-            kids.setdefault(int(rest[1]), []).append((int(name), int(rest[19])))
+        st = proc_stat(name)
+        if st is not None and st[0] != "Z":  # a zombie is dead (nobody reaped it yet)
+            kids.setdefault(st[1], []).append((int(name), st[2]))
     out: dict[int, int] = {}
     todo = [os.getpid() if root is None else root]
     while todo:
