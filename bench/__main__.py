@@ -18,7 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B128", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY", "DEFAULTS", "WARM")
+GROUPS = ("P5", "P1", "P2", "P3", "P4", "SPEC", "B128", "COMPILE", "CTX", "PROBE", "P7", "P6", "PARITY", "DEFAULTS", "WARM",
+          "RAY")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,13 +45,13 @@ def _baseline(rev: str, tmp: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default=None, help=f"comma-separated groups: {','.join(GROUPS)}")
+    p.add_argument("--only", default=None, help=f"comma-separated groups: {','.join(GROUPS)} (RAY only when named)")
     p.add_argument("--quick", action="store_true", help="smaller sizes; skips the compiled, block-128 and guidance engines and CTX (~5 min)")
     p.add_argument("--out", default=None, help="JSON file (default results/bench-<timestamp>.json)")
     p.add_argument("--p5-before", default=None, metavar="REV",
                    help="also run P5 on the harness of git revision REV (e.g. HEAD) for before/after")
     a = p.parse_args(argv)
-    only = set(GROUPS) if not a.only else {x.strip().upper() for x in a.only.split(",") if x.strip()}
+    only = set(GROUPS) - {"RAY"} if not a.only else {x.strip().upper() for x in a.only.split(",") if x.strip()}
     unknown = only - set(GROUPS)
     if unknown:
         p.error(f"unknown group(s) {', '.join(sorted(unknown))}; choose from {', '.join(GROUPS)}")
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         if "WARM" in only:  # issue 27: a whole run cold vs with the warm engine (bench/warm.py)
             from . import warm
             rows.extend(warm.run(quick=a.quick, folder=tmp, log=lambda m: print(m, file=sys.stderr, flush=True)))
+            save("running")
+        if "RAY" in only:  # issue 26: --backend ray against the offline engine (bench/ray.py)
+            from . import ray as ray_bench
+            rows.extend(ray_bench.run(quick=a.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
             save("running")
         if "P7" in only:
             from . import server

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .backends import backend_class
 from .backends.base import Backend
-from .backends.options import backend_namespace, engine_call
+from .backends.options import RAY_OPTIONS, backend_namespace, engine_call
 from .errors import ConfigError
 from .runs.multimodel import run_spec as _run_models
 from .runs.runner import RunInterrupted
@@ -229,6 +229,9 @@ def spec_backends(spec: RunSpec, given: Backend | None = None):
         if spec.backend == "vllm" and (opts.get("base_url") or opts.get("langchain_model")):
             raise ConfigError("--base-url / --langchain-model need --backend openai / langchain", field="--backend",
                               fix="add --backend openai (or langchain)")
+        if spec.backend != "ray" and (given_ray := [k for k in RAY_OPTIONS if opts.get(k) is not None]):
+            flag = "--" + given_ray[0].replace("_", "-")
+            raise ConfigError(f"{flag} needs --backend ray", field=flag, fix="add --backend ray, or drop " + flag)
         if url:
             opts["base_url"] = [url]
         cls = backend_class(spec.backend)

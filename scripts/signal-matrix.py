@@ -1,7 +1,8 @@
 """The signal matrix on the real engine: SIGINT / SIGTERM / SIGKILL x {harness run (offline), harness run
---backend openai against harness serve, harness serve} x {during engine start, mid-run, during finalize}.
+--backend openai against harness serve, harness serve, harness run --backend ray --replicas 2 --ray-address local}
+x {during engine start, mid-run, during finalize}.
 
-    python scripts/signal-matrix.py [--only offline,openai,serve] [--signals INT,TERM,KILL]
+    python scripts/signal-matrix.py [--only offline,openai,serve,ray] [--signals INT,TERM,KILL]
                                     [--timings start,mid,finalize] [--limit 12] [--json FILE] [--table]
 
 For each case it records the command's process tree while it runs (pid + start time, tests/proctree.py),
@@ -96,12 +97,14 @@ def _run_case(kind, sig, timing, *, tmp, limit, url) -> dict:
            str(limit), "--chunk-size", "4", "--no-cache", "--quiet", "--out", str(out)]
     if kind == "openai":
         cmd += ["--backend", "openai", "--base-url", url]
+    if kind == "ray":  # a local cluster of its own: its Ray processes and both replicas' engines are in the tree
+        cmd += ["--backend", "ray", "--replicas", "2", "--ray-address", "local"]
     log = open(tmp / f"{out.name}.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     rec = Recorder(proc.pid)
     if timing == "start":  # openai: no engine; the harness is up (watchdog started) before run.json
         # offline: harness, watchdog, multiprocessing's resource tracker and the engine core being started
-        hit = _wait(lambda: len(tree(proc.pid)) >= (4 if kind == "offline" else 2)
+        hit = _wait(lambda: len(tree(proc.pid)) >= (4 if kind in ("offline", "ray") else 2)
                     and not (out / "run.json").exists(), proc, 300)
     elif timing == "mid":
         hit = _wait(lambda: 4 <= _lines(out) < n, proc, 600)
@@ -183,7 +186,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default="offline,openai,serve")
+    p.add_argument("--only", default="offline,openai,serve", help="add ray for the --backend ray row (the ray extra)")
     p.add_argument("--signals", default="INT,TERM,KILL")
     p.add_argument("--timings", default="start,mid,finalize")
     p.add_argument("--limit", type=int, default=12, help="examples per strategy (2 strategies)")

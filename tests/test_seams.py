@@ -96,7 +96,7 @@ def test_backend_table_names_every_cli_backend():
 
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     choices = next(a.choices for a in run._actions if a.dest == "backend")
-    assert list(choices) == list(BACKENDS) == ["vllm", "openai", "langchain"]
+    assert list(choices) == list(BACKENDS) == ["vllm", "openai", "langchain", "ray"]
     from harness.backends.vllm import VLLMBackend
 
     assert backend_class("vllm") is VLLMBackend
@@ -239,6 +239,12 @@ def test_a_third_party_backend_written_from_the_contract_alone_runs_a_task(tmp_p
             self.events.append(("generate", len(requests)))
             return [Completion(texts=("The answer is yes.",), prompt_tokens=3, completion_tokens=(4,))
                     for _ in requests]
+
+        def generate_chunks(self, chunks):  # one at a time, as BackendBase does
+            from harness.backends.base import ChunkResult
+
+            for i, requests in enumerate(chunks):
+                yield ChunkResult(i, self.generate(requests), 0.0)
 
         def start(self):
             self.events.append(("start",))

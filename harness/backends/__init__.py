@@ -16,6 +16,7 @@ BACKENDS: dict[str, str] = {
     "vllm": "harness.backends.vllm:VLLMBackend",
     "openai": "harness.backends.openai:OpenAIBackend",
     "langchain": "harness.backends.langchain:LangChainBackend",
+    "ray": "harness.backends.ray:RayBackend",
 }
 
 

@@ -14,13 +14,27 @@ that does nothing, so the runner calls it unconditionally and never asks `hasatt
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 from ..records import Completion, Request
 
 # settings that change what a backend answers (part of the cache identity); never a secret
 IDENTITY_SETTINGS = ("backend", "dtype", "enforce_eager", "base_urls", "endpoint", "kv_cache_dtype",
                      "speculative_config")
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """One chunk's answers from `generate_chunks`: its index in the chunks given, one Completion per request,
+    the seconds the engine spent on it, and where it ran (a replica, its node, the attempt: None for one
+    local engine; the runner journals it with the chunk's units)."""
+
+    index: int
+    completions: list[Completion]
+    seconds: float
+    where: dict[str, Any] | None = None
 
 
 @runtime_checkable
@@ -37,6 +51,8 @@ class Backend(Protocol):
     supports_prefix_cache_reset: bool
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]: ...
+
+    def generate_chunks(self, chunks: Iterable[Sequence[Request]]) -> Iterator[ChunkResult]: ...
 
     def quiet(self) -> None: ...
 
@@ -69,6 +85,9 @@ class BackendBase:
     - `supports_prefix_cache_reset`: True when `reset_prefix_cache()` really empties a cache.
     - `quiet()`: no progress bars or logs of the backend's own (the harness shows one bar).
     - `rename(name)`: the display name rows carry (a resume of a folder written before run specs).
+    - `generate_chunks(chunks)`: the run's chunks, answered as each is done (`ChunkResult`, any order); the
+      default answers one at a time, in order, with `generate`. A backend of several engines (ray.py)
+      works on several chunks at once.
     """
 
     name: ClassVar[str] = "backend"
@@ -80,6 +99,12 @@ class BackendBase:
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         raise NotImplementedError
+
+    def generate_chunks(self, chunks: Iterable[Sequence[Request]]) -> Iterator[ChunkResult]:
+        for i, requests in enumerate(chunks):
+            t0 = time.perf_counter()
+            completions = self.generate(requests)
+            yield ChunkResult(i, completions, time.perf_counter() - t0)
 
     def start(self) -> None:
         return None

@@ -15,9 +15,9 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
-from .base import Backend, BackendBase
+from .base import Backend, BackendBase, ChunkResult
 from ..records import Completion, Request
 
 
@@ -132,12 +132,37 @@ class CachedBackend(BackendBase):
         return self.key_identity
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        keys = [request_key(self.key_identity, r) for r in requests]
-        hits = self.cache.get_many(keys)
-        todo = [i for i, k in enumerate(keys) if k not in hits]
-        fresh = self.backend.generate([requests[i] for i in todo]) if todo else []
-        self.cache.put_many([(keys[i], c) for i, c in zip(todo, fresh)])
-        out: list[Completion | None] = [hits.get(k) for k in keys]
-        for i, c in zip(todo, fresh):
-            out[i] = c
-        return out  # type: ignore[return-value]
+        return next(iter(self.generate_chunks([requests]))).completions
+
+    def generate_chunks(self, chunks: Iterable[Sequence[Request]]) -> Iterator[ChunkResult]:
+        """Each chunk is looked up as the wrapped backend asks for it (so a later chunk finds what an earlier
+        one stored); the misses go to the wrapped backend's `generate_chunks`, a chunk answered wholly from
+        the cache is yielded next to them (seconds 0: no engine time)."""
+        looked: list[tuple[int, list[str], dict[str, Completion], list[int]]] = []
+        ready: list[ChunkResult] = []
+
+        def misses():
+            for n, requests in enumerate(chunks):
+                keys = [request_key(self.key_identity, r) for r in requests]
+                hits = self.cache.get_many(keys)
+                todo = [i for i, k in enumerate(keys) if k not in hits]
+                if todo:
+                    looked.append((n, keys, hits, todo))
+                    yield [requests[i] for i in todo]
+                else:
+                    ready.append(ChunkResult(n, [hits[k] for k in keys], 0.0))
+
+        for res in self.backend.generate_chunks(misses()):
+            yield from _drain(ready)
+            n, keys, hits, todo = looked[res.index]
+            self.cache.put_many([(keys[i], c) for i, c in zip(todo, res.completions)])
+            out: list[Completion | None] = [hits.get(k) for k in keys]
+            for i, c in zip(todo, res.completions):
+                out[i] = c
+            yield ChunkResult(n, out, res.seconds, res.where)  # type: ignore[arg-type]
+        yield from _drain(ready)
+
+
+def _drain(ready: list[ChunkResult]) -> Iterator[ChunkResult]:
+    while ready:
+        yield ready.pop(0)

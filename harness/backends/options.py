@@ -99,7 +99,14 @@ BACKEND_OPTIONS: tuple[Option, ...] = (
     Option("request_timeout", "seconds per request", positive_int),
     Option("max_retries", "retries of a failed request", int),
     Option("langchain_model", "a langchain-core BaseChatModel as MODULE:ATTR (imports MODULE: an explicit opt-in)"),
+    Option("replicas", "--backend ray: engines (Ray actors), each one offline vLLM engine (default 1)", positive_int),
+    Option("ray_address", "--backend ray: HOST:PORT of a Ray cluster, auto (the one `ray start` runs here) or "
+           "local (a cluster of its own, stopped after the run; the default)"),
+    Option("replica_cpus", "--backend ray: CPUs each replica asks Ray for (default 1)", positive_int),
+    Option("replica_gpus", "--backend ray: GPUs each replica asks Ray for (default: tensor x pipeline parallel "
+           "size on a cluster with GPUs, else 0)", int),
 )
+RAY_OPTIONS = ("replicas", "ray_address", "replica_cpus", "replica_gpus")
 BACKEND_DEFAULTS = {"base_url": [], "endpoint": "chat", "structured": "vllm"}
 
 _ENGINE = {o.name: o for o in ENGINE_OPTIONS}

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..backends.base import Backend, check_backend, stats_delta
+from ..backends.base import Backend, ChunkResult, check_backend, stats_delta
 from ..backends.cache import CachedBackend, RequestCache, request_key
 from ..errors import BackendError, ConfigError
 from ..system.procs import check_main_guard, deferred, exit_on_signal, guard, start_note
@@ -207,9 +207,11 @@ class _Context:
         flops_per_token = 2 * info["active_params"] if info.get("active_params") else None
         bar = Progress(len(pending), sum(len(u.requests) for u in pending), enabled=progress)
         gc.freeze()  # the units live for the whole run: full collections need not walk them again
-        try:
-            for chunk in _chunks(pending, max(1, self.chunk_size), by_group=self.spec.split_groups):
-                self.journal_chunk(chunk, meta, cost_fn, flops_per_token)
+        chunks = list(_chunks(pending, max(1, self.chunk_size), by_group=self.spec.split_groups))
+        try:  # one engine call per chunk; a backend of several engines answers them as each is done
+            for res in self.backend.generate_chunks([r for u in chunk for r in u.requests] for chunk in chunks):
+                chunk = chunks[res.index]
+                self.journal_chunk(chunk, res, meta, cost_fn, flops_per_token)
                 bar.update(len(chunk), sum(len(u.requests) for u in chunk))
         except KeyboardInterrupt:
             self.interrupted = True
@@ -219,11 +221,8 @@ class _Context:
             gc.unfreeze()
             bar.close()
 
-    def journal_chunk(self, chunk: list[Unit], meta: dict, cost_fn, flops_per_token) -> None:
-        reqs = [r for u in chunk for r in u.requests]
-        t_call = time.perf_counter()
-        comps = self.backend.generate(reqs)
-        call_s = time.perf_counter() - t_call
+    def journal_chunk(self, chunk: list[Unit], res: ChunkResult, meta: dict, cost_fn, flops_per_token) -> None:
+        comps, call_s = res.completions, res.seconds
         bounds = list(_bounds(chunk))
         fresh = sum(1 for a, b in bounds if not all(c.cached for c in comps[a:b]))
         # the chunk's engine time, split equally over its units (one group's units when split_groups)
@@ -235,6 +234,8 @@ class _Context:
                                     backend=meta["backend"], cost_fn=cost_fn, flops_per_token=flops_per_token,
                                     identity=ident, label=self.plan.labels.get(ident["id"]), engine_s=share,
                                     hourly_usd=self.hourly))
+            if res.where is not None:  # which replica / node answered, and the attempt (ray.py); not a row column
+                entries[-1]["w"] = res.where
         from .judging import judge_entries
         judge_entries(entries, chunk, self.judging)  # tasks with scorer: judge, before the journal
         self.journal.append(entries)
@@ -267,7 +268,7 @@ def _model_spec(model: str | None, engine: Any) -> str | None:
     folder made absolute, else what was given (None for a server: it names its model)."""
     if model is None:
         # the offline engine, started here or held by the warm engine (whose client spawns nothing)
-        return "bundled" if engine.spawns_processes or engine.name == "vllm" else None
+        return "bundled" if engine.spawns_processes or engine.name in ("vllm", "ray") else None
     return engine.model_path if os.path.isdir(model) else model
 
 
