@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--race-batch", type=_positive, default=16, help="items per live cell per look of --race (16)")
     r.add_argument("--max-items", type=_positive, default=None, help="items per cell at which --race stops undecided")
     r.add_argument("--race-budget", type=_positive, default=None, help="sequential halving with N item evaluations")
+    r.add_argument("--race-tie", choices=("leader", "pairs"), default="leader",
+                   help="--race stops with a tie when no remaining cell is --margin better than the leader "
+                        "(leader, default) or when every remaining pair is within --margin (pairs)")
     r.add_argument("--data-dir", default=None, help="folder with the data files of tasks that read files")
     r.add_argument("--out", default=None, help="run folder (default results/<run_id>); an existing one resumes")
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="resume a run folder with its own config")

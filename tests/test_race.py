@@ -80,6 +80,41 @@ def test_identical_cells_tie_within_the_margin():
     assert res.status == "tie" and res.items < 400 and not res.eliminated
 
 
+def test_a_tie_is_the_leader_within_the_margin_of_every_remaining_cell():
+    """tie="leader" stops at the first look where every remaining cell's upper bound against the leader
+    (race.csv's `upper`) is below the margin; tie="pairs" needs every pair inside +-margin, later."""
+    table = _table([0.62, 0.61, 0.60, 0.3], n=400, seed=5, shared=0.9)
+    res = race(table, seed=0, margin=0.05)
+    assert res.status == "tie" and "c3" in res.eliminated and res.best in res.remaining
+    live = res.looks[(res.looks.status == "live") & ~res.looks.leader]
+    worst = live.groupby("look")["upper"].max()     # the bisected bounds: to 2**-14
+    assert worst.iloc[-1] < 0.05 + 1e-4 and (worst.iloc[:-1] >= 0.05 - 1e-4).all()
+    assert (res.best, res.remaining, res.eliminated) == ("c0", ("c0", "c1", "c2"), {"c3": 48})
+    assert race_sentence(res, margin=0.05) == (
+        f"c3 was eliminated after 48 items; c0 leads c1 and c2 after {res.items} items, and none of them is 5 points "
+        "or more better (a tie: c0 is within 5 points of the best)")
+    pairs = race(table, seed=0, margin=0.05, tie="pairs")
+    assert pairs.status == "tie" and pairs.items > res.items
+    assert "are within 5 points of each other" in race_sentence(pairs, margin=0.05, tie="pairs")
+
+
+def test_a_tie_or_winner_names_a_cell_margin_worse_than_the_best_at_most_alpha_of_the_time():
+    """The claim's worst case: cell b is exactly `margin` below a on the pool. Naming b (a tie led by b,
+    or b the winner) is a false claim; it must happen in at most alpha of the races."""
+    rng = np.random.default_rng(11)
+    reps, alpha, n = 300, 0.1, 400
+    wrong = 0
+    for r in range(reps):
+        a = (rng.random(n) < 0.65).astype(float)
+        right, missed = np.flatnonzero(a == 1), np.flatnonzero(a == 0)
+        b = a.copy()
+        b[rng.choice(right, 30, replace=False)] = 0
+        b[rng.choice(missed, 10, replace=False)] = 1                 # a - b = 20 / 400 = margin, 10 % discordant
+        res = race(pd.DataFrame({"a": a, "b": b}), seed=r, alpha=alpha, margin=0.05, bounds=False)
+        wrong += res.status in ("tie", "winner") and res.best == "b"
+    assert wrong / reps <= _mc(alpha, reps)
+
+
 def test_null_races_rarely_claim_a_difference_and_naive_races_often_do():
     """4 relabelled copies of one cell (the same accuracy on the pool): any elimination is false."""
     rng = np.random.default_rng(7)
@@ -170,6 +205,8 @@ def test_bad_input():
         race(table, alpha=0.7)
     with pytest.raises(ValueError, match="margin"):
         race(table, margin=5)
+    with pytest.raises(ValueError, match="tie rule"):
+        race(table, tie="nearest")
 
 
 def test_docstring_examples():

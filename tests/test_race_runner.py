@@ -85,3 +85,38 @@ def test_the_report_of_a_raced_run_has_the_race_section(tmp_path):
     text = md.read_text()
     assert "## Race" in text and "eliminated after" in text and '<section id="race">' in html.read_text()
     assert (tmp_path / "r" / "race.png").stat().st_size > 1000
+
+
+def test_a_resumed_race_keeps_the_tie_rule_it_was_started_with(tmp_path):
+    """race.json records the tie rule; one written before the rule was recorded ("pairs" was the only one)
+    resumes with "pairs", so a resume never changes the decisions of the race it resumes."""
+    spec = dict(tasks=("larger_number",), strategies=tuple(STRATEGIES), limit=160, cache=False)
+    whole = {tie: race_spec(RunSpec.build(**spec, out=str(tmp_path / tie)), {"batch": 16, "tie": tie},
+                            backend=ScriptedBackend(_answer), progress=False).attrs["race"]["larger_number"]
+             for tie in ("leader", "pairs")}
+    assert whole["leader"]["items"] < whole["pairs"]["items"]       # the rules differ on this race
+    with pytest.raises(KeyboardInterrupt):
+        _race(tmp_path / "old", _Stop(stop_at=5))
+    meta = tmp_path / "old" / "race.json"
+    saved = json.loads(meta.read_text())
+    assert saved["settings"]["tie"] == "leader"
+    del saved["settings"]["tie"]                                    # as an older harness wrote it
+    meta.write_text(json.dumps(saved))
+    resumed = _race(tmp_path / "old", ScriptedBackend(_answer)).attrs["race"]["larger_number"]
+    assert resumed == whole["pairs"]
+    assert json.loads(meta.read_text())["settings"]["tie"] == "pairs"
+
+
+@pytest.mark.parametrize("tie", ["leader", "pairs"])
+def test_the_command_line_races_with_the_tie_rule_asked_for(tmp_path, capsys, monkeypatch, tie):
+    from harness.cli import main
+
+    monkeypatch.setattr(harness.api, "spec_backends",
+                        lambda spec, given=None: lambda model, url: (ScriptedBackend(_answer), True))
+    argv = ["run", "--task", "larger_number", *[x for s in STRATEGIES for x in ("--strategy", s)], "--limit", "160",
+            "--race", "--no-cache", "--no-report", "--quiet", "--out", str(tmp_path / "r")]
+    assert main(argv + ([] if tie == "leader" else ["--race-tie", "pairs"])) == 0
+    saved = json.loads((tmp_path / "r" / "race.json").read_text())
+    assert saved["settings"]["tie"] == tie
+    printed = [x for x in capsys.readouterr().out.splitlines() if x.startswith("race: ")]
+    assert printed == [f"race: {saved['tasks']['larger_number']['sentence']}"]

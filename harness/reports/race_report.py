@@ -13,7 +13,8 @@ import pandas as pd
 
 NOTE = ("The race (docs/race.md) compares each live cell with the leader after every batch, on the items both "
         "answered, with an anytime-valid confidence sequence for the difference in accuracy; a cell stops when its "
-        "sequence lies below 0. Every elimination, winner and tie claim is right, all at once, with probability at "
+        "sequence lies below 0; a tie says no remaining cell is the margin or more better than the leader. Every "
+        "elimination, winner and tie claim is right, all at once, with probability at "
         "least 95 % (control 'all'). Bounds: cell − leader at the cell's last look, in accuracy points. "
         "race.png plots the bounds over items.")
 

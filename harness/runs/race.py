@@ -20,23 +20,26 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError
-from ..stats.race import race, race_order, race_sentence
+from ..stats.race import TIES, race, race_order, race_sentence
 from . import runner
 from .results import run_folder, write_frame_atomic, write_json_atomic
 
-SETTINGS = ("mode", "batch", "alpha", "margin", "max_items", "budget", "seed", "control")
+SETTINGS = ("mode", "batch", "alpha", "margin", "max_items", "budget", "seed", "control", "tie")
 
 
 def race_settings(*, batch: int = 16, margin: float = 0.05, max_items: int | None = None,
-                  budget: int | None = None, alpha: float = 0.05, seed: int = 0, control: str = "all") -> dict:
+                  budget: int | None = None, alpha: float = 0.05, seed: int = 0, control: str = "all",
+                  tie: str = "leader") -> dict:
     if batch < 1:
         raise ConfigError(f"must be >= 1, got {batch}", field="--race-batch", fix="give items per cell per look, e.g. 16")
     if not 0 <= margin < 1:
         raise ConfigError(f"must lie in [0, 1), got {margin}", field="--margin", fix="an accuracy difference, e.g. 0.05")
     if budget is not None and budget < 1:
         raise ConfigError(f"must be >= 1, got {budget}", field="--race-budget", fix="total item evaluations")
+    if tie not in TIES:
+        raise ConfigError(f"unknown tie rule {tie!r}", field="tie", fix=f"one of {', '.join(TIES)}")
     return {"mode": "halving" if budget else "sequential", "batch": batch, "alpha": alpha, "margin": margin,
-            "max_items": max_items, "budget": budget, "seed": seed, "control": control}
+            "max_items": max_items, "budget": budget, "seed": seed, "control": control, "tie": tie}
 
 
 def _tables(preds: pd.DataFrame, task: str, items: list, cells: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -55,12 +58,13 @@ def _tables(preds: pd.DataFrame, task: str, items: list, cells: list[str]) -> tu
 
 
 def run_race(spec, backends, *, batch: int = 16, max_items: int | None = None, budget: int | None = None,
-             alpha: float = 0.05, control: str = "all", progress: bool = False,
+             alpha: float = 0.05, control: str = "all", tie: str = "leader", progress: bool = False,
              verbose: bool = False) -> pd.DataFrame:
     """Race the strategies of each task of a RunSpec (one model) and return the predictions (attrs:
     run_dir, race). `backends(model, base_url) -> (backend, owned)` as harness.runs.multimodel takes it;
     the margin is the spec's (the verdicts' margin). Each look runs through `runner.run_model` with the
-    latency probe and calibration off (they would run at every look)."""
+    latency probe and calibration off (they would run at every look). `tie`: "leader" (the leader within the
+    margin of every remaining cell) or "pairs" (every remaining pair within it), harness/stats/race.py."""
     from .multimodel import split_model_spec
     from .suite import resolve_plan
 
@@ -70,11 +74,12 @@ def run_race(spec, backends, *, batch: int = 16, max_items: int | None = None, b
     plan = resolve_plan(spec.tasks, spec.strategies, spec.suite, data_dir=spec.data_dir)
     run_dir = run_folder(spec.out, spec.run_id)
     settings = race_settings(batch=batch, margin=spec.margin, max_items=max_items, budget=budget, alpha=alpha,
-                             seed=spec.seed, control=control)
+                             seed=spec.seed, control=control, tie=tie)
     recorded = run_dir / "race.json"
     if recorded.is_file():  # a resume: the recorded settings, so the decisions are the same
-        settings = {k: json.loads(recorded.read_text(encoding="utf-8"))["settings"].get(k, v)
-                    for k, v in settings.items()}
+        old = json.loads(recorded.read_text(encoding="utf-8"))["settings"]
+        # a race.json without a tie rule was written when "pairs" was the only one
+        settings = {k: old.get(k, "pairs" if k == "tie" else v) for k, v in settings.items()}
     cells, orders = {}, {}
     for task, strats in plan:
         cells[task.name] = [s.spec for s in strats]
@@ -111,11 +116,11 @@ def raced(folder) -> bool:
 
 
 def race_flags(a) -> dict | None:
-    """The CLI's race options (--race, --race-batch, --max-items, --race-budget), or None for an ordinary
+    """The CLI's race options (--race, --race-batch, --max-items, --race-budget, --race-tie), or None for an ordinary
     run; a resumed raced folder races again (its race.json holds the settings)."""
     if not (a.race or a.race_budget or raced(a.resume or a.retry_errors)):
         return None
-    return {"batch": a.race_batch, "max_items": a.max_items, "budget": a.race_budget}
+    return {"batch": a.race_batch, "max_items": a.max_items, "budget": a.race_budget, "tie": a.race_tie}
 
 
 def _replay(preds: pd.DataFrame, orders: dict, cells: dict, settings: dict) -> dict:
@@ -124,14 +129,14 @@ def _replay(preds: pd.DataFrame, orders: dict, cells: dict, settings: dict) -> d
         table, ran = _tables(preds, task, order, cells[task])
         out[task] = race(table, order=order, ran=ran, mode=settings["mode"], batch=settings["batch"],
                          alpha=settings["alpha"], margin=settings["margin"], max_items=settings["max_items"],
-                         budget=settings["budget"], control=settings["control"])
+                         budget=settings["budget"], control=settings["control"], tie=settings["tie"])
     return out
 
 
 def _decision(result, settings: dict) -> dict:
     return {"status": result.status, "winner": result.winner, "best": result.best,
             "remaining": list(result.remaining), "items": result.items, "evaluations": result.evaluations,
-            "eliminated": result.eliminated, "sentence": race_sentence(result, margin=settings["margin"])}
+            "eliminated": result.eliminated, "sentence": race_sentence(result, margin=settings["margin"], tie=settings["tie"])}
 
 
 def _write(run_dir: Path, settings: dict, results: dict) -> None:

@@ -11,8 +11,8 @@ Modes
   with the best running accuracy; every other live cell j is compared with it on the items both
   answered, by the paired anytime-valid confidence sequence of harness/stats/sequences.py for
   Delta_j = acc_j - acc_leader. j is eliminated when the whole sequence lies below 0. The race stops
-  with a **winner** when one cell remains; with a **tie** when every pair of remaining cells has its
-  sequence inside (-margin, +margin); **undecided** at `max_items`.
+  with a **winner** when one cell remains; with a **tie** when no remaining cell can be `margin` or
+  more better than the leader (`tie`, below); **undecided** at `max_items`.
 - "naive": the same race with a fixed-n paired Wald interval at every look (NOT valid: it is here to
   measure how often looking at a fixed-n test after every batch names a false winner).
 - "halving": sequential halving with a fixed budget of item evaluations (Karnin, Koren & Somekh 2013,
@@ -20,24 +20,35 @@ Modes
   floor(budget / (live x rounds)) more items and the better half by accuracy goes on. Always names a
   winner; its error is bounded only by Karnin et al.'s exp(-budget / (8 H2 log2 K)) rate, not by alpha.
 
+The tie (`tie`)
+- "leader" (default): every remaining cell j has upper(Delta_j) < margin: none is `margin` or more
+  better than the leader, so the leader is within `margin` of the best cell (the indifference zone
+  of sequential selection: Bechhofer 1954, Paulson 1964; "epsilon-best" in bandit terms). In the
+  verdicts' words: the leader is non-inferior at `margin` to every remaining cell. It is the same
+  side of the same sequences as an elimination (upper(Delta_j) < 0), tested at +margin.
+- "pairs": every pair of remaining cells has its sequence inside (-margin, +margin): the remaining
+  cells are interchangeable, a stronger claim that costs more items (the rule of races before
+  2026-12-05; a resumed race whose race.json does not name a rule keeps it).
+
 What the sequential race guarantees (`control`; both hold at every look, whenever it stops)
 - control="all" (default): every claim the race makes is right, all at once, with probability
   >= 1 - alpha: each elimination ("j is worse than the leader": acc_j < acc_L), the winner ("better
-  than every other cell"), a tie ("every remaining cell is within margin of every other"). Every
-  claim is read off one side of one pair's sequence: "j < L" is false only if the upper side of
-  Delta_{j,L} missed, "within margin" only if a side missed. Each side of each of the K(K-1)/2 pair
-  sequences is built at alpha / (K(K-1)), time-uniformly (so data-dependent leaders, looks at any
-  time and stopping whenever are covered), and by the union bound over the K(K-1) sides the chance
-  that any side ever misses is at most alpha. Among cells of equal accuracy (the null) a winner is
-  then declared with probability at most alpha.
+  than every other cell"), a tie (the leader within margin of every remaining cell, or every pair
+  within margin). Every claim is read off one side of one pair's sequence: "j < L" is false only if
+  the upper side of Delta_{j,L} missed, "Delta_{j,L} < margin" likewise, "within margin" of a pair
+  only if a side missed. Each side of each of the K(K-1)/2 pair sequences is built at
+  alpha / (K(K-1)), time-uniformly (so data-dependent leaders, looks at any time and stopping
+  whenever are covered), and by the union bound over the K(K-1) sides the chance that any side ever
+  misses is at most alpha. Among cells of equal accuracy (the null) a winner is then declared with
+  probability at most alpha.
 - control="best": the classic racing guarantee (Maron & Moore; successive elimination): a best cell b
-  is eliminated with probability <= alpha. Only the K-1 pairs that involve b matter, each on the side
-  where b's advantage is underestimated: "b < L" needs the upper side of Delta_{b,L} to miss, a
-  sole survivor other than b needs b eliminated, and a tie (every remaining cell within margin of
-  every other, in particular of b) is wrong only if lower(Delta_{j,b}) > -margin >= Delta_{j,b},
-  i.e. again the upper side of Delta_{b,j} missed. So each side is built at alpha / (K-1). Cells
-  tied with b may be eliminated in its favour (a winner among equals is "a best cell"); the
-  sequences are narrower, so the race is cheaper.
+  is eliminated with probability <= alpha, and a tie's leader is within margin of b with probability
+  >= 1 - alpha. Only the K-1 pairs that involve b matter, each on the side where b's advantage is
+  underestimated: "b < L" needs the upper side of Delta_{b,L} to miss, a sole survivor other than b
+  needs b eliminated, and a tie is wrong only if upper(Delta_{b,L}) < margin <= Delta_{b,L} (or, for
+  "pairs", lower(Delta_{j,b}) > -margin >= Delta_{j,b}), i.e. again the upper side of a pair with b
+  missed. So each side is built at alpha / (K-1). Cells tied with b may be eliminated in its favour (a
+  winner among equals is "a best cell"); the sequences are narrower, so the race is cheaper.
 
 Target: by default the finite pool of items the order is drawn from (`population="finite"`: the race
 answers "what would the full run have found", and the sequences shrink to it as the race nears the
@@ -65,6 +76,7 @@ from harness.stats.race_pairs import METHODS, Pairs
 
 MODES = ("sequential", "naive", "halving")
 CONTROLS = ("all", "best", "none")
+TIES = ("leader", "pairs")
 LOOK_COLUMNS = ["look", "mode", "items", "cell", "n", "accuracy", "leader", "diff", "lower", "upper",
                 "status", "event"]
 
@@ -117,7 +129,10 @@ class _Data:
         return tuple(self.order[i] for i in np.flatnonzero((rows < 1).any(axis=1)))
 
 
-def _check(correct: pd.DataFrame, mode: str, batch: int, alpha: float, margin: float, population: str) -> None:
+def _check(correct: pd.DataFrame, mode: str, batch: int, alpha: float, margin: float, population: str,
+           tie: str) -> None:
+    if tie not in TIES:
+        raise ValueError(f"unknown tie rule {tie!r}: one of {', '.join(TIES)}")
     if mode not in MODES:
         raise ValueError(f"unknown race mode {mode!r}: one of {', '.join(MODES)}")
     if correct.shape[1] < 2:
@@ -135,16 +150,18 @@ def _check(correct: pd.DataFrame, mode: str, batch: int, alpha: float, margin: f
 def race(correct: pd.DataFrame, *, order: Sequence | None = None, seed: int = 0, mode: str = "sequential",
          batch: int = 16, alpha: float = 0.05, margin: float = 0.05, max_items: int | None = None,
          budget: int | None = None, population: str = "finite", method: str = "betting",
-         control: str = "all", ran: pd.DataFrame | None = None, bounds: bool = True) -> RaceResult:
+         control: str = "all", tie: str = "leader", ran: pd.DataFrame | None = None,
+         bounds: bool = True) -> RaceResult:
     """Replay a race over `correct` (index: item ids; columns: cells; 1/0, NaN = not run/errored).
 
     `order` (default: `race_order(correct.index, seed)`) is the shared item order; `ran` (default:
     not NaN) says which (item, cell) pairs have run, so that an errored item is not asked again.
-    `max_items` caps the items per cell (default: all); `budget` is halving's item evaluations.
+    `max_items` caps the items per cell (default: all); `budget` is halving's item evaluations;
+    `tie`: when the sequential race stops with a tie (module docstring).
     `method`: the sequence ("betting" or "eb", harness/stats/race_pairs.py); the naive mode always
     uses the fixed-n interval. `bounds=False` leaves the betting bounds out of the looks (faster: the
     decisions never need them)."""
-    _check(correct, mode, batch, alpha, margin, population)
+    _check(correct, mode, batch, alpha, margin, population, tie)
     data = _Data(correct, list(order) if order is not None else race_order(correct.index, seed), ran)
     K, N = len(data.cells), len(data.order)
     cap = N if max_items is None else max(1, min(int(max_items), N))
@@ -161,7 +178,7 @@ def race(correct: pd.DataFrame, *, order: Sequence | None = None, seed: int = 0,
         if budget is None or budget < 1:
             raise ValueError("halving needs a budget: the total item evaluations (e.g. 2 x items x cells)")
         return _halving(data, pairs, cap, budget, max(1, math.ceil(math.log2(K))))
-    return _sequential(data, pairs, cap, batch, margin, mode)
+    return _sequential(data, pairs, cap, batch, mode, tie)
 
 
 def _leader(acc: dict[int, float]) -> int:
@@ -202,7 +219,13 @@ class _Log:
                           next_items=tuple(missing))
 
 
-def _sequential(data: _Data, pairs: Pairs, cap: int, batch: int, margin: float, mode: str) -> RaceResult:
+def _tied(pairs: Pairs, live: list[int], leader: int, end: int, tie: str) -> bool:
+    if tie == "pairs":
+        return all(pairs.within(i, j, end) for i in live for j in live if i < j)
+    return all(pairs.near(c, leader, end) for c in live if c != leader)
+
+
+def _sequential(data: _Data, pairs: Pairs, cap: int, batch: int, mode: str, tie: str) -> RaceResult:
     live, log = list(range(len(data.cells))), _Log(data, mode)
     end, look, leader = 0, 0, 0
     while end < cap:
@@ -220,7 +243,7 @@ def _sequential(data: _Data, pairs: Pairs, cap: int, batch: int, margin: float, 
         live = [c for c in live if c not in events]
         if len(live) == 1:
             return log.result("winner", live[0], live[0], live, end)
-        if all(pairs.within(i, j, end) for i in live for j in live if i < j):
+        if _tied(pairs, live, leader, end, tie):
             return log.result("tie", None, _leader(data.accuracy(end, live)), live, end)
     best = _leader(data.accuracy(end, live)) if end else None
     return log.result("undecided", None, best, live, end)
@@ -253,9 +276,10 @@ def _halving(data: _Data, pairs: Pairs, cap: int, budget: int, rounds: int) -> R
     return log.result("winner", best, best, live, end)
 
 
-def race_sentence(result: RaceResult, *, margin: float = 0.05) -> str:
+def race_sentence(result: RaceResult, *, margin: float = 0.05, tie: str = "leader") -> str:
     """One verdict sentence, e.g. "cot and zero_shot were eliminated after 64 and 128 items;
-    few_shot:k=3 and self_consistency:k=5 are within 5 points after 512 items (undecided at the budget)"."""
+    few_shot:k=3 and self_consistency:k=5 are within 5 points after 512 items (undecided at the budget)".
+    A tie names the leader: with the default rule the claim is "none is `margin` or more better than it"."""
     def names(xs) -> str:
         xs = [str(x) for x in xs]
         return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
@@ -271,7 +295,11 @@ def race_sentence(result: RaceResult, *, margin: float = 0.05) -> str:
     elif result.status == "winner":
         parts.append(f"{result.winner} is the budget's pick after {n} items (no error guarantee)")
     elif result.status == "tie":
-        parts.append(f"{names(rest)} are within {margin * 100:g} points of each other after {n} items (a tie)")
+        m, others = f"{margin * 100:g}", [c for c in rest if c != result.best]
+        verb = "it is not" if len(others) == 1 else "none of them is"
+        parts.append(f"{result.best} leads {names(others)} after {n} items, and {verb} {m} points or more better "
+                     f"(a tie: {result.best} is within {m} points of the best)" if tie == "leader" else
+                     f"{names(rest)} are within {m} points of each other after {n} items (a tie)")
     elif result.status == "undecided":
         parts.append(f"{names(rest)} are not separated after {n} items (undecided at the budget; "
                      f"{result.best} leads)")

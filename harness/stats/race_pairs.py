@@ -110,6 +110,16 @@ class Pairs:
             return -self.margin < lo and hi < self.margin
         return self._ever(seq, "lo>-m", end) and self._ever(seq, "hi<m", end)
 
+    def near(self, i: int, j: int, end: int) -> bool:
+        """upper(Delta_ij) < margin at the look `end`: i is not `margin` or more better than j (one side:
+        the same side as `below`, tested at +margin instead of 0)."""
+        key, flip = self._key(i, j, end)
+        seq = self._seq(key)
+        if self.method != "betting":
+            lo, hi, _ = self.bounds(i, j, end)
+            return hi < self.margin
+        return self._ever(seq, "lo>-m" if flip else "hi<m", end)
+
     def _ever(self, seq: dict, name: str, end: int) -> bool:
         """Did the capital cross at any look up to `end` (the sequence intersected over the looks)?
         Looks only grow, so each (pair, test) remembers how far it has looked."""
