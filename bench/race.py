@@ -1,4 +1,4 @@
-"""python -m bench.race [--matrices DIR] [--orders 1000] [--make] [--out FILE]
+"""python -m bench.race [--matrices DIR] [--orders 1000] [--pool N] [--make] [--out FILE]
 
 The race (harness/stats/race.py) simulated on complete correctness matrices that the harness computed
 once on the real engine: every cell ran on every item, so each of `--orders` random item orders replays
@@ -10,6 +10,8 @@ a race whose full-data answer is known. Per matrix it measures
 - the same race with a fixed-n test at every look ("naive": at the sequence's level, and uncorrected at
   0.05 per test), and sequential halving with the budget the sequential race spends at its median;
 - the null with 2 copies, where a declared winner is exactly one false elimination.
+`--pool N` replays on a pool of N items drawn with replacement from each matrix's rows (a larger pool of
+the same kind of items: the items a race needs depend on the cells' gaps, not on the pool's size).
 No engine runs here. The matrices live outside the repository (default ../race-matrices beside it, or
 HARNESS_RACE_MATRICES); `--make` computes the folders not yet complete, with the arguments in MATRICES
 (each folder an ordinary `harness run` folder, --limit 400 --seed 0; one engine for all, under the
@@ -101,6 +103,14 @@ def load_matrix(folders: list[Path]) -> pd.DataFrame:
     return table[cells].dropna().astype(float)
 
 
+def resample(matrix: pd.DataFrame, items: int, seed: int = 0) -> pd.DataFrame:
+    """A pool of `items` rows drawn with replacement from the matrix's rows (each row one item's answers
+    by every cell, so the cells' joint distribution is kept): what the race does on a larger pool of the
+    same kind of items, without running the engine on more of them."""
+    rows = np.random.default_rng(seed).integers(0, len(matrix), size=items)
+    return matrix.iloc[rows].set_axis([f"r{i}" for i in range(items)])
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     q = np.percentile(values, [5, 25, 50, 75, 95])
     return {"mean": float(np.mean(values)), "p5": q[0], "p25": q[1], "median": q[2], "p75": q[3], "p95": q[4],
@@ -119,14 +129,16 @@ def simulate(matrix: pd.DataFrame, *, orders: int = 1000, alpha: float = 0.05, m
                  "full_winner": str(full.idxmax()), "orders": orders}
     # naive: a fixed-n paired interval at every look, at the sequence's own level (alpha/(K(K-1)) a side),
     # and uncorrected (control="none", 0.025 a side: "significant at 0.05" per test, as users do)
-    variants = {"sequential": ("sequential", alpha, "betting", "all"),
-                "sequential_best": ("sequential", alpha, "betting", "best"),
-                "sequential_eb": ("sequential", alpha, "eb", "all"),
-                "naive": ("naive", alpha, "betting", "all"),
-                "naive_uncorrected": ("naive", alpha, "betting", "none")}
-    for name, (mode, level, method, control) in variants.items():
-        res = [race(matrix, seed=r, mode=mode, method=method, control=control, bounds=False,
-                    **{**kw, "alpha": level}) for r in range(orders)]
+    # tie="pairs": the earlier, stronger tie rule (every remaining pair within the margin)
+    variants = {"sequential": ("sequential", "betting", "all", "leader"),
+                "sequential_best": ("sequential", "betting", "best", "leader"),
+                "sequential_pairs": ("sequential", "betting", "all", "pairs"),
+                "sequential_eb": ("sequential", "eb", "all", "leader"),
+                "naive": ("naive", "betting", "all", "leader"),
+                "naive_uncorrected": ("naive", "betting", "none", "leader")}
+    for name, (mode, method, control, tie) in variants.items():
+        res = [race(matrix, seed=r, mode=mode, method=method, control=control, tie=tie, bounds=False, **kw)
+               for r in range(orders)]
         share = [r.evaluations / (K * N) for r in res]
         out[name] = {
             "pick_within_1pt": float(np.mean([r.best in near for r in res])),
@@ -171,19 +183,21 @@ def table(results: dict[str, dict]) -> str:
     lines = ["| matrix | cells x items | full-data winner | pick within 1 pt (target >= 95 %) "
              "| winner / tie / undecided | evaluations: median (p5-p95), target median <= 50 % "
              "| control='best': pick / median evaluations "
+             "| tie='pairs' (every pair within the margin): pick / median evaluations "
              "| empirical-Bernstein sequence instead: pick / median evaluations "
              "| naive: pick within 1 pt / false winner | naive uncorrected: pick / false winner "
              "| halving at the race's median spend: pick within 1 pt |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         s, n, u, h, b = r["sequential"], r["naive"], r["naive_uncorrected"], r["halving"], r["sequential_eb"]
-        sb = r["sequential_best"]
+        sb, sp = r["sequential_best"], r["sequential_pairs"]
         e = s["evaluations"]
         lines.append(
             f"| {name} | {r['cells']} x {r['items']} | {r['full_winner']} ({pct(r['accuracy'][r['full_winner']])}) "
             f"| {pct(s['pick_within_1pt'])} | {s['winner_declared']:.0%} / {s['tie']:.0%} / {s['undecided']:.0%} "
             f"| {pct(e['median'])} ({e['p5']:.0%}-{e['p95']:.0%}) "
             f"| {pct(sb['pick_within_1pt'])} / {pct(sb['evaluations']['median'])} "
+            f"| {pct(sp['pick_within_1pt'])} / {pct(sp['evaluations']['median'])} "
             f"| {pct(b['pick_within_1pt'])} / {pct(b['evaluations']['median'])} "
             f"| {pct(n['pick_within_1pt'])} / {pct(n['false_winner'])} "
             f"| {pct(u['pick_within_1pt'])} / {pct(u['false_winner'])} "
@@ -217,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--orders", type=int, default=1000, help="random item orders per figure")
     p.add_argument("--make", action="store_true", help="(re)compute the matrices on the real engine first")
     p.add_argument("--make-here", action="store_true", help=argparse.SUPPRESS)  # --make, under the lock
+    p.add_argument("--pool", type=int, help="resample each matrix's items to a pool of this many (bench.race.resample)")
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     a = p.parse_args(argv)
     names = [n for n in a.only.split(",") if n]
@@ -238,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if len(present) < len(folders):  # measured on what is there, and named so
             name = f"{name} (only {', '.join(f.name for f in present)})"
-        folders = present
+        matrix = load_matrix(present)
+        if a.pool:
+            matrix, name = resample(matrix, a.pool), f"{name} (resampled to {a.pool} items)"
         start = time.perf_counter()
-        results[name] = simulate(load_matrix(folders), orders=a.orders)
+        results[name] = simulate(matrix, orders=a.orders)
         results[name]["seconds"] = round(time.perf_counter() - start, 1)
         print(f"{name}: {results[name]['cells']} cells x {results[name]['items']} items, "
               f"{results[name]['seconds']} s", file=sys.stderr, flush=True)
