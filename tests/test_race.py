@@ -247,3 +247,17 @@ def test_bench_race_make_runs_every_folder_on_the_shared_data_with_one_engine(tm
     [(tasks, strategies, kw)] = calls
     assert tasks == ["piqa"] and "few_shot:k={1,3,5}" in strategies
     assert kw["data_dir"] == DATA and kw["limit"] == bench_race.LIMIT and kw["out"] == tmp_path / "piqa"
+
+
+def test_bench_race_pool_resamples_whole_rows():
+    """`python -m bench.race --pool N`: N items drawn with replacement from the matrix's rows, each row one
+    item's answers by every cell (so the cells' agreement, which the paired race depends on, is kept)."""
+    from bench.race import resample
+
+    table = _table([0.7, 0.6, 0.4], n=50, seed=8).assign(row=np.arange(50.0))   # `row` tells whose answers
+    pool = resample(table, 400, seed=1)
+    assert pool.shape == (400, 4) and pool.index.is_unique and list(pool.columns) == list(table.columns)
+    source = table.iloc[pool["row"].astype(int)]
+    assert (source.to_numpy() == pool.to_numpy()).all()                           # whole rows, never mixed
+    assert (pool.mean() - table.mean()).drop("row").abs().max() < 0.1
+    assert resample(table, 400, seed=1).equals(pool) and not resample(table, 400, seed=2).equals(pool)
