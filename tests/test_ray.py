@@ -171,7 +171,7 @@ from ray_answers import make_slow
 if __name__ == "__main__":
     handle_signals()  # as `harness run` does
     guard()
-    backend = RayBackend(None, replicas=2, address="local", make=make_slow)
+    backend = RayBackend(None, replicas=2, address=sys.argv[2] if len(sys.argv) > 2 else "local", make=make_slow)
     try:
         harness.run(["larger_number"], ["zero_shot", "few_shot:k=3"], backend=backend, limit=40, out=sys.argv[1],
                     progress=False, cache=False, chunk_size=4)
@@ -191,20 +191,84 @@ def test_sigterm_on_a_local_cluster_leaves_no_process_with_scripted_replicas(tmp
     env.pop("RAY_AUTH_TOKEN", None)
     env.pop("RAY_AUTH_MODE", None)
     proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait(lambda: (out / "journal.jsonl").exists() and (out / "journal.jsonl").stat().st_size, 180, "a chunk")
-        recorded = proctree.tree(proc.pid)
-        assert any("raylet" in _cmdline(p) for p in recorded) and sum("_Replica" in _cmdline(p) for p in recorded) == 2
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err[-2000:]
-    time.sleep(10)
-    assert not proctree.alive(recorded), [(p, _cmdline(p)) for p in proctree.alive(recorded)]
+    _sigterm_after_a_chunk(proc, out, 180, lambda cmds: any("raylet" in c for c in cmds)
+                           and sum("_Replica" in c for c in cmds) == 2)
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     assert 0 < len(_journal(out)) < 80
+
+
+_BYSTANDER = """
+import sys
+import ray
+
+ray.init(address=sys.argv[1], namespace="other", log_to_driver=False)
+
+
+@ray.remote(num_cpus=0)
+class Bystander:
+    def ping(self):
+        return "pong"
+
+
+if sys.argv[2] == "start":
+    print(ray.get(Bystander.options(name="bystander", lifetime="detached").remote().ping.remote()))
+else:
+    actor = ray.get_actor("bystander")
+    print(ray.get(actor.ping.remote()), sum(1 for n in ray.nodes() if n["Alive"]))
+    ray.kill(actor)
+"""
+
+
+def test_sigterm_on_a_shared_cluster_removes_only_this_runs_actors(cluster, tmp_path):
+    """On a cluster the harness did not start, SIGTERM ends this run's replicas and nothing else: another
+    driver's (detached) actor still answers, both nodes are still up."""
+    bystander, script, out = tmp_path / "bystander.py", tmp_path / "run.py", tmp_path / "r"
+    bystander.write_text(_BYSTANDER)
+    script.write_text(_SIGNALLED)
+    other = subprocess.run([sys.executable, str(bystander), cluster.address, "start"], env=cluster.env,
+                           capture_output=True, text=True, timeout=120)
+    assert other.stdout.strip() == "pong", other.stderr[-2000:]
+
+    def replicas() -> list[int]:
+        return [p for p in cluster.leftovers() if "_Replica" in _cmdline(p)]
+
+    proc = subprocess.Popen([sys.executable, str(script), str(out), cluster.address], env=cluster.env,
+                            stderr=subprocess.PIPE, text=True)
+    _sigterm_after_a_chunk(proc, out, 180, lambda cmds: len(replicas()) == 2)
+    assert replicas() == []
+    after = subprocess.run([sys.executable, str(bystander), cluster.address, "check"], env=cluster.env,
+                           capture_output=True, text=True, timeout=120)
+    assert after.stdout.split() == ["pong", "2"], after.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+
+_INIT_SIGTERM = """
+import os, signal, sys, time
+from harness.backends.ray import _signals_kept
+from harness.system.procs import exit_code, handle_signals
+
+
+def rays(signum, frame):  # what ray.init installs while it starts or joins a cluster
+    sys.exit(signum)
+
+
+handle_signals()  # as `harness run` does
+try:
+    with _signals_kept():
+        signal.signal(signal.SIGTERM, rays)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+except KeyboardInterrupt:
+    print("interrupted", exit_code(), signal.getsignal(signal.SIGTERM) is not rays)
+    sys.exit(exit_code())
+"""
+
+
+def test_sigterm_while_ray_init_runs_is_handled_as_the_harness_handles_it():
+    """The signal matrix's ray row once exited 15 on SIGTERM during engine start: Ray's handler was active inside
+    ray.init. Now the signal reaches the harness's handler (exit 143, the usual interrupted path)."""
+    res = subprocess.run([sys.executable, "-c", _INIT_SIGTERM], capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout.split()) == (143, ["interrupted", "143", "True"]), res.stderr[-2000:]
 
 
 BAD = {  # docs/bad-input.md, "--backend ray"
@@ -236,6 +300,26 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _sigterm_after_a_chunk(proc: subprocess.Popen, out: Path, timeout: float, started) -> str:
+    """Once the run has journaled a first chunk: record its process tree, check `started(command lines)`, send
+    SIGTERM to the harness process alone; it must exit 143 and leave no process of the tree alive 10 s later.
+    Returns its stderr."""
+    try:
+        _wait(lambda: (out / "journal.jsonl").exists() and (out / "journal.jsonl").stat().st_size, timeout,
+              "a first chunk")
+        recorded = proctree.tree(proc.pid)
+        assert started([_cmdline(p) for p in recorded])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    time.sleep(10)
+    assert not proctree.alive(recorded), [(p, _cmdline(p)) for p in proctree.alive(recorded)]
+    return err
 
 
 # --------------------------------------------------------------------------- the real engine in each replica
@@ -317,20 +401,8 @@ def test_sigterm_leaves_no_process_of_the_run_and_the_resume_completes_it(tmp_pa
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
     proc = subprocess.Popen(_ray_run(None, out, "--chunk-size", "2", limit=2, address="local"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait(lambda: (out / "journal.jsonl").exists() and (out / "journal.jsonl").stat().st_size, 400,
-              "a first chunk")
-        recorded = proctree.tree(proc.pid)
-        assert sum("EngineCore" in _cmdline(p) or "VLLM" in _cmdline(p) for p in recorded) >= 2
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err[-2000:]
+    err = _sigterm_after_a_chunk(proc, out, 400, lambda cmds: sum("EngineCore" in c or "VLLM" in c for c in cmds) >= 2)
     assert f"harness run --resume {out}" in err
-    time.sleep(10)
-    assert not proctree.alive(recorded), [(p, _cmdline(p)) for p in proctree.alive(recorded)]
     done = len(_journal(out))
     assert 0 < done < 12
     res = subprocess.run([HARNESS, "run", "--resume", str(out), "--quiet", "--no-report"], env=env,

@@ -79,9 +79,9 @@ class _Replica:
 
     def engine_pids(self) -> dict[int, int]:
         """{pid: start time} of this replica's engine processes (VLLM::EngineCore, VLLM::Worker)."""
-        from ..system.procs import process_tree
+        from ..system.procs import cmdline, process_tree
 
-        return {pid: t for pid, t in process_tree().items() if _cmdline(pid).startswith("VLLM")}
+        return {pid: t for pid, t in process_tree().items() if cmdline(pid).startswith("VLLM")}
 
     def generate(self, requests: Sequence[Request]) -> tuple[list[Completion], float, dict]:
         t0 = time.perf_counter()
@@ -318,14 +318,6 @@ class RayBackend(BackendBase):
 
 # --------------------------------------------------------------------------- helpers
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def _exit_when_gone(engine: dict[int, int]) -> None:
     """In a replica: end the actor's process (Ray restarts it) as soon as one of its engine processes is gone.
     A killed engine core leaves vLLM 0.32's LLM.generate waiting forever (its output thread stops without a
@@ -388,9 +380,16 @@ def _first_line(exc: BaseException) -> str:
 
 @contextmanager
 def _signals_kept():
+    """Around ray.init: its own SIGTERM handler (`sys.exit(signum)`) is active while it runs, so a SIGTERM then
+    ends in SystemExit(15); it is handed to the handler that was there before (the harness's: exit 143 and the
+    resume line, as for any backend), and every handler is put back."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
+    except SystemExit as exc:
+        if exc.code == signal.SIGTERM and callable(saved[signal.SIGTERM]):
+            saved[signal.SIGTERM](signal.SIGTERM, None)
+        raise
     finally:
         for s, h in saved.items():
             if h is not None:

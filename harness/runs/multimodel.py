@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from ..errors import ConfigError
-from ..system.procs import process_tree
+from ..system.procs import cmdline, process_tree
 from .results import write_json_atomic
 from .spec import RunSpec
 
@@ -55,20 +55,12 @@ def _descendants() -> set[tuple[int, int]]:
     return set(process_tree().items())
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def engine_children(before: set[tuple[int, int]] = frozenset()) -> list[int]:  # type: ignore[assignment]
     """PIDs of this process's live descendants that were not there `before` (an engine's core and
     workers), leaving out multiprocessing's resource tracker and the harness's watchdog (both live as
     long as this process)."""
     return sorted(pid for pid, t in _descendants() - set(before)
-                  if not any(k in _cmdline(pid) for k in ("resource_tracker", "_watchdog.py")))
+                  if not any(k in cmdline(pid) for k in ("resource_tracker", "_watchdog.py")))
 
 
 def _wait_children_gone(before, timeout: float = 30.0) -> list[int]:

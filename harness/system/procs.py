@@ -72,6 +72,15 @@ def proc_stat(pid: int | str) -> tuple[str, int, int] | None:
         return None
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line from /proc (arguments joined by spaces), "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def process_tree(root: int | None = None) -> dict[int, int]:
     """{pid: start time} of every live (not zombie) process below `root` (default: this process), read
     from /proc; empty where there is no /proc. (The watchdog keeps its own copy: it imports nothing.)"""
