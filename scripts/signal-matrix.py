@@ -41,6 +41,7 @@ from proctree import Recorder, tree, wait_all_gone  # noqa: E402
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
+RUN_EXIT = {"INT": 130, "TERM": 143, "KILL": -9}  # harness run: 128 + the signal; killed outright: -9
 KEY = ["task", "strategy", "model", "example_id"]
 
 
@@ -123,8 +124,10 @@ def _run_case(kind, sig, timing, *, tmp, limit, url) -> dict:
         r = subprocess.run(again, capture_output=True, text=True, timeout=900)
         rows_ok, rows = _check_rows(out, n) if r.returncode == 0 else (False, f"resume exit {r.returncode}")
         how = "resumed" if meta else "re-run"
+    # the signal's own exit code; 0 only when the run had already ended (a signal during finalize)
+    exited = code == RUN_EXIT[sig] or (timing == "finalize" and code == 0 and how == "complete")
     return {"hit": hit, "exit": code, "alive_10s": left, "status": state, "after": how, "rows": rows,
-            "ok": bool(hit and not left and rows_ok and code != "hung")}
+            "ok": bool(hit and not left and rows_ok and exited)}
 
 
 def _serve_case(sig, timing, tmp) -> dict:
