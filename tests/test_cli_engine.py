@@ -56,14 +56,14 @@ def wait_for_lines(proc, out: Path, at_least: int, timeout: float = 400) -> int:
     pytest.fail("the run wrote nothing to its journal in time")
 
 
-def stop_and_check(pid, proc, rec, sig, group: bool = False) -> int:
-    """Send `sig` to the harness only (or its whole process group), wait for it; every process of its tree
-    must be gone within 10 s."""
+def stop_and_check(pid, proc, rec, sig, log: Path, expect: int, group: bool = False) -> None:
+    """Send `sig` to the harness only (or its whole process group), wait for it; it exits with `expect`
+    (else the log's tail is the message) and every process of its tree is gone within 10 s."""
     (os.killpg if group else os.kill)(pid, sig)
     code = proc.wait(timeout=120)
     left = wait_all_gone(rec.stop(), timeout=10)
     assert not left, f"processes of the run alive 10 s after {sig.name}: {left}"
-    return code
+    assert code == expect, (code, log.read_text(errors="replace")[-4000:])
 
 
 def test_signals_then_resume_gives_exactly_n_rows_under_one_model(tmp_path):
@@ -75,7 +75,7 @@ def test_signals_then_resume_gives_exactly_n_rows_under_one_model(tmp_path):
     # 1. a background job (SIGINT inherited ignored) still stops on SIGINT: journal kept, exit 130
     pid, proc, log, rec = start(first, tmp_path, background_job=True)
     wait_for_lines(proc, out, 4)
-    assert stop_and_check(pid, proc, rec, signal.SIGINT) == 130
+    stop_and_check(pid, proc, rec, signal.SIGINT, log, 130)
     text = log.read_text(errors="replace")
     assert f"harness run --resume {out}" in text
     meta = json.loads((out / "run.json").read_text())
@@ -88,7 +88,7 @@ def test_signals_then_resume_gives_exactly_n_rows_under_one_model(tmp_path):
     # (SIGTERM acts the same way: tests/test_procs.py, tests/test_signal_matrix.py.)
     pid, proc, log, rec = start(resume, tmp_path)
     wait_for_lines(proc, out, journal_lines(out) + 4)
-    assert stop_and_check(pid, proc, rec, signal.SIGINT, group=True) == 130
+    stop_and_check(pid, proc, rec, signal.SIGINT, log, 130, group=True)
     text = log.read_text(errors="replace")
     tail = text.rstrip().splitlines()[-3:]
     assert tail == ["interrupted (SIGINT): what was done is kept. Resume with:", f"  harness run --resume {out}",
@@ -99,7 +99,7 @@ def test_signals_then_resume_gives_exactly_n_rows_under_one_model(tmp_path):
     # 3. SIGKILL of the harness alone: the watchdog removes its engine core and worker
     pid, proc, log, rec = start(resume, tmp_path)
     wait_for_lines(proc, out, journal_lines(out) + 4)
-    assert stop_and_check(pid, proc, rec, signal.SIGKILL) == -signal.SIGKILL
+    stop_and_check(pid, proc, rec, signal.SIGKILL, log, -signal.SIGKILL)
     at_kill = journal_lines(out)
     assert at_kill < N, "the run finished before it could be killed; use a larger limit"
 

@@ -27,9 +27,7 @@ CALIB = 5
 FEW = "few_shot:k=3"
 
 
-@pytest.fixture(scope="module")
-def two_runs(engine, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("measures")
+def _two_runs(engine, tmp) -> dict:
     kw = dict(backend=engine, limit=LIMIT, progress=False, write_report=False, cache=False, latency_probe=PROBE)
     # run a also calibrates the latency model (5 requests), to check its estimates against the direct probe
     harness.run(["person_json"], [FEW, "zero_shot"], out=tmp / "a", latency_calibration=CALIB, **kw)
@@ -42,6 +40,19 @@ def two_runs(engine, tmp_path_factory):
                      "preds": pd.read_parquet(tmp / name / "predictions.parquet"),
                      "run": json.loads((tmp / name / "run.json").read_text())}
     return out
+
+
+@pytest.fixture(scope="module")
+def two_runs(engine, tmp_path_factory):
+    return _two_runs(engine, tmp_path_factory.mktemp("measures"))
+
+
+def _ratios(runs: dict) -> dict[str, float]:
+    a, b = runs["a"]["summary"].loc[("person_json", FEW)], runs["b"]["summary"].loc[("person_json", FEW)]
+    ratios = {col: a[col] / b[col] for col in ("probe_latency_p50_s", "engine_s_per_example")}
+    for col, ratio in ratios.items():
+        print(f"{col}: {a[col]:.3f} vs {b[col]:.3f} (ratio {ratio:.2f})")
+    return ratios
 
 
 def test_probe_rows_are_flagged_and_never_scored(two_runs):
@@ -60,11 +71,14 @@ def test_probe_rows_are_flagged_and_never_scored(two_runs):
     assert (p["cached_prompt_tokens"].fillna(0) == 0).all()  # each probe request paid its whole prompt
 
 
-def test_same_strategy_in_two_runs_agrees_within_20_percent(two_runs):
-    a, b = two_runs["a"]["summary"].loc[("person_json", FEW)], two_runs["b"]["summary"].loc[("person_json", FEW)]
-    ratios = {col: a[col] / b[col] for col in ("probe_latency_p50_s", "engine_s_per_example")}
-    for col, ratio in ratios.items():
-        print(f"{col}: {a[col]:.3f} vs {b[col]:.3f} (ratio {ratio:.2f})")
+def test_same_strategy_in_two_runs_agrees_within_20_percent(engine, two_runs, tmp_path):
+    """A pair of runs a minute apart on a shared 2-core machine: a slow minute once put one engine time 26 %
+    off (1.00 vs 1.26 s; alone right after, 1.07). So a pair outside the bound is measured once more, and the
+    second pair must agree: a harness that timed the queue or the batch mates would miss in both pairs (the
+    bias repeats with the batch), while one noisy minute does not fail the suite."""
+    ratios = _ratios(two_runs)
+    if not all(1 / 1.2 <= r <= 1.2 for r in ratios.values()):
+        ratios = _ratios(_two_runs(engine, tmp_path))
     assert all(1 / 1.2 <= r <= 1.2 for r in ratios.values()), ratios
     # the in-batch time is not a property of the strategy: it is reported apart, under its own name
     assert "batch_latency_p50_s" in two_runs["a"]["summary"].columns

@@ -3,11 +3,14 @@ stand in for vLLM's spawned engine core and worker (the real engine cases are in
 test_signal_matrix.py)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from proctree import Recorder, alive, wait_all_gone
 
@@ -172,3 +175,116 @@ def test_a_signal_during_an_engine_start_exits_at_once_and_takes_the_engine_with
             f"interrupted ({signal.Signals(sig).name}) while the engine started: nothing was written"
         assert proc.stdout.read() == ""
         assert wait_all_gone(rec.stop(), timeout=10) == []
+
+
+# A SIGINT whose KeyboardInterrupt CPython turns into another error. vLLM's offline client waits for the
+# engine's outputs in queue.Queue.get(); when the signal lands while that wait re-acquires the queue's lock
+# (its output thread holding it a moment), threading.Condition.wait gives up the acquire and the `with`
+# block's release raises RuntimeError('release unlocked lock'), the KeyboardInterrupt as its context. CI
+# met it once: `harness run` exited 1 with a traceback instead of 130 with the resume hint
+# (tests/test_cli_engine.py). Here the same lock race is made certain: the putter holds the lock while the
+# signal reaches the waiting main thread, and the handler is slowed so that the putter lets go first.
+LOCK_RACE = """
+import json, queue, signal, sys, threading, time
+from pathlib import Path
+import harness
+from harness.backends.scripted import ScriptedBackend
+from harness.system.procs import exit_code, handle_signals
+
+handle_signals()
+harness_handler = signal.getsignal(signal.SIGINT)
+def slowed(signum, frame):
+    time.sleep(0.3)
+    harness_handler(signum, frame)
+signal.signal(signal.SIGINT, slowed)
+
+def wait_like_vllm():
+    q, main = queue.Queue(), threading.get_ident()
+    def putter():
+        while True:
+            with q.mutex:
+                if q.not_empty._waiters:  # the main thread waits in q.get()
+                    q.queue.append("outputs")
+                    q.not_empty.notify()
+                    time.sleep(0.1)  # it wakes and blocks on the lock held here
+                    signal.pthread_kill(main, signal.SIGINT)
+                    time.sleep(0.1)
+                    return
+            time.sleep(0.01)
+    threading.Thread(target=putter, daemon=True).start()
+    q.get()
+
+class Backend(ScriptedBackend):
+    def generate(self, requests):
+        if len(self.calls) == 1:  # the second chunk
+            wait_like_vllm()
+        return super().generate(requests)
+
+out = Path(sys.argv[1])
+try:
+    harness.run(["coin_flip"], ["zero_shot"], backend=Backend(lambda r: "heads"), limit=8, chunk_size=4,
+                out=out, progress=False, cache=False, write_report=False)
+    print("completed")
+except KeyboardInterrupt as exc:
+    print("interrupted", exit_code(), type(exc).__name__)
+"""
+
+
+def test_a_signal_that_library_code_turns_into_another_error_still_stops_the_run_as_a_signal(tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-c", LOCK_RACE, str(out)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert res.returncode == 0 and res.stdout.split() == ["interrupted", "130", "RunInterrupted"], res.stderr[-3000:]
+    assert "release unlocked lock" not in res.stderr, res.stderr[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "interrupted"
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert len(journal) == 4  # the first chunk is kept; the interrupted one is not journaled
+
+
+def test_interrupted_by_signal_reads_the_exception_chain():
+    from harness.system.procs import interrupted_by_signal
+
+    def raised(fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what came out
+            return exc
+
+    def converted():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("release unlocked lock")
+
+    def converted_quietly():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("cancelled") from None  # the context is kept, only not shown
+
+    def plain():
+        raise RuntimeError("a bug")
+
+    assert interrupted_by_signal(raised(converted)) and interrupted_by_signal(raised(converted_quietly))
+    assert interrupted_by_signal(KeyboardInterrupt())
+    assert not interrupted_by_signal(raised(plain)) and not interrupted_by_signal(None)
+
+
+def test_the_cli_exits_with_the_signal_code_when_a_converted_interrupt_reaches_it(monkeypatch, capsys):
+    from harness import cli
+
+    def converted(a):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("release unlocked lock")
+
+    def bug(a):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "tasks", converted)
+    assert cli.main(["tasks"]) == 130 and "interrupted (SIGINT)" in capsys.readouterr().err
+    monkeypatch.setitem(cli.COMMANDS, "tasks", bug)
+    with pytest.raises(RuntimeError, match="a bug"):  # any other error is still a traceback: a bug shows
+        cli.main(["tasks"])

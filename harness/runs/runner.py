@@ -20,7 +20,7 @@ import pandas as pd
 from ..backends.base import Backend, ChunkResult, check_backend, stats_delta
 from ..backends.cache import CachedBackend, RequestCache, request_key
 from ..errors import BackendError, ConfigError
-from ..system.procs import check_main_guard, deferred, exit_on_signal, guard, start_note
+from ..system.procs import check_main_guard, deferred, exit_on_signal, guard, interrupted_by_signal, start_note
 from ..task.splits import split_task
 from .identity import check_distinct, model_identity, plan_units
 from .provenance import templates_used, versions
@@ -217,6 +217,10 @@ class _Context:
             self.interrupted = True
         except BackendError as exc:  # the engine is gone: stop like an interrupt, then report it (execute)
             self.interrupted, self.failure = True, exc
+        except Exception as exc:  # a signal that library code turned into another error (procs.py)
+            if not interrupted_by_signal(exc):
+                raise
+            self.interrupted = True
         finally:
             gc.unfreeze()
             bar.close()
@@ -261,6 +265,10 @@ class _Context:
             self.interrupted = True
         except BackendError as exc:  # the engine lost during the latency measures: as in generate()
             self.interrupted, self.failure = True, exc
+        except Exception as exc:  # as in generate()
+            if not interrupted_by_signal(exc):
+                raise
+            self.interrupted = True
 
 
 def _model_spec(model: str | None, engine: Any) -> str | None:

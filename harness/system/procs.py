@@ -174,6 +174,22 @@ def handle_signals() -> None:
         pass
 
 
+def interrupted_by_signal(exc: BaseException | None) -> bool:
+    """True when `exc` is a KeyboardInterrupt or was raised while one was being handled (one is in its
+    chain). A KeyboardInterrupt that lands inside library code can come out as another error: in CPython
+    3.11's threading.Condition.wait (under queue.Queue.get, where vLLM's offline client waits for the
+    engine's outputs) it can interrupt the lock's re-acquire, and the `with` block's release then raises
+    RuntimeError('release unlocked lock') with the KeyboardInterrupt as its context. Such an error is the
+    signal's doing: the run stops as it does for the signal."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def exit_code() -> int:
     return 128 + (_STATE["signum"] or signal.SIGINT)
 
