@@ -180,10 +180,11 @@ def test_a_signal_during_an_engine_start_exits_at_once_and_takes_the_engine_with
 # A SIGINT whose KeyboardInterrupt CPython turns into another error. vLLM's offline client waits for the
 # engine's outputs in queue.Queue.get(); when the signal lands while that wait re-acquires the queue's lock
 # (its output thread holding it a moment), threading.Condition.wait gives up the acquire and the `with`
-# block's release raises RuntimeError('release unlocked lock'), the KeyboardInterrupt as its context. CI
-# met it once: `harness run` exited 1 with a traceback instead of 130 with the resume hint
-# (tests/test_cli_engine.py). Here the same lock race is made certain: the putter holds the lock while the
-# signal reaches the waiting main thread, and the handler is slowed so that the putter lets go first.
+# block's release raises RuntimeError('release unlocked lock'), the KeyboardInterrupt as its context, and
+# `harness run` exited 1 with a traceback instead of 130 with the resume hint (as CI's run of
+# tests/test_cli_engine.py once did, its log not kept). Here the same lock race is made certain: the putter
+# holds the lock while the signal reaches the waiting main thread, and the handler is slowed so that the
+# putter lets go first.
 LOCK_RACE = """
 import json, queue, signal, sys, threading, time
 from pathlib import Path
