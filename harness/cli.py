@@ -255,9 +255,7 @@ def cmd_run(a) -> int:
     if not a.no_report:
         from .api import write_report_safely
         write_report_safely(run_dir, margin=_points(a.margin))
-    print_summary(run_dir)
-    for sentence in (d["sentence"] for d in preds.attrs.get("race", {}).values()):
-        print(f"race: {sentence}")
+    print_summary(run_dir)  # a raced run's decisions first (harness/reports/race_report.py)
     print(run_dir)
     return 0
 

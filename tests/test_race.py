@@ -92,7 +92,7 @@ def test_a_tie_is_the_leader_within_the_margin_of_every_remaining_cell():
     assert (res.best, res.remaining, res.eliminated) == ("c0", ("c0", "c1", "c2"), {"c3": 48})
     assert race_sentence(res, margin=0.05) == (
         f"c3 was eliminated after 48 items; c0 leads c1 and c2 after {res.items} items, and none of them is 5 points "
-        "or more better (a tie: c0 is within 5 points of the best)")
+        "or more better than c0 (a tie: c0 is within 5 points of the best)")
     pairs = race(table, seed=0, margin=0.05, tie="pairs")
     assert pairs.status == "tie" and pairs.items > res.items
     assert "are within 5 points of each other" in race_sentence(pairs, margin=0.05, tie="pairs")

@@ -84,6 +84,9 @@ def test_the_report_of_a_raced_run_has_the_race_section(tmp_path):
     html, md = write_report(tmp_path / "r")[:2]
     text = md.read_text()
     assert "## Race" in text and "eliminated after" in text and '<section id="race">' in html.read_text()
+    verdict = text.split("## Verdict")[1].split("##")[0].strip().splitlines()
+    assert verdict[0].startswith("- race on larger_number: ") and "eliminated after" in verdict[0]
+    assert all(x.startswith("- Fixed-n reading, approximate") for x in verdict[1:] if x.startswith("- ")), verdict
     assert (tmp_path / "r" / "race.png").stat().st_size > 1000
 
 
@@ -118,5 +121,10 @@ def test_the_command_line_races_with_the_tie_rule_asked_for(tmp_path, capsys, mo
     assert main(argv + ([] if tie == "leader" else ["--race-tie", "pairs"])) == 0
     saved = json.loads((tmp_path / "r" / "race.json").read_text())
     assert saved["settings"]["tie"] == tie
-    printed = [x for x in capsys.readouterr().out.splitlines() if x.startswith("race: ")]
-    assert printed == [f"race: {saved['tasks']['larger_number']['sentence']}"]
+    out = capsys.readouterr().out.splitlines()
+    # the race's decision first, then the fixed-n verdict marked approximate, then the run folder
+    first = next(i for i, x in enumerate(out) if x.startswith("race on "))
+    assert out[first] == f"race on larger_number: {saved['tasks']['larger_number']['sentence']}"
+    assert out[first + 1].startswith("Fixed-n reading, approximate after the race's stop (the race decides): On "
+                                     "larger_number"), out
+    assert out[-1] == str(tmp_path / "r")

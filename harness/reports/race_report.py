@@ -19,6 +19,28 @@ NOTE = ("The race (docs/race.md) compares each live cell with the leader after e
         "race.png plots the bounds over items.")
 
 
+FIXED_N = "Fixed-n reading, approximate after the race's stop (the race decides): "
+
+
+def race_decisions(run_dir: Path) -> dict[str, str]:
+    """{task: the race's decision sentence} of a raced run folder ({} for any other folder)."""
+    meta = Path(run_dir) / "race.json"
+    if not meta.is_file():
+        return {}
+    tasks = json.loads(meta.read_text(encoding="utf-8")).get("tasks", {})
+    return {task: d["sentence"] for task, d in tasks.items() if d.get("sentence")}
+
+
+def with_race(race: dict[str, str], verdicts: list[dict]) -> list[dict]:
+    """A raced run's verdicts: the race's sentence per task first, the decision (its error rate holds at
+    every look), then the ordinary verdicts, marked: their tests take the items as fixed in advance, which
+    a race that stopped when its sequences decided does not (docs/race.md)."""
+    if not race:
+        return verdicts
+    return ([{"text": f"race on {task}: {sentence}"} for task, sentence in race.items()]
+            + [{**v, "text": FIXED_N + v["text"]} for v in verdicts])
+
+
 def _fmt(x) -> str:
     return "" if pd.isna(x) else f"{100 * float(x):+.1f}"
 

@@ -25,7 +25,7 @@ from ..runs.results import (PREDICTION_COLUMNS, RESULTS_DIR, load_run, new_run_i
 from ..stats.decisions import DEFAULT_MARGIN
 from .decisions import constant_cells, resolve_margin
 from .judging import judge_sections
-from .race_report import race_sections
+from .race_report import race_decisions, race_sections, with_race
 from .verdicts import HOLM_TEXT, family_verdicts, verdicts
 from .summary_table import summary_layout, summary_table, wbr
 from .stats import summarize
@@ -51,6 +51,7 @@ class Bundle:
     family: str = "all"  # the Holm family (paired.FAMILIES)
     holm_key: str = "all"  # which sentence describes it (HOLM_TEXT)
     margin: float = DEFAULT_MARGIN  # the non-inferiority margin of the decisions (accuracy, 0.05 = 5 points)
+    race: dict = field(default_factory=dict)  # a raced run's {task: decision sentence} (race_report.py)
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def build_context(b: Bundle, sections: Sequence[Section] = ()) -> dict:
             "summary_groups": layout["groups"], "summary_extra": layout["extra"],
             "summary_names": layout["names"], "pairs_head": phead, "pairs_rows": prows,
             "decisions_head": dhead, "decisions_rows": drows, "decisions": decisions, "margin": b.margin,
-            "verdicts": verdicts(b.summary, pairs, decisions) + family_verdicts(pairs),
+            "verdicts": with_race(b.race, verdicts(b.summary, pairs, decisions) + family_verdicts(pairs)),
             "plots": forest_plot(decisions) + all_plots(b.summary, b.preds, b.majk, b.probes), "measures_note": MEASURES_NOTE,
             "examples": example_groups(b.preds), "runs": [run_facts(r) for r in b.runs], "pairs": pairs,
             "alpha": ALPHA, "holm_text": HOLM_TEXT[b.holm_key],
@@ -299,7 +300,8 @@ def write_report(run_dir: str | Path, *, sections: Sequence[Section] | None = No
         write_json_atomic(d / "run.json", {**run, "margin": m})
     title = f"Run {run.get('run_id', d.name)} — {(run.get('config') or {}).get('model', '')}".rstrip(" —")
     sections = list(SECTIONS if sections is None else sections) + [Section(*s) for s in race_sections(d)]  # --race
-    return _write(Bundle(title, preds, summary, _majk(d), [run], data["probes"], margin=m), d, sections)
+    return _write(Bundle(title, preds, summary, _majk(d), [run], data["probes"], margin=m, race=race_decisions(d)), d,
+                  sections)
 
 
 def write_compare(run_dirs: Sequence[str | Path], out: str | Path | None = None, *,

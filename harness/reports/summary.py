@@ -62,7 +62,9 @@ def folder_verdicts(folder: Path) -> list[str]:
     else:
         preds = folder / "predictions.parquet"
         pairs = pairs_table(pd.read_parquet(preds)) if preds.exists() else pd.DataFrame(columns=PAIR_COLUMNS)
-    return [v["text"] for v in verdicts(summary, pairs) + family_verdicts(pairs)]
+    from .race_report import race_decisions, with_race
+
+    return [v["text"] for v in with_race(race_decisions(folder), verdicts(summary, pairs) + family_verdicts(pairs))]
 
 
 def print_matrix_verdicts(run_dir: Path, summary: pd.DataFrame) -> None:

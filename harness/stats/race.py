@@ -296,8 +296,9 @@ def race_sentence(result: RaceResult, *, margin: float = 0.05, tie: str = "leade
         parts.append(f"{result.winner} is the budget's pick after {n} items (no error guarantee)")
     elif result.status == "tie":
         m, others = f"{margin * 100:g}", [c for c in rest if c != result.best]
-        verb = "it is not" if len(others) == 1 else "none of them is"
+        verb = f"{others[0]} is not" if len(others) == 1 else "none of them is"
         parts.append(f"{result.best} leads {names(others)} after {n} items, and {verb} {m} points or more better "
+                     f"than {result.best} "
                      f"(a tie: {result.best} is within {m} points of the best)" if tie == "leader" else
                      f"{names(rest)} are within {m} points of each other after {n} items (a tie)")
     elif result.status == "undecided":
