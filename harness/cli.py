@@ -380,19 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as exc:  # a signal that library code turned into another error: still the signal
-        from .system.procs import interrupted_by_signal
+    except BaseException as exc:  # a signal, also one that library code turned into another error (procs.py)
+        from .system.procs import exit_code, interrupted_by_signal, signal_name
         if not interrupted_by_signal(exc):
             raise
-        return _interrupted()
-    except KeyboardInterrupt:
-        return _interrupted()
-
-
-def _interrupted() -> int:
-    from .system.procs import exit_code, signal_name
-    print(f"\ninterrupted ({signal_name()})", file=sys.stderr)
-    return exit_code()
+        print(f"\ninterrupted ({signal_name()})", file=sys.stderr)
+        return exit_code()
 
 
 if __name__ == "__main__":

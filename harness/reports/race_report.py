@@ -45,12 +45,12 @@ def _fmt(x) -> str:
     return "" if pd.isna(x) else f"{100 * float(x):+.1f}"
 
 
-def race_rows(looks: pd.DataFrame, decisions: dict) -> tuple[list[str], list[list[str]]]:
+def race_rows(looks: pd.DataFrame, sentences: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     head = ["task", "cell", "items", "accuracy", "lower", "upper", "status", "decision"]
     rows = []
     for task, part in looks.groupby("task", sort=False):
         last = part[part["status"] != "out"].groupby("cell", sort=False).tail(1)
-        sentence = (decisions.get(task) or {}).get("sentence", "")
+        sentence = sentences.get(task, "")
         for i, (_, r) in enumerate(last.iterrows()):
             status = "leader" if r["leader"] and r["status"] == "live" else r["status"]
             rows.append([task, str(r["cell"]), str(int(r["items"])), f"{100 * r['accuracy']:.1f} %", _fmt(r["lower"]),
@@ -86,11 +86,10 @@ def race_plot(looks: pd.DataFrame, path: Path) -> Path:
 def race_sections(run_dir: Path) -> list[tuple]:
     """The race section of a raced run as (id, title, table, note), the fields of report.Section
     (none for an ordinary run)."""
-    csv, meta = Path(run_dir) / "race.csv", Path(run_dir) / "race.json"
+    csv = Path(run_dir) / "race.csv"
     if not csv.is_file():
         return []
     looks = pd.read_csv(csv)
-    decisions = json.loads(meta.read_text(encoding="utf-8")).get("tasks", {}) if meta.is_file() else {}
     race_plot(looks, Path(run_dir) / "race.png")
-    head, rows = race_rows(looks, decisions)
+    head, rows = race_rows(looks, race_decisions(run_dir))
     return [("race", "Race", lambda _b: (head, rows), NOTE)]

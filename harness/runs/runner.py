@@ -213,11 +213,9 @@ class _Context:
                 chunk = chunks[res.index]
                 self.journal_chunk(chunk, res, meta, cost_fn, flops_per_token)
                 bar.update(len(chunk), sum(len(u.requests) for u in chunk))
-        except KeyboardInterrupt:
-            self.interrupted = True
         except BackendError as exc:  # the engine is gone: stop like an interrupt, then report it (execute)
             self.interrupted, self.failure = True, exc
-        except Exception as exc:  # a signal that library code turned into another error (procs.py)
+        except BaseException as exc:  # a signal, also one that library code turned into another error (procs.py)
             if not interrupted_by_signal(exc):
                 raise
             self.interrupted = True
@@ -261,11 +259,9 @@ class _Context:
                                                 calibration, journal=Journal(self.run_dir / "calibration.jsonl"),
                                                 run_id=run_id, model=name,
                                                 cache_folder=self.backend.cache.folder if self.spec.cache else None)
-        except KeyboardInterrupt:
-            self.interrupted = True
         except BackendError as exc:  # the engine lost during the latency measures: as in generate()
             self.interrupted, self.failure = True, exc
-        except Exception as exc:  # as in generate()
+        except BaseException as exc:  # as in generate()
             if not interrupted_by_signal(exc):
                 raise
             self.interrupted = True
